@@ -1,0 +1,1 @@
+"""The DVC stages of the pipeline: `python -m pipelines.<stage>`."""

@@ -1,0 +1,39 @@
+"""What every stage does around its own work: load params and settings, turn errors into
+one line and an exit code (2 bad input, 1 failure, 130 interrupted)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mlops.config import Params, Settings, load_params
+from mlops.errors import Interrupted, MlopsError
+from pipelines import paths
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """Validated params and resolved settings for one stage."""
+
+    name: str
+    params: Params
+    settings: Settings
+
+    @property
+    def experiment(self) -> str:
+        """The MLflow experiment of this pipeline."""
+        return self.params.pipeline.name
+
+
+def run_stage(name: str, body: Callable[[StageContext], None]) -> None:
+    """Run a stage body and exit with the platform's exit codes."""
+    try:
+        params = load_params(paths.PARAMS)
+        body(StageContext(name, params, Settings.from_env()))
+    except MlopsError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, Interrupted):
+        print(f"{name}: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,54 @@
+"""Stage `evaluate`: test-split metrics (DVC metrics), confusion matrix and learning curves
+(DVC plots and PNGs), logged in a child run of the training run."""
+
+from __future__ import annotations
+
+from mlops import tracking
+from mlops.data import Schema, features_and_target, read_parquet
+from mlops.io import file_digest, read_json, write_json
+from mlops.metrics import classification_metrics, confusion, confusion_records
+from mlops.models import WEIGHTS_FILE, load_model
+from mlops.plots import confusion_matrix_png, learning_curves_png
+from mlops.training import predict_proba
+from pipelines import paths
+from pipelines._stage import StageContext, run_stage
+
+
+def evaluate(ctx: StageContext) -> None:
+    """Evaluate the trained model on the validation and test splits."""
+    schema = Schema.load(paths.SCHEMA)
+    model, spec = load_model(paths.MODEL_DIR)
+    sha = file_digest(paths.MODEL_DIR / WEIGHTS_FILE)
+    x_test, y_test = features_and_target(read_parquet(paths.SPLITS["test"]), schema)
+    x_val, y_val = features_and_target(read_parquet(paths.SPLITS["val"]), schema)
+    history = read_json(paths.HISTORY)
+    tracking.connect(ctx.settings)
+    parent = tracking.find_run_by_tag(ctx.experiment, tracking.TAG_MODEL_SHA, sha, "train")
+    tags = {tracking.TAG_MODEL_SHA: sha}
+    with tracking.stage_run(ctx.settings, ctx.experiment, "evaluate", parent, tags):
+        proba = predict_proba(model, x_test)
+        test = classification_metrics(y_test, proba)
+        val = classification_metrics(y_val, predict_proba(model, x_val))
+        write_json(paths.METRICS, {"test": test, "val": val})
+        predicted = proba.argmax(axis=1)
+        write_json(paths.CONFUSION, confusion_records(y_test, predicted, spec.classes))
+        confusion_matrix_png(confusion(y_test, predicted, spec.n_classes), spec.classes, paths.CONFUSION_PNG)
+        learning_curves_png(history, paths.CURVES_PNG)
+        flat = {f"test_{k}": v for k, v in test.items()} | {f"val_{k}": v for k, v in val.items()}
+        tracking.log_metrics(flat)
+        if parent:
+            tracking.log_metrics(flat, run_id=parent)
+        tracking.log_artifacts(paths.METRICS, paths.CONFUSION_PNG, paths.CURVES_PNG, artifact_path="evaluation")
+        print(
+            f"evaluate: test accuracy {test['accuracy']:.4f}, macro F1 {test['f1_macro']:.4f} "
+            f"on {int(test['n_samples'])} rows -> {paths.METRICS}"
+        )
+
+
+def main() -> None:
+    """Entry point of `python -m pipelines.evaluate`."""
+    run_stage("evaluate", evaluate)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Stage `ingest`: read `data.source` into a Parquet file plus a schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlops import tracking
+from mlops.data import check_source, infer_schema, load_source, subsample, write_parquet
+from mlops.lineage import dvc_md5
+from pipelines import paths
+from pipelines._stage import StageContext, run_stage
+
+
+def ingest(ctx: StageContext) -> None:
+    """Load, subsample if asked, and write the raw data set and its schema."""
+    p = ctx.params.data
+    check_source(p.source, Path.cwd())
+    with tracking.stage_run(ctx.settings, ctx.experiment, "ingest"):
+        tracking.log_params(p.model_dump(mode="json"), prefix="data")
+        frame = subsample(load_source(p.source, p.target, Path.cwd()), p.max_rows, p.seed)
+        schema = infer_schema(frame, p.source, p.target)
+        write_parquet(frame, paths.RAW)
+        schema.save(paths.SCHEMA)
+        tracking.log_metrics(
+            {"rows": len(frame), "features": len(schema.features), "classes": len(schema.classes)}
+        )
+        tracking.set_tags({"mlops.data.raw.md5": dvc_md5(paths.RAW)})
+        tracking.log_artifacts(paths.SCHEMA)
+        print(f"ingest: {len(frame)} rows, {len(schema.features)} features -> {paths.RAW}")
+
+
+def main() -> None:
+    """Entry point of `python -m pipelines.ingest`."""
+    run_stage("ingest", ingest)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""Where each stage reads and writes, relative to the stage's working directory."""
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+EXTERNAL = Path("data/external")
+RAW = Path("data/raw/dataset.parquet")
+SCHEMA = Path("data/raw/schema.json")
+VALIDATION = Path("reports/validation.json")
+SPLITS = {name: Path(f"data/split/{name}.parquet") for name in ("train", "val", "test")}
+MODEL_DIR = Path("models")
+HISTORY = Path("reports/train_history.json")
+METRICS = Path("reports/metrics.json")
+CONFUSION = Path("reports/confusion.json")
+CONFUSION_PNG = Path("reports/plots/confusion_matrix.png")
+CURVES_PNG = Path("reports/plots/learning_curves.png")
+REGISTERED = Path("reports/registered.json")

@@ -1,0 +1,57 @@
+"""Stage `register`: log the trained model with the MLflow PyTorch flavor and register a
+new version named after the pipeline, tagged with its whole lineage."""
+
+from __future__ import annotations
+
+from mlops import tracking
+from mlops.data import Schema, features_and_target, read_parquet
+from mlops.io import file_digest, read_json, write_json
+from mlops.lineage import data_hashes, dvc_md5, git_commit, git_dirty, params_hash
+from mlops.models import WEIGHTS_FILE, count_parameters, load_model
+from pipelines import paths
+from pipelines._stage import StageContext, run_stage
+from registry.service import register_model
+
+
+def register(ctx: StageContext) -> None:
+    """Register the model of `models/` (idempotent: the same weights give the same version)."""
+    schema = Schema.load(paths.SCHEMA)
+    model, _spec = load_model(paths.MODEL_DIR)
+    sha = file_digest(paths.MODEL_DIR / WEIGHTS_FILE)
+    metrics = read_json(paths.METRICS)
+    x_test, _ = features_and_target(read_parquet(paths.SPLITS["test"]), schema)
+    root = ctx.settings.root
+    tracking.connect(ctx.settings)
+    parent = tracking.find_run_by_tag(ctx.experiment, tracking.TAG_MODEL_SHA, sha, "train")
+    lineage = {
+        "mlops.git_commit": git_commit(root),
+        "mlops.git_dirty": str(git_dirty(root)).lower(),
+        "mlops.params_hash": params_hash(ctx.params.as_dict()),
+        "mlops.data.raw.md5": dvc_md5(paths.RAW),
+        **{f"mlops.data.{k}.md5": v for k, v in data_hashes(paths.SPLITS).items()},
+        "mlops.train_run_id": parent or "unknown",
+        "mlops.parameters": count_parameters(model),
+        **{f"mlops.metric.test_{k}": f"{v:.6g}" for k, v in metrics["test"].items()},
+    }
+    name = ctx.params.model_name
+    with tracking.stage_run(ctx.settings, ctx.experiment, "register", parent, {tracking.TAG_MODEL_SHA: sha}):
+        tracking.set_tags(lineage)
+        version = register_model(
+            model, name, sha, x_test[:8], lineage,
+            description=f"PyTorch classifier trained by the `{ctx.experiment}` pipeline.",
+        )
+        write_json(
+            paths.REGISTERED,
+            {"name": version.name, "version": version.version, "sha256": sha, "source": version.source},
+        )
+        how = "already registered as" if version.reused else "registered"
+        print(f"register: {how} {version.name} version {version.version} (sha256 {sha[:12]})")
+
+
+def main() -> None:
+    """Entry point of `python -m pipelines.register`."""
+    run_stage("register", register)
+
+
+if __name__ == "__main__":
+    main()

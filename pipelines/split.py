@@ -1,0 +1,37 @@
+"""Stage `split`: stratified train/val/test Parquet files, identical bytes for a given seed."""
+
+from __future__ import annotations
+
+from mlops import tracking
+from mlops.data import read_parquet, write_parquet
+from mlops.errors import DataError
+from mlops.io import read_json
+from mlops.lineage import dvc_md5
+from mlops.splitting import stratified_split
+from pipelines import paths
+from pipelines._stage import StageContext, run_stage
+
+
+def split(ctx: StageContext) -> None:
+    """Split the validated data set."""
+    if not read_json(paths.VALIDATION).get("passed"):
+        raise DataError(f"{paths.VALIDATION}: the data did not pass validation")
+    frame = read_parquet(paths.RAW)
+    with tracking.stage_run(ctx.settings, ctx.experiment, "split"):
+        tracking.log_params(ctx.params.split.model_dump(mode="json"), prefix="split")
+        parts = dict(zip(paths.SPLITS, stratified_split(frame, ctx.params.split), strict=True))
+        for name, part in parts.items():
+            write_parquet(part, paths.SPLITS[name])
+        tracking.log_metrics({f"rows_{name}": len(part) for name, part in parts.items()})
+        tracking.set_tags({f"mlops.data.{n}.md5": dvc_md5(p) for n, p in paths.SPLITS.items()})
+        sizes = ", ".join(f"{name} {len(part)}" for name, part in parts.items())
+        print(f"split: {sizes}")
+
+
+def main() -> None:
+    """Entry point of `python -m pipelines.split`."""
+    run_stage("split", split)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""The `mlops` command: a root Typer app that parses and prints; services decide.
+
+Exit codes: 0 success, 1 failure, 2 bad input, 130 interrupted. Errors are one line
+on stderr. Importing this module imports neither torch nor mlflow.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlops import __version__, console
+from mlops.config import PARAMS_FILE, Settings, load_params
+from mlops.errors import Interrupted, MlopsError, UserError
+
+app = typer.Typer(
+    name="mlops",
+    help="MLOps lifecycle platform for PyTorch: pipelines, tracking, registry, sweeps.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+params_app = typer.Typer(help="Check params.yaml.", no_args_is_help=True)
+app.add_typer(params_app, name="params")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+_VERSIONED = ("torch", "mlflow", "optuna", "dvc", "sqlalchemy", "pydantic", "typer")
+
+
+def _mount_registry() -> None:
+    # The registry's sub-app imports only typer and rich at import time.
+    from registry.cli import app as registry_app
+
+    app.add_typer(registry_app, name="registry")
+
+
+@app.command("version")
+def version_cmd(as_json: JsonFlag = False) -> None:
+    """Show the versions of mlops and the libraries it drives."""
+    found = {"mlops": __version__, "python": sys.version.split()[0]}
+    for dist in _VERSIONED:
+        try:
+            found[dist] = version(dist)
+        except PackageNotFoundError:
+            found[dist] = "not installed"
+    if as_json:
+        console.emit_json(found)
+    else:
+        console.table("mlops", ["component", "version"], list(found.items()))
+
+
+@params_app.command("check")
+def params_check(
+    file: Annotated[Path, typer.Option("--file", "-f", help="The params file.")] = Path(PARAMS_FILE),
+) -> None:
+    """Validate params.yaml without running anything (exit 2 with one line if it is bad)."""
+    load_params(file)
+    console.out.print(f"{file}: valid")
+
+
+@app.command("doctor")
+def doctor(as_json: JsonFlag = False) -> None:
+    """Check the environment: versions, stores reachable, `platform` not shadowed, DVC."""
+    from mlops.doctor import run_checks
+
+    checks = run_checks(Settings.from_env())
+    if as_json:
+        console.emit_json([c.__dict__ for c in checks])
+    else:
+        rows = [(c.name, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.detail) for c in checks]
+        console.table("mlops doctor", ["check", "status", "detail"], rows)
+        for c in checks:
+            if not c.ok:
+                console.error(f"{c.name}: {c.detail}")
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+@app.command("ui")
+def ui(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: a free one).", min=0, max=65535)] = 0,
+) -> None:
+    """Start the MLflow UI on the configured store and keep it running until Ctrl-C."""
+    import signal
+
+    from mlops import ui as server
+
+    settings = Settings.from_env()
+    port = port or server.free_port(host)
+    process = server.start_server(settings, host, port)
+
+    def _stop(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGTERM, _stop)
+    url = f"http://{host}:{port}"
+    try:
+        console.out.print(f"Starting the MLflow UI on {settings.as_dict()['tracking_uri']} ...")
+        if not server.wait_until_up(url, process):
+            raise MlopsError(f"the MLflow UI did not start on {url} (exit {process.poll()})")
+        console.out.print(f"MLflow UI: {url}  (Ctrl-C to stop)", soft_wrap=True)
+        process.wait()
+        if process.returncode:
+            raise MlopsError(f"the MLflow UI stopped with exit code {process.returncode}")
+    except (KeyboardInterrupt, Interrupted):
+        console.out.print("MLflow UI stopped")
+    finally:
+        server.stop_server(process)
+
+
+@app.command("summary")
+def summary(as_json: JsonFlag = False) -> None:
+    """Show where the pipeline's results are: metrics, the registered version, the stores."""
+    from mlops.io import read_json
+
+    settings = Settings.from_env()
+    root = settings.root
+    metrics_file = root / "reports" / "metrics.json"
+    registered_file = root / "reports" / "registered.json"
+    if not metrics_file.is_file():
+        raise UserError(f"{metrics_file}: not found; run `dvc repro` (or `make run`) first")
+    metrics = read_json(metrics_file)
+    registered = read_json(registered_file) if registered_file.is_file() else {}
+    result = {
+        "metrics": metrics,
+        "registered": registered,
+        "stores": settings.as_dict(),
+        "outputs": {
+            "metrics": "reports/metrics.json",
+            "plots": "reports/plots/",
+            "model": "models/",
+            "validation": "reports/validation.json",
+        },
+    }
+    if as_json:
+        console.emit_json(result)
+        return
+    test = metrics.get("test", {})
+    rows = [(k, f"{v:.4f}") for k, v in sorted(test.items()) if k != "n_samples"]
+    console.table("Test metrics", ["metric", "value"], rows)
+    if registered:
+        console.out.print(
+            f"Registered model: [bold]{registered['name']}[/] version "
+            f"[bold]{registered['version']}[/] (sha256 {registered['sha256'][:12]})"
+        )
+    console.table("Where to look", ["what", "where"], [
+        ("metrics and plots", "dvc metrics show · dvc plots show · reports/plots/*.png"),
+        ("runs, metrics, models", "mlops ui  (MLflow UI on 127.0.0.1)"),
+        ("registered versions", "mlops registry list"),
+        ("tracking store", settings.as_dict()["tracking_uri"]),
+        ("artifacts", settings.as_dict()["artifact_root"]),
+    ])  # fmt: skip
+
+
+def main() -> None:
+    """Console-script entry point with the platform's exit codes and one-line errors."""
+    _mount_registry()
+    try:
+        app()  # standalone: usage errors exit 2 with Typer's message
+    except MlopsError as exc:
+        console.error(str(exc))
+        sys.exit(exc.exit_code)
+    except Interrupted:
+        console.error("interrupted")
+        sys.exit(130)

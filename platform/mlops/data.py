@@ -1,0 +1,164 @@
+"""Reading data sources and the columnar files the pipeline passes between stages."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops.errors import DataError, UserError
+from mlops.io import read_json, write_json, write_with
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+BUILTIN_DIGITS = "builtin:digits"
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What ingest found: feature columns, target, classes and, for images, their shape."""
+
+    source: str
+    target: str
+    features: list[str]
+    dtypes: dict[str, str]
+    classes: list[Any]
+    n_rows: int
+    task: str = "classification"
+    input_shape: list[int] = field(default_factory=list)
+
+    def save(self, path: str | Path) -> None:
+        """Write the schema as JSON (atomically)."""
+        write_json(path, asdict(self))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Schema:
+        """Read a schema written by `save`."""
+        return cls(**read_json(path))
+
+
+def check_source(source: str, base: Path) -> Path | None:
+    """The file a data source names (relative to `base`), or None for a builtin set.
+
+    Raises `UserError` naming `data.source` when the file does not exist.
+    """
+    if source == BUILTIN_DIGITS:
+        return None
+    path = Path(source) if Path(source).is_absolute() else base / source
+    if not path.is_file():
+        raise UserError(f"data.source: file not found: {source}")
+    return path
+
+
+def load_source(source: str, target: str, base: Path) -> pd.DataFrame:
+    """Read the data source named in params: the builtin digits set, or a CSV/Parquet file
+    (a relative path is taken from `base`, the stage's working directory).
+
+    The target column is always called `target` in the returned frame.
+    """
+    import pandas as pd
+
+    if source == BUILTIN_DIGITS:
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        columns = [f"px_{r}_{c}" for r in range(8) for c in range(8)]
+        frame = pd.DataFrame(bunch.data.astype("float32"), columns=columns)
+        frame["target"] = bunch.target.astype("int64")
+        return frame
+    path = check_source(source, base)
+    assert path is not None
+    try:
+        if path.suffix.lower() == ".csv":
+            frame = pd.read_csv(path)
+        else:
+            frame = pd.read_parquet(path)
+    except Exception as exc:  # pandas raises many types for unreadable files
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{source}: cannot read: {first}") from None
+    if target not in frame.columns:
+        raise UserError(
+            f"data.target = {target!r}: no such column in {source} "
+            f"(columns: {', '.join(map(str, frame.columns[:10]))})"
+        )
+    frame.columns = [str(c) for c in frame.columns]
+    if target != "target":
+        if "target" in frame.columns:
+            raise DataError(f"{source}: a feature column is named 'target'; rename it")
+        frame = frame.rename(columns={target: "target"})
+    return frame
+
+
+def infer_schema(frame: pd.DataFrame, source: str, target: str) -> Schema:
+    """Describe a loaded frame: features, dtypes, sorted class labels, input shape."""
+    import pandas as pd
+
+    labels = frame["target"].dropna()
+    if pd.api.types.is_float_dtype(labels) and not (labels == labels.round()).all():
+        raise DataError(
+            f"data.target = {target!r}: continuous values; only classification targets "
+            "(integers or strings) are supported so far"
+        )
+    if pd.api.types.is_float_dtype(labels):
+        frame["target"] = frame["target"].astype("Int64")
+        labels = frame["target"].dropna()
+    values = sorted({v.item() if hasattr(v, "item") else v for v in labels.unique()}, key=str)
+    if all(isinstance(v, int) for v in values):
+        values = sorted(values)
+    features = [c for c in frame.columns if c != "target"]
+    shape = [1, 8, 8] if source == BUILTIN_DIGITS else [len(features)]
+    return Schema(
+        source=source,
+        target=target,
+        features=features,
+        dtypes={c: str(t) for c, t in frame.dtypes.items()},
+        classes=values,
+        n_rows=len(frame),
+        input_shape=shape,
+    )
+
+
+def subsample(frame: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFrame:
+    """At most `max_rows` rows, stratified by target, in a reproducible order."""
+    if max_rows is None or len(frame) <= max_rows:
+        return frame.reset_index(drop=True)
+    from sklearn.model_selection import train_test_split
+
+    kept, _ = train_test_split(
+        frame, train_size=max_rows, random_state=seed, stratify=frame["target"]
+    )
+    return kept.sort_index().reset_index(drop=True)
+
+
+def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write a frame to Parquet atomically; the same frame always gives the same bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+    table = table.replace_schema_metadata(None)
+    write_with(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+
+
+def read_parquet(path: str | Path) -> pd.DataFrame:
+    """Read a Parquet file written by `write_parquet`."""
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found (run the earlier stages first)") from None
+
+
+def features_and_target(frame: pd.DataFrame, schema: Schema) -> tuple[Any, Any]:
+    """Features as float32 and targets as class indices, both numpy arrays."""
+    import numpy as np
+
+    x = frame[schema.features].to_numpy(dtype=np.float32, copy=True)
+    index = {str(c): i for i, c in enumerate(schema.classes)}
+    try:
+        y = np.array([index[str(v)] for v in frame["target"]], dtype=np.int64)
+    except KeyError as exc:
+        raise DataError(f"label {exc.args[0]!r} is not among the schema's classes") from None
+    return x, y

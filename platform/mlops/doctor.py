@@ -1,0 +1,159 @@
+"""Environment checks behind `mlops doctor`: versions, stores, the `platform` shadow, DVC."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import sysconfig
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from mlops.config import PARAMS_FILE, Settings, load_params, redact
+from mlops.errors import UserError
+
+# distribution -> (required major.minor prefix or exact version, how to describe it)
+REQUIRED = {
+    "torch": "2.13.0",
+    "mlflow": "3.",
+    "optuna": "5.",
+    "dvc": "3.",
+    "sqlalchemy": "2.",
+    "alembic": "1.",
+    "pydantic": "2.",
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One doctor check."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+def check_versions() -> list[Check]:
+    """Each key dependency is installed at a supported version."""
+    checks = []
+    for dist, wanted in REQUIRED.items():
+        try:
+            found = version(dist).split("+")[0]
+        except PackageNotFoundError:
+            checks.append(Check(f"package {dist}", False, f"not installed (want {wanted}*)"))
+            continue
+        ok = found.startswith(wanted) if wanted.endswith(".") else found == wanted
+        checks.append(Check(f"package {dist}", ok, found if ok else f"{found} (want {wanted}*)"))
+    return checks
+
+
+def check_platform_module() -> Check:
+    """`import platform` must be the standard library's module, not our source root."""
+    import platform
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
+    where = Path(platform.__file__ or "").resolve()
+    ok = stdlib in where.parents
+    return Check("platform module", ok, str(where) if ok else f"shadowed by {where}")
+
+
+def check_python() -> Check:
+    """Python 3.11 or 3.12."""
+    ok = (3, 11) <= sys.version_info[:2] < (3, 13)
+    return Check("python", ok, sys.version.split()[0])
+
+
+def check_dvc(settings: Settings) -> Check:
+    """The project root holds an initialised DVC repository."""
+    ok = (settings.root / ".dvc" / "config").is_file()
+    return Check("dvc repository", ok, str(settings.root) if ok else f"no .dvc/ in {settings.root}")
+
+
+def check_params(settings: Settings) -> Check:
+    """params.yaml parses and validates."""
+    try:
+        load_params(settings.root / PARAMS_FILE)
+    except UserError as exc:
+        return Check("params.yaml", False, str(exc))
+    return Check("params.yaml", True, "valid")
+
+
+def _sqlite_check(path: Path) -> tuple[bool, str]:
+    if path.exists():
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
+                conn.execute("select count(*) from sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            return False, f"{path}: {exc}"
+        return True, f"{path} (exists)"
+    parent = next((p for p in (path.parent, *path.parents) if p.exists()), None)
+    if parent is None or not os.access(parent, os.W_OK):
+        return False, f"{path}: cannot create (folder not writable)"
+    return True, f"{path} (created on first use)"
+
+
+def _sql_check(url: str) -> tuple[bool, str]:
+    if url.startswith("sqlite:///"):
+        return _sqlite_check(Path(url.removeprefix("sqlite:///")))
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine_url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+    try:
+        engine = create_engine(engine_url, connect_args={"connect_timeout": 5})
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+    except (SQLAlchemyError, ImportError) as exc:
+        first = str(exc).splitlines()[0]
+        return False, f"{redact(url)}: {redact(first)}"
+    finally:
+        if "engine" in locals():
+            engine.dispose()
+    return True, redact(url)
+
+
+def _http_check(url: str) -> tuple[bool, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=5) as response:
+            return response.status == 200, f"{redact(url)} (HTTP {response.status})"
+    except (urllib.error.URLError, OSError) as exc:
+        return False, f"{redact(url)}: {exc}"
+
+
+def check_store(name: str, url: str) -> Check:
+    """A tracking or database URL answers (SQLite file usable, server reachable)."""
+    checker: Callable[[str], tuple[bool, str]] = (
+        _http_check if url.startswith(("http://", "https://")) else _sql_check
+    )
+    ok, detail = checker(url)
+    return Check(name, ok, detail)
+
+
+def check_artifacts(url: str) -> Check:
+    """A local artifact root is a writable folder (or can be made)."""
+    if not url.startswith("file://"):
+        return Check("artifact root", True, f"{redact(url)} (remote, not checked)")
+    path = Path(url.removeprefix("file://"))
+    parent = next((p for p in (path, *path.parents) if p.exists()), None)
+    ok = parent is not None and os.access(parent, os.W_OK)
+    return Check("artifact root", ok, str(path) if ok else f"{path}: not writable")
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    """Every check, in display order."""
+    return [
+        check_python(),
+        check_platform_module(),
+        *check_versions(),
+        check_dvc(settings),
+        check_params(settings),
+        check_store("tracking store", settings.tracking_uri),
+        check_artifacts(settings.artifact_root),
+        check_store("optuna storage", settings.optuna_storage),
+        check_store("platform database", settings.database_url),
+    ]

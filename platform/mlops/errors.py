@@ -1,0 +1,47 @@
+"""Error types that carry their own exit code and one-line message.
+
+`UserError` (exit 2) is bad input: params, names, paths, data files. `DataError`
+(exit 1) is data that parsed but cannot be used. `StoreError` (exit 1) is a store
+that cannot be reached. Each is printed as one line, never with a traceback.
+"""
+
+from __future__ import annotations
+
+
+class MlopsError(Exception):
+    """Base of every error the platform reports to a person as one line."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UserError(MlopsError):
+    """Bad input from the user: rejected before any compute, exit code 2."""
+
+    exit_code = 2
+
+
+class DataError(MlopsError):
+    """Data that was read but is unusable (validation failed), exit code 1."""
+
+    exit_code = 1
+
+
+class StoreError(MlopsError):
+    """A store (tracking, database, artifacts) cannot be reached or used, exit code 1."""
+
+    exit_code = 1
+
+
+class Interrupted(BaseException):
+    """Raised in the main thread when SIGTERM arrives, so runs end as KILLED."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum

@@ -1,0 +1,219 @@
+"""The MLflow edge: connecting to the store, stage runs that never stay RUNNING, lookups.
+
+Every MLflow call of the pipeline goes through here. A stage run records the host,
+pid and process start time that own it; when a later stage starts, RUNNING runs
+whose owner process is gone (killed with SIGKILL, a crashed machine) are closed
+as KILLED.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from mlops.config import Settings, redact
+from mlops.errors import Interrupted, StoreError
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+TAG_STAGE = "mlops.stage"
+TAG_HOST = "mlops.host"
+TAG_PID = "mlops.pid"
+TAG_PID_STARTED = "mlops.pid_started"
+TAG_CLOSED_BY = "mlops.closed_by"
+TAG_MODEL_SHA = "mlops.model_sha256"
+
+
+def connect(settings: Settings) -> None:
+    """Point MLflow (tracking and registry) at the configured store, creating the local
+    folder of the embedded default when needed."""
+    import mlflow
+
+    if settings.tracking_uri.startswith("sqlite:///"):
+        Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+            parents=True, exist_ok=True
+        )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+
+
+def ensure_experiment(name: str, settings: Settings) -> str:
+    """The id of the experiment `name`, created with artifacts under the artifact root."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                client.restore_experiment(found.experiment_id)
+            return str(found.experiment_id)
+        location = f"{settings.artifact_root.rstrip('/')}/{name}"
+        return str(client.create_experiment(name, artifact_location=location))
+    except MlflowException as exc:
+        if "already exists" in str(exc):
+            found = client.get_experiment_by_name(name)
+            if found is not None:
+                return str(found.experiment_id)
+        raise StoreError(f"tracking store {redact(settings.tracking_uri)}: {exc}") from None
+
+
+def _process_started(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return None
+
+
+def _owner_alive(run: Run) -> bool:
+    tags = run.data.tags
+    if tags.get(TAG_HOST) != socket.gethostname():
+        return True  # another host's run: we cannot tell, so leave it alone
+    try:
+        pid = int(tags[TAG_PID])
+        started = float(tags[TAG_PID_STARTED])
+    except (KeyError, ValueError):
+        return True
+    actual = _process_started(pid)
+    return actual is not None and abs(actual - started) < 1.0
+
+
+def close_stale_runs(experiment_id: str) -> list[str]:
+    """Mark RUNNING runs of this host whose process is gone as KILLED; return their ids."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    closed: list[str] = []
+    runs = client.search_runs(
+        [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+    )
+    for run in runs:
+        if not _owner_alive(run):
+            client.set_tag(run.info.run_id, TAG_CLOSED_BY, "stale-run-recovery")
+            client.set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+    return closed
+
+
+def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+@contextmanager
+def stage_run(
+    settings: Settings,
+    experiment: str,
+    stage: str,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """Open an MLflow run for a pipeline stage and yield its id.
+
+    It ends FINISHED on success, FAILED on an exception and KILLED on Ctrl-C or
+    SIGTERM; runs left RUNNING by dead processes of this host are closed first.
+    """
+    import mlflow
+
+    connect(settings)
+    experiment_id = ensure_experiment(experiment, settings)
+    close_stale_runs(experiment_id)
+    own = {
+        TAG_STAGE: stage,
+        TAG_HOST: socket.gethostname(),
+        TAG_PID: str(os.getpid()),
+        TAG_PID_STARTED: repr(_process_started(os.getpid()) or 0.0),
+        **(tags or {}),
+    }
+    if parent_run_id:
+        own["mlflow.parentRunId"] = parent_run_id
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=own)
+    try:
+        yield run.info.run_id
+    except (KeyboardInterrupt, Interrupted):
+        mlflow.end_run(status="KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    else:
+        mlflow.end_run(status="FINISHED")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def log_params(values: dict[str, Any], prefix: str = "") -> None:
+    """Log nested params flattened with dots (`train.model.dropout`)."""
+    import mlflow
+
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        else:
+            flat[key] = node
+
+    walk(values, prefix)
+    mlflow.log_params(flat)
+
+
+def find_run_by_tag(experiment: str, key: str, value: str, stage: str) -> str | None:
+    """The newest FINISHED run of `stage` in `experiment` whose tag `key` equals `value`."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string=(
+            f"tags.`{key}` = '{value}' and tags.`{TAG_STAGE}` = '{stage}' "
+            "and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def log_metrics(values: dict[str, float], step: int | None = None, run_id: str | None = None) -> None:
+    """Log metrics to the active run, or to `run_id` (which may be finished)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    if run_id is None:
+        mlflow.log_metrics({k: float(v) for k, v in values.items()}, step=step)
+        return
+    client = MlflowClient()
+    for key, value in values.items():
+        client.log_metric(run_id, key, float(value), step=step or 0)
+
+
+def set_tags(tags: dict[str, Any]) -> None:
+    """Tag the active run."""
+    import mlflow
+
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def log_artifacts(*files: str | Path, artifact_path: str | None = None) -> None:
+    """Attach files to the active run."""
+    import mlflow
+
+    for file in files:
+        mlflow.log_artifact(str(file), artifact_path=artifact_path)

@@ -1,0 +1,130 @@
+"""Data validation: pure checks on a frame against its schema and the validate params."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlops.config import ValidateParams
+    from mlops.data import Schema
+
+
+@dataclass(frozen=True)
+class Check:
+    """One validation check: what was measured, against what, and whether it passed."""
+
+    name: str
+    passed: bool
+    value: Any
+    threshold: Any
+    detail: str
+
+
+def _check(name: str, passed: bool, value: Any, threshold: Any, detail: str) -> Check:
+    return Check(name=name, passed=bool(passed), value=value, threshold=threshold, detail=detail)
+
+
+def validate_frame(frame: pd.DataFrame, schema: Schema, params: ValidateParams) -> dict[str, Any]:
+    """Run every check and return the report (JSON-ready); `report["passed"]` is the verdict."""
+    import pandas as pd
+
+    checks: list[Check] = []
+    expected = [*schema.features, "target"]
+    missing_cols = [c for c in expected if c not in frame.columns]
+    extra_cols = [c for c in frame.columns if c not in expected]
+    checks.append(
+        _check(
+            "schema.columns",
+            not missing_cols and not extra_cols,
+            {"missing": missing_cols, "unexpected": extra_cols},
+            "columns as recorded by ingest",
+            "columns match the schema"
+            if not missing_cols and not extra_cols
+            else f"missing {missing_cols}, unexpected {extra_cols}",
+        )
+    )
+    present = [c for c in schema.features if c in frame.columns]
+    non_numeric = [c for c in present if not pd.api.types.is_numeric_dtype(frame[c])]
+    non_numeric += [c for c in present if pd.api.types.is_bool_dtype(frame[c])]
+    checks.append(
+        _check(
+            "schema.numeric_features",
+            not non_numeric,
+            non_numeric,
+            "all features numeric",
+            "all features are numeric"
+            if not non_numeric
+            else f"non-numeric feature columns: {', '.join(non_numeric[:5])}",
+        )
+    )
+    n = len(frame)
+    rows_missing = int(frame[[*present, "target"]].isna().any(axis=1).sum()) if n else 0
+    frac_missing = rows_missing / n if n else 0.0
+    checks.append(
+        _check(
+            "missing_values",
+            frac_missing <= params.max_missing_fraction,
+            round(frac_missing, 6),
+            params.max_missing_fraction,
+            f"{rows_missing} of {n} rows have a missing value",
+        )
+    )
+    labels = frame["target"].dropna()
+    counts = labels.astype(str).value_counts()
+    known = {str(c) for c in schema.classes}
+    unknown = sorted(set(counts.index) - known)
+    n_classes = int(counts.size)
+    checks.append(
+        _check(
+            "labels.set",
+            not unknown and 2 <= n_classes <= params.max_classes,
+            n_classes,
+            f"2..{params.max_classes} classes, all known to the schema",
+            f"{n_classes} classes"
+            + (f"; labels not in schema: {unknown[:5]}" if unknown else "")
+            + ("; a classifier needs at least 2" if n_classes < 2 else ""),
+        )
+    )
+    smallest = int(counts.min()) if n_classes else 0
+    rare = counts[counts < params.min_rows_per_class]
+    checks.append(
+        _check(
+            "labels.min_rows_per_class",
+            n_classes > 0 and rare.empty,
+            smallest,
+            params.min_rows_per_class,
+            f"smallest class has {smallest} rows"
+            + (f"; too few rows for {', '.join(map(str, rare.index[:5]))}" if not rare.empty else ""),
+        )
+    )
+    dup = int(frame.duplicated().sum()) if n else 0
+    conflicting = 0
+    if n and present:
+        by_features = frame.drop_duplicates().duplicated(subset=present, keep=False)
+        conflicting = int(by_features.sum())
+    frac_dup = dup / n if n else 0.0
+    checks.append(
+        _check(
+            "duplicates",
+            frac_dup <= params.max_duplicate_fraction,
+            round(frac_dup, 6),
+            params.max_duplicate_fraction,
+            f"{dup} duplicate rows; {conflicting} rows share features but not the label",
+        )
+    )
+    checks.append(_check("rows", n > 0, n, "> 0", f"{n} rows"))
+    return {
+        "passed": all(c.passed for c in checks),
+        "n_rows": n,
+        "class_counts": {k: int(v) for k, v in sorted(counts.items())},
+        "checks": [asdict(c) for c in checks],
+    }
+
+
+def failure_summary(report: dict[str, Any]) -> str:
+    """One line naming every failed check."""
+    failed = [c for c in report["checks"] if not c["passed"]]
+    return "; ".join(f"{c['name']}: {c['detail']} (limit {c['threshold']})" for c in failed)
