@@ -42,7 +42,7 @@ def register(ctx: StageContext) -> None:
         )
         write_json(
             paths.REGISTERED,
-            {"name": version.name, "version": version.version, "sha256": sha, "source": version.source},
+            {"name": version.name, "version": version.version, "sha256": sha},
         )
         how = "already registered as" if version.reused else "registered"
         print(f"register: {how} {version.name} version {version.version} (sha256 {sha[:12]})")

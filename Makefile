@@ -1,0 +1,58 @@
+# The two commands of the README: `make run` (set up + run the pipeline) and
+# `make test` (set up + lint + test). Both create .venv from requirements.lock.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(abspath $(VENV))/bin
+STAMP  := $(VENV)/.installed
+PIP_VERSION := 26.3
+
+# Stage commands in dvc.yaml call `python`: make it the venv's.
+export PATH := $(BIN):$(PATH)
+export VIRTUAL_ENV := $(abspath $(VENV))
+
+.PHONY: install run test lint unit integration e2e ui bench lock clean
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "pip==$(PIP_VERSION)"
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	mlops params check
+	dvc repro
+	mlops summary
+
+test: install lint
+	pytest
+
+lint: install
+	ruff check .
+	ruff format --check .
+	mypy
+
+unit: install
+	pytest tests/unit
+
+integration: install
+	pytest tests/integration
+
+e2e: install
+	pytest tests/e2e
+
+ui: install
+	mlops ui
+
+bench: install
+	python benchmarks/noop_repro.py
+	python benchmarks/cli_startup.py
+
+lock: install
+	{ head -n 2 requirements.lock; $(BIN)/pip freeze --exclude-editable \
+	  | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/' | sort -f; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
