@@ -32,13 +32,17 @@ def evaluate(ctx: StageContext) -> None:
         write_json(paths.METRICS, {"test": test, "val": val})
         predicted = proba.argmax(axis=1)
         write_json(paths.CONFUSION, confusion_records(y_test, predicted, spec.classes))
-        confusion_matrix_png(confusion(y_test, predicted, spec.n_classes), spec.classes, paths.CONFUSION_PNG)
+        confusion_matrix_png(
+            confusion(y_test, predicted, spec.n_classes), spec.classes, paths.CONFUSION_PNG
+        )
         learning_curves_png(history, paths.CURVES_PNG)
-        flat = {f"test_{k}": v for k, v in test.items()} | {f"val_{k}": v for k, v in val.items()}
-        tracking.log_metrics(flat)
-        if parent:
+        flat = {f"test_{k}": v for k, v in test.items()}
+        tracking.log_metrics(flat | {f"val_{k}": v for k, v in val.items()})
+        if parent:  # test metrics on the train run too, so the runs table compares them
             tracking.log_metrics(flat, run_id=parent)
-        tracking.log_artifacts(paths.METRICS, paths.CONFUSION_PNG, paths.CURVES_PNG, artifact_path="evaluation")
+        tracking.log_artifacts(
+            paths.METRICS, paths.CONFUSION_PNG, paths.CURVES_PNG, artifact_path="evaluation"
+        )
         print(
             f"evaluate: test accuracy {test['accuracy']:.4f}, macro F1 {test['f1_macro']:.4f} "
             f"on {int(test['n_samples'])} rows -> {paths.METRICS}"

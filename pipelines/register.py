@@ -34,10 +34,16 @@ def register(ctx: StageContext) -> None:
         **{f"mlops.metric.test_{k}": f"{v:.6g}" for k, v in metrics["test"].items()},
     }
     name = ctx.params.model_name
-    with tracking.stage_run(ctx.settings, ctx.experiment, "register", parent, {tracking.TAG_MODEL_SHA: sha}):
+    with tracking.stage_run(
+        ctx.settings, ctx.experiment, "register", parent, {tracking.TAG_MODEL_SHA: sha}
+    ):
         tracking.set_tags(lineage)
         version = register_model(
-            model, name, sha, x_test[:8], lineage,
+            model,
+            name,
+            sha,
+            x_test[:8],
+            lineage,
             description=f"PyTorch classifier trained by the `{ctx.experiment}` pipeline.",
         )
         write_json(

@@ -34,7 +34,9 @@ def train(ctx: StageContext) -> None:
                 flush=True,
             )
 
-        result = train_model(lambda: build_model(spec), p, (x_train, y_train), (x_val, y_val), on_epoch)
+        result = train_model(
+            lambda: build_model(spec), p, (x_train, y_train), (x_val, y_val), on_epoch
+        )
         sha = save_model(result.model, spec, paths.MODEL_DIR)
         write_json(paths.HISTORY, [{"epoch": h.epoch, **h.as_dict()} for h in result.history])
         best = result.history[result.best_epoch - 1]
@@ -46,7 +48,9 @@ def train(ctx: StageContext) -> None:
                 "parameters": count_parameters(result.model),
             }
         )
-        tracking.set_tags({tracking.TAG_MODEL_SHA: sha, "mlops.stopped_early": result.stopped_early})
+        tracking.set_tags(
+            {tracking.TAG_MODEL_SHA: sha, "mlops.stopped_early": result.stopped_early}
+        )
         print(
             f"train: best epoch {result.best_epoch} (val_accuracy {best.val_accuracy:.4f}) "
             f"-> {paths.MODEL_DIR}/"

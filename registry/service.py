@@ -61,7 +61,9 @@ def find_version_by_sha(name: str, sha256: str) -> RegisteredVersion | None:
     if not ready:
         return None
     mv = min(ready, key=lambda m: int(m.version))
-    return RegisteredVersion(mv.name, str(mv.version), mv.run_id or "", mv.source, sha256, True)
+    return RegisteredVersion(
+        mv.name, str(mv.version), mv.run_id or "", mv.source or "", sha256, True
+    )
 
 
 def _wait_ready(name: str, version: str, timeout: float = 120.0) -> None:

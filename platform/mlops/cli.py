@@ -55,7 +55,9 @@ def version_cmd(as_json: JsonFlag = False) -> None:
 
 @params_app.command("check")
 def params_check(
-    file: Annotated[Path, typer.Option("--file", "-f", help="The params file.")] = Path(PARAMS_FILE),
+    file: Annotated[Path, typer.Option("--file", "-f", help="The params file.")] = Path(
+        PARAMS_FILE
+    ),
 ) -> None:
     """Validate params.yaml without running anything (exit 2 with one line if it is bad)."""
     load_params(file)

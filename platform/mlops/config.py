@@ -143,7 +143,13 @@ class Params(_Section):
     evaluate: EvaluateParams = EvaluateParams()
     register_: RegisterParams = Field(default=RegisterParams(), alias="register")
 
-    model_config = ConfigDict(populate_by_name=True)
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        # `train:` with nothing under it means "all defaults", as an empty file does.
+        if isinstance(data, dict):
+            return {k: ({} if v is None else v) for k, v in data.items()}
+        return data
 
     @property
     def model_name(self) -> str:
@@ -156,35 +162,62 @@ class Params(_Section):
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe YAML loader that reads `1e-3` as a float (as YAML 1.2 and DVC do) and
-    refuses duplicate keys instead of silently keeping the last one."""
+    """Safe YAML loader with YAML 1.2 core-schema scalars (as DVC reads params.yaml:
+    `1e-3` is a float, `010` is ten, `yes` is a string) that refuses duplicate keys
+    instead of silently keeping the last one."""
 
 
-_FLOAT = re.compile(
-    r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?"
-    r"|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)"
-    r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
-    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-)
+_CORE_SCHEMA = [
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    (
+        "tag:yaml.org,2002:float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+0123456789.",
+    ),
+]
+_REPLACED = {tag for tag, _, _ in _CORE_SCHEMA}
 _Loader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _REPLACED]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+for _tag, _pattern, _first in _CORE_SCHEMA:
+    _Loader.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
+
+
+def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
+    text = str(loader.construct_scalar(node))
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text)
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                "a key must be a plain value, not a list or mapping",
+                key_node.start_mark,
+            ) from None
+        if duplicate:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
             )
         seen.add(key)
+    loader.flatten_mapping(node)
     return loader.construct_mapping(node)
 
 
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
@@ -194,7 +227,10 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            text = str(part)
+            if not re.fullmatch(r"[\w.-]+", text):
+                text = repr(text)
+            out += ("." if out else "") + text
     return out or "(top level)"
 
 
@@ -247,7 +283,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read: {exc}") from None
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -297,7 +333,9 @@ def _sqlite_url(value: str, base: Path) -> str:
 def _file_uri(value: str, base: Path) -> str:
     if value.startswith("file://"):
         raw = value.removeprefix("file://")
-        return Path(raw).resolve().as_uri() if raw.startswith("/") else (base / raw).resolve().as_uri()
+        return (
+            Path(raw).resolve().as_uri() if raw.startswith("/") else (base / raw).resolve().as_uri()
+        )
     if "://" in value:
         return value
     return (base / value).resolve().as_uri()
@@ -315,13 +353,11 @@ class Settings:
     database_url: str
 
     @classmethod
-    def from_env(
-        cls, env: Mapping[str, str] | None = None, cwd: Path | None = None
-    ) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
         """Build settings; relative paths are taken from the project root, never the cwd."""
         env = os.environ if env is None else env
         root = find_project_root(cwd, env)
-        home_raw = env.get(f"{ENV_PREFIX}HOME", "")
+        home_raw = env.get(f"{ENV_PREFIX}HOME", "").strip()
         home = (root / home_raw).resolve() if home_raw else root / ".mlops"
         get = lambda key: env.get(f"{ENV_PREFIX}{key}", "").strip()  # noqa: E731
         return cls(
@@ -351,5 +387,6 @@ class Settings:
 
 
 def redact(url: str) -> str:
-    """Hide the password in `scheme://user:password@host/...`."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+    """Hide the password in `scheme://user:password@host/...` (the password may hold
+    `/` or `@`: the host starts after the last `@` of the URL, as SQLAlchemy reads it)."""
+    return re.sub(r"^([A-Za-z][\w+.-]*://[^:/@]*):.*@(?=[^@]*$)", r"\1:***@", url)

@@ -70,10 +70,7 @@ def load_source(source: str, target: str, base: Path) -> pd.DataFrame:
     path = check_source(source, base)
     assert path is not None
     try:
-        if path.suffix.lower() == ".csv":
-            frame = pd.read_csv(path)
-        else:
-            frame = pd.read_parquet(path)
+        frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
     except Exception as exc:  # pandas raises many types for unreadable files
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{source}: cannot read: {first}") from None
@@ -91,7 +88,10 @@ def load_source(source: str, target: str, base: Path) -> pd.DataFrame:
 
 
 def infer_schema(frame: pd.DataFrame, source: str, target: str) -> Schema:
-    """Describe a loaded frame: features, dtypes, sorted class labels, input shape."""
+    """Describe a loaded frame: features, dtypes, sorted class labels, input shape.
+
+    A float target whose values are all integral is converted to integers in place.
+    """
     import pandas as pd
 
     labels = frame["target"].dropna()

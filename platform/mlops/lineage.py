@@ -31,7 +31,9 @@ def git_commit(root: Path) -> str:
 
 def git_dirty(root: Path) -> bool:
     """True when tracked files differ from HEAD (dvc.lock and .gitignore files excepted)."""
-    status = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", *_PIPELINE_WRITTEN)
+    status = _git(
+        root, "status", "--porcelain", "--untracked-files=no", "--", ".", *_PIPELINE_WRITTEN
+    )
     return bool(status)
 
 

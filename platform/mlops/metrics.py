@@ -15,7 +15,9 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, f
     labels = list(range(proba.shape[1]))
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "f1_macro": float(f1_score(y_true, y_pred, average="macro", labels=labels, zero_division=0)),
+        "f1_macro": float(
+            f1_score(y_true, y_pred, average="macro", labels=labels, zero_division=0)
+        ),
         "log_loss": float(log_loss(y_true, np.clip(proba, 1e-12, 1.0), labels=labels)),
         "n_samples": float(len(y_true)),
     }
@@ -28,7 +30,9 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndar
     return matrix
 
 
-def confusion_records(y_true: np.ndarray, y_pred: np.ndarray, classes: list[Any]) -> list[dict[str, str]]:
+def confusion_records(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: list[Any]
+) -> list[dict[str, str]]:
     """Per-sample actual/predicted pairs, as DVC's confusion-matrix plot template reads them."""
     return [
         {"actual": str(classes[a]), "predicted": str(classes[p])}

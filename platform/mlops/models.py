@@ -42,7 +42,11 @@ class ModelSpec:
 
 
 def make_spec(
-    params: MLPParams, classes: list[Any], mean: list[float], std: list[float], input_shape: list[int]
+    params: MLPParams,
+    classes: list[Any],
+    mean: list[float],
+    std: list[float],
+    input_shape: list[int],
 ) -> ModelSpec:
     """The spec of a model for these hyperparameters and data statistics."""
     hyper = params.model_dump(mode="json")
@@ -83,7 +87,9 @@ def save_model(model: nn.Module, spec: ModelSpec, directory: str | Path) -> str:
     return file_digest(directory / WEIGHTS_FILE)
 
 
-def load_model(directory: str | Path, expected_sha256: str | None = None) -> tuple[nn.Module, ModelSpec]:
+def load_model(
+    directory: str | Path, expected_sha256: str | None = None
+) -> tuple[nn.Module, ModelSpec]:
     """Rebuild a saved model in eval mode, refusing weights whose sha256 does not match."""
     from safetensors.torch import load_file
 
@@ -95,7 +101,8 @@ def load_model(directory: str | Path, expected_sha256: str | None = None) -> tup
         actual = file_digest(weights)
         if actual != expected_sha256:
             raise DataError(
-                f"{weights}: sha256 {actual[:12]}… does not match the recorded {expected_sha256[:12]}…"
+                f"{weights}: sha256 {actual[:12]}… does not match "
+                f"the recorded {expected_sha256[:12]}…"
             )
     spec = ModelSpec(**read_json(directory / SPEC_FILE))
     model = build_model(spec)

@@ -16,13 +16,16 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 class Normalize(nn.Module):
     """Flattens the input and standardises it with the training split's statistics."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: list[float], std: list[float]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(x.shape[0], -1).to(torch.float32)
+        x = x.reshape(x.shape[0], self.mean.numel()).to(torch.float32)
         return (x - self.mean) / self.std
 
 

@@ -17,9 +17,7 @@ _PNG_METADATA = {"Software": None}
 def _save(fig: Any, path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
-    write_with(
-        path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, metadata=_PNG_METADATA)
-    )
+    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, metadata=_PNG_METADATA))
     plt.close(fig)
 
 

@@ -41,4 +41,4 @@ def stratified_split(
         )
     except ValueError as exc:
         raise DataError(f"split: {exc}") from None
-    return tuple(part.sort_index().reset_index(drop=True) for part in (train, val, test))  # type: ignore[return-value]
+    return tuple(part.sort_index().reset_index(drop=True) for part in (train, val, test))

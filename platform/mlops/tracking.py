@@ -191,7 +191,9 @@ def find_run_by_tag(experiment: str, key: str, value: str, stage: str) -> str | 
     return runs[0].info.run_id if runs else None
 
 
-def log_metrics(values: dict[str, float], step: int | None = None, run_id: str | None = None) -> None:
+def log_metrics(
+    values: dict[str, float], step: int | None = None, run_id: str | None = None
+) -> None:
     """Log metrics to the active run, or to `run_id` (which may be finished)."""
     import mlflow
     from mlflow.tracking import MlflowClient

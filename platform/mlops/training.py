@@ -78,7 +78,9 @@ def _optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
 
     if params.optimizer == "sgd":
         return torch.optim.SGD(
-            model.parameters(), lr=params.learning_rate, momentum=0.9,
+            model.parameters(),
+            lr=params.learning_rate,
+            momentum=0.9,
             weight_decay=params.weight_decay,
         )
     cls = torch.optim.AdamW if params.optimizer == "adamw" else torch.optim.Adam
@@ -144,7 +146,7 @@ def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> An
     model.eval()
     out = []
     with torch.no_grad():
-        for start in range(0, len(x), batch_size):
+        for start in range(0, max(len(x), 1), batch_size):
             logits = model(torch.from_numpy(x[start : start + batch_size]))
             out.append(torch.softmax(logits, dim=1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(out)

@@ -97,7 +97,11 @@ def validate_frame(frame: pd.DataFrame, schema: Schema, params: ValidateParams) 
             smallest,
             params.min_rows_per_class,
             f"smallest class has {smallest} rows"
-            + (f"; too few rows for {', '.join(map(str, rare.index[:5]))}" if not rare.empty else ""),
+            + (
+                f"; too few rows for {', '.join(map(str, rare.index[:5]))}"
+                if not rare.empty
+                else ""
+            ),
         )
     )
     dup = int(frame.duplicated().sum()) if n else 0

@@ -1,0 +1,150 @@
+"""Lineage facts: params hash, DVC md5, git commit and dirty flag."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mlops.config import Params
+from mlops.lineage import data_hashes, dvc_md5, git_commit, git_dirty, params_hash
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.com",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.com",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {**os.environ, **GIT_ENV, "HOME": str(repo.parent)}
+    done = subprocess.run(
+        ["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    _git(root, "init", "-q")
+    (root / "code.py").write_text("x = 1\n")
+    (root / "dvc.lock").write_text("schema: '2.0'\n")
+    (root / ".gitignore").write_text("/data\n")
+    (root / "sub").mkdir()
+    (root / "sub" / ".gitignore").write_text("/out\n")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "first")
+    return root
+
+
+def test_params_hash_is_stable_and_order_independent() -> None:
+    a = {"train": {"epochs": 3, "lr": 0.1}, "data": {"source": "x"}}
+    b = {"data": {"source": "x"}, "train": {"lr": 0.1, "epochs": 3}}
+    assert params_hash(a) == params_hash(b)
+    assert params_hash(a) == params_hash(a)
+    assert len(params_hash(a)) == 64
+    assert int(params_hash(a), 16) >= 0
+
+
+def test_params_hash_changes_with_any_value() -> None:
+    base = Params().as_dict()
+    changed = Params.model_validate({"train": {"epochs": 61}}).as_dict()
+    assert params_hash(base) != params_hash(changed)
+    assert params_hash(base) == params_hash(Params().as_dict())
+
+
+def test_params_hash_is_sha256_of_canonical_json() -> None:
+    assert params_hash({"b": 1, "a": [1, 2]}) == hashlib.sha256(b'{"a":[1,2],"b":1}').hexdigest()
+
+
+def test_dvc_md5_is_md5_of_bytes(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 5000  # over one read chunk
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    assert dvc_md5(path) == hashlib.md5(data).hexdigest()
+
+
+def test_data_hashes(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"alpha")
+    (tmp_path / "b").write_bytes(b"")
+    hashes = data_hashes({"train": tmp_path / "a", "val": tmp_path / "b"})
+    assert hashes == {
+        "train": hashlib.md5(b"alpha").hexdigest(),
+        "val": hashlib.md5(b"").hexdigest(),
+    }
+
+
+def test_git_commit_is_head(repo: Path) -> None:
+    head = _git(repo, "rev-parse", "HEAD")
+    assert git_commit(repo) == head
+    assert len(head) == 40
+
+
+def test_git_commit_outside_a_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert git_commit(plain) == "unknown"
+
+
+def test_git_commit_before_first_commit(tmp_path: Path) -> None:
+    root = tmp_path / "fresh"
+    root.mkdir()
+    _git(root, "init", "-q")
+    assert git_commit(root) == "unknown"
+
+
+def test_clean_repo_is_not_dirty(repo: Path) -> None:
+    assert git_dirty(repo) is False
+
+
+def test_modified_file_is_dirty(repo: Path) -> None:
+    (repo / "code.py").write_text("x = 2\n")
+    assert git_dirty(repo) is True
+
+
+def test_staged_change_is_dirty(repo: Path) -> None:
+    (repo / "code.py").write_text("x = 3\n")
+    _git(repo, "add", "code.py")
+    assert git_dirty(repo) is True
+
+
+def test_deleted_file_is_dirty(repo: Path) -> None:
+    (repo / "code.py").unlink()
+    assert git_dirty(repo) is True
+
+
+def test_dvc_lock_alone_is_not_dirty(repo: Path) -> None:
+    (repo / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    assert git_dirty(repo) is False
+
+
+def test_gitignore_files_alone_are_not_dirty(repo: Path) -> None:
+    (repo / ".gitignore").write_text("/data\n/models\n")
+    (repo / "sub" / ".gitignore").write_text("/out\n/more\n")
+    assert git_dirty(repo) is False
+
+
+def test_untracked_file_is_not_dirty(repo: Path) -> None:
+    (repo / "new.py").write_text("y = 1\n")
+    assert git_dirty(repo) is False
+
+
+def test_dvc_lock_plus_code_is_dirty(repo: Path) -> None:
+    (repo / "dvc.lock").write_text("changed\n")
+    (repo / "code.py").write_text("x = 4\n")
+    assert git_dirty(repo) is True
+
+
+def test_outside_a_repo_is_not_dirty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert git_dirty(plain) is False

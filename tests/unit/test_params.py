@@ -1,0 +1,309 @@
+"""params.yaml → Params: every bad input is one UserError line naming file, key and value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from mlops.config import (
+    EvaluateParams,
+    MLPParams,
+    Params,
+    TrainParams,
+    load_params,
+    parse_params,
+)
+from mlops.errors import UserError
+
+REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+
+
+def _write(tmp_path: Path, text: str, name: str = "params.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _load_error(path: Path) -> UserError:
+    with pytest.raises(UserError) as info:
+        load_params(path)
+    return info.value
+
+
+def _assert_one_line_from(error: UserError, path: Path) -> str:
+    text = str(error)
+    assert error.exit_code == 2
+    assert "\n" not in text and "\r" not in text
+    assert len(text.splitlines()) == 1
+    assert text.startswith(f"{path}:")
+    return text
+
+
+# (id, YAML text, fragments the one-line message must contain)
+BAD_PARAMS: list[tuple[str, str, list[str]]] = [
+    ("str-for-int", "train:\n  epochs: five\n", ["train.epochs", "'five'"]),
+    ("quoted-int", "train:\n  epochs: '5'\n", ["train.epochs", "'5'"]),
+    ("bool-for-int", "train:\n  epochs: true\n", ["train.epochs", "true"]),
+    ("float-for-int", "train:\n  batch_size: 32.0\n", ["train.batch_size", "32.0"]),
+    ("list-for-str", "data:\n  source: [a, b]\n", ["data.source", "[a, b]"]),
+    ("int-for-str", "data:\n  target: 5\n", ["data.target", "5"]),
+    ("bool-for-name", "pipeline:\n  name: true\n", ["pipeline.name", "true"]),
+    (
+        "str-for-bool",
+        "train:\n  model:\n    batch_norm: maybe\n",
+        ["train.model.batch_norm", "'maybe'"],
+    ),
+    (
+        "str-for-list",
+        "train:\n  model:\n    hidden_sizes: '256'\n",
+        ["train.model.hidden_sizes", "'256'"],
+    ),
+    ("scalar-section", "train: 5\n", ["train", "5"]),
+    ("unknown-top-key", "foo: 1\n", ["foo", "unknown key"]),
+    ("unknown-nested-key", "train:\n  model:\n    foo: 1\n", ["train.model.foo", "unknown key"]),
+    ("unknown-train-key", "train:\n  epoch: 3\n", ["train.epoch", "unknown key"]),
+    ("unknown-aliased-section-key", "validate:\n  foo: 1\n", ["validate.foo", "unknown key"]),
+    ("negative-lr", "train:\n  learning_rate: -0.1\n", ["train.learning_rate", "-0.1"]),
+    ("zero-lr", "train:\n  learning_rate: 0.0\n", ["train.learning_rate", "0.0"]),
+    ("dropout-one", "train:\n  model:\n    dropout: 1.0\n", ["train.model.dropout", "1.0"]),
+    ("epochs-zero", "train:\n  epochs: 0\n", ["train.epochs", "= 0"]),
+    (
+        "hidden-size-zero",
+        "train:\n  model:\n    hidden_sizes: [0]\n",
+        ["train.model.hidden_sizes[0]", "= 0"],
+    ),
+    ("negative-seed", "split:\n  seed: -1\n", ["split.seed", "-1"]),
+    ("seed-too-big", "train:\n  seed: 99999999999\n", ["train.seed", "99999999999"]),
+    ("max-rows-small", "data:\n  max_rows: 5\n", ["data.max_rows", "5"]),
+    ("fraction-one", "split:\n  val_fraction: 1.0\n", ["split.val_fraction", "1.0"]),
+    ("nan", "train:\n  learning_rate: .nan\n", ["train.learning_rate", "nan", "finite"]),
+    ("inf", "train:\n  learning_rate: .inf\n", ["train.learning_rate", "inf", "finite"]),
+    ("minus-inf", "train:\n  weight_decay: -.inf\n", ["train.weight_decay", "inf", "finite"]),
+    ("overflow-to-inf", "train:\n  learning_rate: 1e400\n", ["train.learning_rate", "finite"]),
+    (
+        "fractions-sum",
+        "split:\n  val_fraction: 0.45\n  test_fraction: 0.45\n",
+        ["split", "val_fraction + test_fraction", "0.9"],
+    ),
+    (
+        "fractions-sum-over",
+        "split:\n  val_fraction: 0.5\n  test_fraction: 0.45\n",
+        ["split", "val_fraction + test_fraction", "0.95"],
+    ),
+    ("builtin-mnist", "data:\n  source: builtin:mnist\n", ["data.source", "'builtin:mnist'"]),
+    ("txt-source", "data:\n  source: x.txt\n", ["data.source", "'x.txt'"]),
+    ("empty-source", "data:\n  source: ''\n", ["data.source", "''"]),
+    ("bad-pipeline-name", "pipeline:\n  name: 1bad name\n", ["pipeline.name", "'1bad name'"]),
+    ("pipeline-name-slash", "pipeline:\n  name: a/b\n", ["pipeline.name", "'a/b'"]),
+    ("bad-model-name", "register:\n  model_name: -x\n", ["register.model_name", "'-x'"]),
+    (
+        "bad-activation",
+        "train:\n  model:\n    activation: sigmoid\n",
+        ["train.model.activation", "'sigmoid'"],
+    ),
+    ("bad-optimizer", "train:\n  optimizer: lbfgs\n", ["train.optimizer", "'lbfgs'"]),
+    ("bad-family", "train:\n  model:\n    family: cnn\n", ["train.model.family", "'cnn'"]),
+    ("bad-metric", "evaluate:\n  primary_metric: auc\n", ["evaluate.primary_metric", "'auc'"]),
+    ("unclosed-bracket", "train:\n  model:\n    hidden_sizes: [1, 2\n", ["invalid YAML", "line "]),
+    ("tab-indent", "train:\n\tepochs: 5\n", ["invalid YAML", "line 2"]),
+    ("duplicate-key", "train:\n  epochs: 5\n  epochs: 6\n", ["duplicate key", "epochs", "line 3"]),
+    (
+        "duplicate-nested-key",
+        "train:\n  model:\n    dropout: 0.1\n    dropout: 0.2\n",
+        ["duplicate key", "dropout"],
+    ),
+    ("duplicate-section", "train: {}\ntrain: {}\n", ["duplicate key", "train"]),
+    ("top-level-list", "- a\n- b\n", ["expected a mapping", "list"]),
+    ("top-level-scalar", "hello\n", ["expected a mapping", "str"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"), [(t, f) for _, t, f in BAD_PARAMS], ids=[i for i, _, _ in BAD_PARAMS]
+)
+def test_bad_params_give_one_line_naming_key_and_value(
+    tmp_path: Path, text: str, fragments: list[str]
+) -> None:
+    path = _write(tmp_path, text)
+    message = _assert_one_line_from(_load_error(path), path)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+def test_bad_params_cover_at_least_fifteen_cases() -> None:
+    assert len({text for _, text, _ in BAD_PARAMS}) >= 15
+
+
+def test_several_errors_are_counted_on_the_same_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "train:\n  epochs: 0\n  batch_size: 0\n")
+    message = _assert_one_line_from(_load_error(path), path)
+    assert "train.epochs" in message
+    assert "(and 1 more)" in message
+
+
+def test_missing_file_is_user_error(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    error = _load_error(path)
+    message = _assert_one_line_from(error, path)
+    assert "file not found" in message
+
+
+def test_directory_is_user_error(tmp_path: Path) -> None:
+    error = _load_error(tmp_path)
+    message = _assert_one_line_from(error, tmp_path)
+    assert "cannot read" in message
+
+
+def test_non_utf8_file_is_user_error(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_bytes(b"train:\n  epochs: \xff\xfe\n")
+    message = _assert_one_line_from(_load_error(path), path)
+    assert "cannot read" in message
+
+
+def test_bad_params_do_not_write_anything(tmp_path: Path) -> None:
+    path = _write(tmp_path, "train:\n  epochs: 0\n")
+    _load_error(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_repo_params_yaml_loads() -> None:
+    params = load_params(REPO_PARAMS)
+    assert isinstance(params, Params)
+    assert params.pipeline.name
+    assert params.train.model.family == "mlp"
+    assert parse_params(params.as_dict()) == params
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    assert load_params(_write(tmp_path, "")) == Params()
+
+
+def test_comment_only_file_gives_defaults(tmp_path: Path) -> None:
+    assert load_params(_write(tmp_path, "# nothing here\n")) == Params()
+
+
+def test_defaults_are_valid_values() -> None:
+    params = Params()
+    assert params.data.source == "builtin:digits"
+    assert params.train.epochs >= 1
+    assert 0 < params.split.val_fraction + params.split.test_fraction < 0.9
+    assert params.model_name == params.pipeline.name
+
+
+@pytest.mark.parametrize(
+    ("literal", "expected"),
+    [("1e-3", 0.001), ("1E-3", 0.001), ("+1e-3", 0.001), ("1.0e-3", 0.001), ("1e0", 1.0)],
+)
+def test_exponent_without_dot_is_a_float(tmp_path: Path, literal: str, expected: float) -> None:
+    params = load_params(_write(tmp_path, f"train:\n  learning_rate: {literal}\n"))
+    assert isinstance(params.train.learning_rate, float)
+    assert params.train.learning_rate == expected
+
+
+def test_exponent_float_in_fraction(tmp_path: Path) -> None:
+    params = load_params(_write(tmp_path, "validate:\n  max_duplicate_fraction: 5e-2\n"))
+    assert params.validate_.max_duplicate_fraction == pytest.approx(0.05)
+
+
+def test_integer_accepted_for_float_field(tmp_path: Path) -> None:
+    params = load_params(_write(tmp_path, "train:\n  learning_rate: 1\n"))
+    assert params.train.learning_rate == 1.0
+
+
+def test_valid_overrides_are_read(tmp_path: Path) -> None:
+    text = (
+        "pipeline:\n  name: my-model.v2\n"
+        "data:\n  source: data/external/my.csv\n  target: label\n  max_rows: 500\n"
+        "train:\n  epochs: 3\n  optimizer: sgd\n  model:\n    hidden_sizes: [16]\n"
+        "    activation: gelu\n    batch_norm: true\n"
+        "register:\n  model_name: other\n"
+    )
+    params = load_params(_write(tmp_path, text))
+    assert params.pipeline.name == "my-model.v2"
+    assert params.data.source == "data/external/my.csv"
+    assert params.data.max_rows == 500
+    assert params.train.epochs == 3
+    assert params.train.model.hidden_sizes == [16]
+    assert params.train.model.batch_norm is True
+    assert params.model_name == "other"
+
+
+def test_as_dict_uses_params_yaml_keys() -> None:
+    data = Params().as_dict()
+    assert set(data) == {"pipeline", "data", "validate", "split", "train", "evaluate", "register"}
+    assert data["train"]["model"]["hidden_sizes"] == [256, 128]
+
+
+def test_params_is_frozen() -> None:
+    params = Params()
+    with pytest.raises(ValidationError):
+        params.train = TrainParams()  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        params.train.epochs = 3  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        params.train.model.dropout = 0.5  # type: ignore[misc]
+    assert params.train.epochs == TrainParams().epochs
+
+
+def test_sections_reject_unknown_keys_directly() -> None:
+    with pytest.raises(ValidationError):
+        MLPParams(foo=1)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        EvaluateParams(primary_metric="auc")  # type: ignore[arg-type]
+
+
+def test_parse_params_names_its_source() -> None:
+    with pytest.raises(UserError) as info:
+        parse_params({"train": {"epochs": 0}}, source="elsewhere.yaml")
+    assert str(info.value).startswith("elsewhere.yaml: train.epochs = 0")
+
+
+def test_parse_params_none_gives_defaults() -> None:
+    assert parse_params(None) == Params()
+
+
+# --------------------------------------------------------------------- found bugs
+
+
+@pytest.mark.parametrize("text", ["? [a, b]\n: 1\n", "train:\n  ? {a: 1}\n  : 2\n"])
+def test_unhashable_key_is_user_error(tmp_path: Path, text: str) -> None:
+    path = _write(tmp_path, text)
+    _assert_one_line_from(_load_error(path), path)
+
+
+def test_unknown_key_with_newline_is_one_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, '"a\\nb": 1\n')
+    _assert_one_line_from(_load_error(path), path)
+
+
+def test_yaml_merge_keys_are_supported(tmp_path: Path) -> None:
+    text = "train:\n  <<: {epochs: 3}\n  batch_size: 8\n"
+    params = load_params(_write(tmp_path, text))
+    assert params.train.epochs == 3
+    assert params.train.batch_size == 8
+
+
+@pytest.mark.parametrize("section", ["validate_", "register_"])
+def test_python_field_names_are_not_params_keys(tmp_path: Path, section: str) -> None:
+    path = _write(tmp_path, f"{section}: {{}}\n")
+    message = _assert_one_line_from(_load_error(path), path)
+    assert section in message
+
+
+def test_leading_zero_int_is_decimal_like_dvc(tmp_path: Path) -> None:
+    params = load_params(_write(tmp_path, "train:\n  epochs: 010\n"))
+    assert params.train.epochs == 10
+
+
+def test_sexagesimal_is_not_an_int(tmp_path: Path) -> None:
+    path = _write(tmp_path, "train:\n  epochs: 1:30\n")
+    message = _assert_one_line_from(_load_error(path), path)
+    assert "train.epochs" in message
+
+
+def test_signed_leading_dot_float(tmp_path: Path) -> None:
+    params = load_params(_write(tmp_path, "train:\n  learning_rate: +.5\n"))
+    assert params.train.learning_rate == 0.5
