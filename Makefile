@@ -48,6 +48,7 @@ ui: install
 bench: install
 	python benchmarks/noop_repro.py
 	python benchmarks/cli_startup.py
+	python benchmarks/report.py
 
 lock: install
 	{ head -n 2 requirements.lock; $(BIN)/pip freeze --exclude-editable \

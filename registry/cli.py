@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from mlops import console
-from mlops.config import NAME_PATTERN, Settings
 from mlops.errors import UserError
 
 app = typer.Typer(help="Model registry: versions, stages, lineage.", no_args_is_help=True)
@@ -21,6 +20,8 @@ def list_cmd(
 ) -> None:
     """List registered models and their versions, newest first."""
     import re
+
+    from mlops.config import NAME_PATTERN, Settings
 
     if model is not None and not re.match(NAME_PATTERN, model):
         raise UserError(f"model name {model!r}: not a valid name")

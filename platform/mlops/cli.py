@@ -1,7 +1,8 @@
 """The `mlops` command: a root Typer app that parses and prints; services decide.
 
 Exit codes: 0 success, 1 failure, 2 bad input, 130 interrupted. Errors are one line
-on stderr. Importing this module imports neither torch nor mlflow.
+on stderr. Importing this module imports neither torch nor mlflow, nor the pydantic
+models of `mlops.config`: commands import what they need.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Annotated
 import typer
 
 from mlops import __version__, console
-from mlops.config import PARAMS_FILE, Settings, load_params
 from mlops.errors import Interrupted, MlopsError, UserError
 
 app = typer.Typer(
@@ -53,13 +53,14 @@ def version_cmd(as_json: JsonFlag = False) -> None:
         console.table("mlops", ["component", "version"], list(found.items()))
 
 
+ParamsFile = Annotated[Path, typer.Option("--file", "-f", help="The params file.")]
+
+
 @params_app.command("check")
-def params_check(
-    file: Annotated[Path, typer.Option("--file", "-f", help="The params file.")] = Path(
-        PARAMS_FILE
-    ),
-) -> None:
+def params_check(file: ParamsFile = Path("params.yaml")) -> None:
     """Validate params.yaml without running anything (exit 2 with one line if it is bad)."""
+    from mlops.config import load_params
+
     load_params(file)
     console.out.print(f"{file}: valid")
 
@@ -67,6 +68,7 @@ def params_check(
 @app.command("doctor")
 def doctor(as_json: JsonFlag = False) -> None:
     """Check the environment: versions, stores reachable, `platform` not shadowed, DVC."""
+    from mlops.config import Settings
     from mlops.doctor import run_checks
 
     checks = run_checks(Settings.from_env())
@@ -91,6 +93,7 @@ def ui(
     import signal
 
     from mlops import ui as server
+    from mlops.config import Settings
 
     settings = Settings.from_env()
     port = port or server.free_port(host)
@@ -118,6 +121,7 @@ def ui(
 @app.command("summary")
 def summary(as_json: JsonFlag = False) -> None:
     """Show where the pipeline's results are: metrics, the registered version, the stores."""
+    from mlops.config import Settings
     from mlops.io import read_json
 
     settings = Settings.from_env()

@@ -122,3 +122,16 @@ def test_bad_params_stop_repro_before_any_stage_computes(tmp_path: Path, pipelin
     check = run(["mlops", "params", "check"], project)
     assert check.returncode == 2
     assert check.stderr.strip().count("\n") == 0 and "train.learning_rate" in check.stderr
+
+
+def test_temp_experiment_logs_into_the_workspace_store(
+    pipeline: Path, mlflow_client: Callable[[Path], Any]
+) -> None:
+    done = run(["dvc", "exp", "run", "--temp", "-S", "train.seed=7"], pipeline)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    client = mlflow_client(pipeline)
+    experiment = client.get_experiment_by_name("digits").experiment_id
+    seeded = client.search_runs([experiment], "params.`train.seed` = '7'")
+    assert [r.data.tags["mlops.stage"] for r in seeded] == ["train"]
+    assert seeded[0].info.status == "FINISHED"
+    assert not list((pipeline / ".dvc" / "tmp").glob("exps/**/.mlops"))

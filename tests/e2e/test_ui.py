@@ -50,8 +50,8 @@ def test_ui_serves_runs_and_models(pipeline: Path) -> None:
         runs = _get(f"{api}/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
         stages = {t["value"] for r in runs for t in r["data"]["tags"] if t["key"] == "mlops.stage"}
         assert stages == {"ingest", "validate", "split", "train", "evaluate", "register"}
-        model = _get(f"{api}/registered-models/get?name=digits")["registered_model"]
-        assert model["latest_versions"][0]["version"] == "1"
+        versions = _get(f"{api}/model-versions/search?filter=name%3D%27digits%27")
+        assert "1" in {v["version"] for v in versions["model_versions"]}
         page = _get(url)
         assert "<title>MLflow</title>" in page
     finally:

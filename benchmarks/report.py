@@ -1,0 +1,55 @@
+"""Write the latest benchmark figures (benchmarks/results/*.json) into README.md,
+between the `bench:start` and `bench:end` markers."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def lines() -> list[str]:
+    """One table row per measured figure."""
+    results = {
+        p.stem: json.loads(p.read_text()) for p in (ROOT / "benchmarks/results").glob("*.json")
+    }
+    rows = [
+        "| goal | measured | baseline (same run) | ratio | measured at |",
+        "|---|---|---|---|---|",
+    ]
+    if "noop_repro" in results:
+        r = results["noop_repro"]
+        rows.append(
+            f"| `dvc repro` with nothing changed takes about a second | "
+            f"{r['noop_repro']['median_s']:.2f} s median | "
+            f"`dvc version` {r['dvc_startup']['median_s']:.2f} s; "
+            f"full repro {r['full_repro_s']:.0f} s | {r['noop_over_dvc_startup']}× DVC start-up, "
+            f"{r['noop_over_full_repro']:.1%} of a full run | {r['measured_at']} |"
+        )
+    if "cli_startup" in results:
+        r = results["cli_startup"]
+        rows.append(
+            f"| `mlops --help` imports neither torch nor mlflow | "
+            f"{r['mlops_help']['median_s']:.2f} s median | `import torch, mlflow` "
+            f"{r['import_torch_mlflow']['median_s']:.2f} s; "
+            f"bare Python {r['python_bare']['median_s']:.2f} s | "
+            f"{r['help_over_heavy_imports']:.0%} of the heavy imports | {r['measured_at']} |"
+        )
+    return rows
+
+
+def main() -> None:
+    """Replace the figures block of the README."""
+    readme = ROOT / "README.md"
+    block = "<!-- bench:start -->\n" + "\n".join(lines()) + "\n<!-- bench:end -->"
+    text = re.sub(
+        r"<!-- bench:start -->.*<!-- bench:end -->", block, readme.read_text(), flags=re.S
+    )
+    readme.write_text(text)
+    print("\n".join(lines()))
+
+
+if __name__ == "__main__":
+    main()
