@@ -16,7 +16,7 @@ from registry.service import register_model
 def register(ctx: StageContext) -> None:
     """Register the model of `models/` (idempotent: the same weights give the same version)."""
     schema = Schema.load(paths.SCHEMA)
-    model, _spec = load_model(paths.MODEL_DIR)
+    model, spec = load_model(paths.MODEL_DIR)
     sha = file_digest(paths.MODEL_DIR / WEIGHTS_FILE)
     metrics = read_json(paths.METRICS)
     x_test, _ = features_and_target(read_parquet(paths.SPLITS["test"]), schema)
@@ -31,6 +31,7 @@ def register(ctx: StageContext) -> None:
         **{f"mlops.data.{k}.md5": v for k, v in data_hashes(paths.SPLITS).items()},
         "mlops.train_run_id": parent or "unknown",
         "mlops.parameters": count_parameters(model),
+        "mlops.family": spec.family,
         **{f"mlops.metric.test_{k}": f"{v:.6g}" for k, v in metrics["test"].items()},
     }
     name = ctx.params.model_name

@@ -1,65 +1,120 @@
-"""Stage `train`: fit the model on the train split, keep the best epoch on validation."""
+"""Stage `train`: fit the selected model family on the train split, keep the best epoch.
+
+`python -m pipelines.train [--resume] [--checkpoint-every SECONDS]`; under
+`torchrun --nproc_per_node N -m pipelines.train` it trains data-parallel and only rank 0
+logs to MLflow and writes outputs. A checkpoint of the same job (same model, params and
+data) is resumed automatically, so a killed `dvc repro` picks up where it stopped.
+"""
 
 from __future__ import annotations
 
-from mlops import tracking
+import argparse
+import contextlib
+from dataclasses import asdict
+from functools import partial
+from typing import Any
+
+from mlops import distributed, tracking
+from mlops.checkpoint import fingerprint, load_checkpoint
 from mlops.data import Schema, features_and_target, read_parquet
 from mlops.io import write_json
 from mlops.lineage import data_hashes
 from mlops.models import build_model, count_parameters, make_spec, save_model
-from mlops.training import EpochResult, train_model
+from mlops.training import Checkpointing, EpochResult, train_model
 from pipelines import paths
 from pipelines._stage import StageContext, run_stage
 
 
-def train(ctx: StageContext) -> None:
+def _logged_params(ctx: StageContext) -> dict[str, Any]:
+    p = ctx.params.train
+    values = p.model_dump(mode="json", exclude={"model"})
+    values["model"] = {"family": p.model.family, p.model.family: p.model.selected.model_dump()}
+    return values
+
+
+def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
     """Train, save `models/` (safetensors + spec) and the per-epoch history."""
     p = ctx.params.train
     schema = Schema.load(paths.SCHEMA)
     x_train, y_train = features_and_target(read_parquet(paths.SPLITS["train"]), schema)
     x_val, y_val = features_and_target(read_parquet(paths.SPLITS["val"]), schema)
-    mean = x_train.mean(axis=0)
-    std = x_train.std(axis=0)
+    mean, std = x_train.mean(axis=0), x_train.std(axis=0)
     std[std < 1e-6] = 1.0
     spec = make_spec(p.model, schema.classes, mean.tolist(), std.tolist(), schema.input_shape)
-    hashes = {f"mlops.data.{k}.md5": v for k, v in data_hashes(paths.SPLITS).items()}
-    with tracking.stage_run(ctx.settings, ctx.experiment, "train", tags=hashes):
-        tracking.log_params(p.model_dump(mode="json"), prefix="train")
+    hashes = data_hashes(paths.SPLITS)
+    job = fingerprint(asdict(spec), p.model_dump(mode="json"), hashes)
+    checkpointing = Checkpointing(paths.CHECKPOINT, job, checkpoint_every, resume)
+    if resume:  # refuse a missing or foreign checkpoint before anything starts
+        load_checkpoint(paths.CHECKPOINT, job, required=True)
+    dist = distributed.from_env()
+    tags = {f"mlops.data.{k}.md5": v for k, v in hashes.items()}
+    tags |= {"mlops.family": p.model.family, "mlops.world_size": str(dist.world_size)}
+    run = (
+        tracking.stage_run(ctx.settings, ctx.experiment, "train", tags=tags)
+        if dist.is_main
+        else contextlib.nullcontext("")
+    )
+    try:
+        with run as run_id:
+            buffer = tracking.MetricsBuffer(run_id) if dist.is_main else None
+            if buffer is not None:
+                tracking.log_params(_logged_params(ctx), prefix="train")
 
-        def on_epoch(result: EpochResult) -> None:
-            tracking.log_metrics(result.as_dict(), step=result.epoch)
-            print(
-                f"train: epoch {result.epoch:>3}/{p.epochs}  train_loss {result.train_loss:.4f}  "
-                f"val_loss {result.val_loss:.4f}  val_accuracy {result.val_accuracy:.4f}",
-                flush=True,
+            def on_epoch(result: EpochResult) -> None:
+                if buffer is None:
+                    return
+                buffer.add(result.as_dict(), result.epoch)
+                m = result.metrics
+                print(
+                    f"train: epoch {result.epoch:>3}/{p.epochs}  train_loss {m['train_loss']:.4f}  "
+                    f"val_loss {m['val_loss']:.4f}  val_accuracy {m['val_accuracy']:.4f}",
+                    flush=True,
+                )
+
+            result = train_model(
+                lambda: build_model(spec), p, (x_train, y_train), (x_val, y_val),
+                on_epoch, checkpointing, dist,
+            )  # fmt: skip
+            if buffer is None:
+                return
+            buffer.flush()
+            sha = save_model(result.model, spec, paths.MODEL_DIR)
+            write_json(paths.HISTORY, [{"epoch": h.epoch, **h.metrics} for h in result.history])
+            best = result.history[result.best_epoch - 1].metrics
+            tracking.log_metrics(
+                {"best_epoch": result.best_epoch, "parameters": count_parameters(result.model)}
+                | {f"best_{k}": v for k, v in best.items() if k.startswith("val_")}
             )
-
-        result = train_model(
-            lambda: build_model(spec), p, (x_train, y_train), (x_val, y_val), on_epoch
-        )
-        sha = save_model(result.model, spec, paths.MODEL_DIR)
-        write_json(paths.HISTORY, [{"epoch": h.epoch, **h.as_dict()} for h in result.history])
-        best = result.history[result.best_epoch - 1]
-        tracking.log_metrics(
-            {
-                "best_epoch": result.best_epoch,
-                "best_val_loss": best.val_loss,
-                "best_val_accuracy": best.val_accuracy,
-                "parameters": count_parameters(result.model),
-            }
-        )
-        tracking.set_tags(
-            {tracking.TAG_MODEL_SHA: sha, "mlops.stopped_early": result.stopped_early}
-        )
-        print(
-            f"train: best epoch {result.best_epoch} (val_accuracy {best.val_accuracy:.4f}) "
-            f"-> {paths.MODEL_DIR}/"
-        )
+            tracking.set_tags({
+                tracking.TAG_MODEL_SHA: sha,
+                "mlops.stopped_early": result.stopped_early,
+                "mlops.resumed_from_epoch": result.resumed_from,
+                "mlops.device": result.device,
+                "mlops.parameters": count_parameters(result.model),
+            })  # fmt: skip
+            print(
+                f"train: {p.model.family}, best epoch {result.best_epoch} "
+                f"(val_accuracy {best['val_accuracy']:.4f}) -> {paths.MODEL_DIR}/"
+            )
+    finally:
+        distributed.shutdown(dist)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Entry point of `python -m pipelines.train`."""
-    run_stage("train", train)
+    parser = argparse.ArgumentParser(prog="python -m pipelines.train", description=__doc__)
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="resume from the checkpoint of this job; fail if there is none",
+    )  # fmt: skip
+    parser.add_argument(
+        "--checkpoint-every", type=float, default=10.0, metavar="SECONDS",
+        help="write a checkpoint at most this often (0: every epoch; default 10)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.checkpoint_every < 0:
+        parser.error("--checkpoint-every must be >= 0")
+    run_stage("train", partial(train, resume=args.resume, checkpoint_every=args.checkpoint_every))
 
 
 if __name__ == "__main__":

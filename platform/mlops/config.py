@@ -4,17 +4,25 @@ The façade the rest of the code imports from: the sections live in `mlops.param
 reading and error reporting in `mlops.params_file`, settings in `mlops.settings`.
 """
 
+from mlops.model_params import (
+    CNNParams,
+    EarlyStoppingParams,
+    MLPParams,
+    ModelParams,
+    RNNParams,
+    ScheduleParams,
+    TrainParams,
+    TransformerParams,
+)
 from mlops.params import (
     NAME_PATTERN,
     PARAMS_FILE,
     DataParams,
     EvaluateParams,
-    MLPParams,
     Params,
     PipelineParams,
     RegisterParams,
     SplitParams,
-    TrainParams,
     ValidateParams,
 )
 from mlops.params_file import load_params, parse_params
@@ -24,15 +32,21 @@ __all__ = [
     "ENV_PREFIX",
     "NAME_PATTERN",
     "PARAMS_FILE",
+    "CNNParams",
     "DataParams",
+    "EarlyStoppingParams",
     "EvaluateParams",
     "MLPParams",
+    "ModelParams",
     "Params",
     "PipelineParams",
+    "RNNParams",
     "RegisterParams",
+    "ScheduleParams",
     "Settings",
     "SplitParams",
     "TrainParams",
+    "TransformerParams",
     "ValidateParams",
     "find_project_root",
     "load_params",

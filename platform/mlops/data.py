@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,7 +88,9 @@ def load_source(source: str, target: str, base: Path) -> pd.DataFrame:
     return frame
 
 
-def infer_schema(frame: pd.DataFrame, source: str, target: str) -> Schema:
+def infer_schema(
+    frame: pd.DataFrame, source: str, target: str, input_shape: list[int] | None = None
+) -> Schema:
     """Describe a loaded frame: features, dtypes, sorted class labels, input shape.
 
     A float target whose values are all integral is converted to integers in place.
@@ -108,6 +111,13 @@ def infer_schema(frame: pd.DataFrame, source: str, target: str) -> Schema:
         values = sorted(values)
     features = [c for c in frame.columns if c != "target"]
     shape = [1, 8, 8] if source == BUILTIN_DIGITS else [len(features)]
+    if input_shape is not None:
+        if math.prod(input_shape) != len(features):
+            raise UserError(
+                f"data.input_shape = {input_shape}: holds {math.prod(input_shape)} values, "
+                f"but the data has {len(features)} feature columns"
+            )
+        shape = list(input_shape)
     return Schema(
         source=source,
         target=target,

@@ -11,13 +11,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops.errors import DataError
+from mlops.errors import DataError, UserError
 from mlops.io import file_digest, read_json, write_json, write_with
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from mlops.config import MLPParams
+    from mlops.model_params import ModelParams
 
 WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "model.json"
@@ -41,24 +41,35 @@ class ModelSpec:
         return len(self.classes)
 
 
+def check_shape(family: str, input_shape: list[int]) -> None:
+    """Refuse a family that cannot read inputs of this shape (one line naming both)."""
+    shape = "×".join(map(str, input_shape)) or "unknown"
+    if family == "cnn" and len(input_shape) != 3:
+        raise UserError(
+            f"train.model.family = cnn: needs image-shaped inputs (channels×height×width), "
+            f"but the data has shape {shape}; set data.input_shape or pick mlp/rnn/transformer"
+        )
+    if family in {"rnn", "transformer"} and len(input_shape) > 3:
+        raise UserError(f"train.model.family = {family}: cannot read inputs of shape {shape}")
+
+
 def make_spec(
-    params: MLPParams,
+    params: ModelParams,
     classes: list[Any],
     mean: list[float],
     std: list[float],
     input_shape: list[int],
 ) -> ModelSpec:
-    """The spec of a model for these hyperparameters and data statistics."""
-    hyper = params.model_dump(mode="json")
-    family = hyper.pop("family")
+    """The spec of a model of the selected family for these data statistics."""
+    check_shape(params.family, input_shape)
     return ModelSpec(
-        family=family,
+        family=params.family,
         in_features=len(mean),
         classes=list(classes),
-        hyper=hyper,
+        hyper=params.selected.model_dump(mode="json"),
         mean=[float(m) for m in mean],
         std=[float(s) for s in std],
-        input_shape=list(input_shape),
+        input_shape=list(input_shape) or [len(mean)],
     )
 
 
@@ -66,9 +77,11 @@ def build_model(spec: ModelSpec) -> nn.Module:
     """Instantiate the module a spec describes (weights freshly initialised)."""
     from mlops import nets
 
-    if spec.family != "mlp":
+    if spec.family not in nets.FAMILIES:
         raise DataError(f"model family {spec.family!r} is not known")
-    return nets.mlp(spec.mean, spec.std, spec.n_classes, **spec.hyper)
+    return nets.build(
+        spec.family, spec.hyper, spec.mean, spec.std, spec.input_shape, spec.n_classes
+    )
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,6 +1,14 @@
-"""PyTorch modules of the model zoo. Imports torch at module level: import it lazily."""
+"""PyTorch modules of the model zoo. Imports torch at module level: import it lazily.
+
+Every model is `Normalize` (standardise the flat features with the training split's
+statistics, then view them in the data's input shape) followed by a family body that
+maps that shape to one logit per class.
+"""
 
 from __future__ import annotations
+
+import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -14,40 +22,183 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 
 class Normalize(nn.Module):
-    """Flattens the input and standardises it with the training split's statistics."""
+    """Standardises the flattened input, then reshapes it to `(batch, *shape)`."""
 
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, mean: list[float], std: list[float]) -> None:
+    def __init__(self, mean: list[float], std: list[float], shape: list[int]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+        self.shape = list(shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(x.shape[0], self.mean.numel()).to(torch.float32)
-        return (x - self.mean) / self.std
+        return ((x - self.mean) / self.std).reshape(x.shape[0], *self.shape)
 
 
-def mlp(
-    mean: list[float],
-    std: list[float],
-    n_classes: int,
-    hidden_sizes: list[int],
-    activation: str,
-    dropout: float,
-    batch_norm: bool,
-) -> nn.Sequential:
-    """Normalize → [Linear → (BatchNorm) → activation → (Dropout)]* → Linear (logits)."""
-    layers: list[nn.Module] = [Normalize(mean, std)]
-    width = len(mean)
-    for size in hidden_sizes:
-        layers.append(nn.Linear(width, size))
-        if batch_norm:
-            layers.append(nn.BatchNorm1d(size))
-        layers.append(ACTIVATIONS[activation]())
+def to_sequence(x: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    """View a batch as (batch, steps, features): an image's step i holds row i of every
+    channel; flat features become one feature per step."""
+    if len(shape) == 3:
+        x = x.permute(0, 2, 1, 3)
+    steps, features = sequence_shape(shape)
+    return x.reshape(x.shape[0], steps, features)
+
+
+def sequence_shape(shape: list[int]) -> tuple[int, int]:
+    """(steps, features) of an input: images row by row, flat features one per step."""
+    if len(shape) == 3:
+        return shape[1], shape[0] * shape[2]
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    return shape[0], 1
+
+
+class MLP(nn.Module):
+    """[Linear → (BatchNorm) → activation → (Dropout)]* → Linear."""
+
+    def __init__(self, shape: list[int], n_out: int, hidden_sizes: list[int], activation: str,
+                 dropout: float, batch_norm: bool) -> None:  # fmt: skip
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(shape)
+        for size in hidden_sizes:
+            layers.append(nn.Linear(width, size))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(size))
+            layers.append(ACTIVATIONS[activation]())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = size
+        layers.append(nn.Linear(width, n_out))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class CNN(nn.Module):
+    """[Conv → (BatchNorm) → activation → (Pool)]* → Flatten → Linear → Linear."""
+
+    def __init__(self, shape: list[int], n_out: int, channels: list[int], kernel_size: int,
+                 pooling: str, batch_norm: bool, activation: str, head_size: int,
+                 dropout: float) -> None:  # fmt: skip
+        super().__init__()
+        c, h, w = shape
+        layers: list[nn.Module] = []
+        for out in channels:
+            layers.append(nn.Conv2d(c, out, kernel_size, padding="same"))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(out))
+            layers.append(ACTIVATIONS[activation]())
+            if pooling != "none" and min(h, w) >= 2:
+                layers.append(nn.MaxPool2d(2) if pooling == "max" else nn.AvgPool2d(2))
+                h, w = h // 2, w // 2
+            c = out
+        layers += [nn.Flatten(), nn.Linear(c * h * w, head_size), ACTIVATIONS[activation]()]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
-        width = size
-    layers.append(nn.Linear(width, n_classes))
-    return nn.Sequential(*layers)
+        layers.append(nn.Linear(head_size, n_out))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class RNN(nn.Module):
+    """LSTM/GRU over the steps; the last step's output (both directions) feeds a Linear."""
+
+    def __init__(self, shape: list[int], n_out: int, cell: str, hidden_size: int,
+                 num_layers: int, bidirectional: bool, dropout: float) -> None:  # fmt: skip
+        super().__init__()
+        self.shape = list(shape)
+        features = sequence_shape(shape)[1]
+        kind = nn.LSTM if cell == "lstm" else nn.GRU
+        self.rnn = kind(
+            features, hidden_size, num_layers=num_layers, batch_first=True,
+            bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0,
+        )  # fmt: skip
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size * (2 if bidirectional else 1), n_out)
+        self.hidden_size = hidden_size
+        self.bidirectional = bidirectional
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(to_sequence(x, self.shape))
+        last = out[:, -1, :]
+        if self.bidirectional:  # the backward direction has read the whole sequence at step 0
+            last = torch.cat([out[:, -1, : self.hidden_size], out[:, 0, self.hidden_size :]], 1)
+        return self.head(self.dropout(last))
+
+
+def _sinusoidal(steps: int, width: int) -> torch.Tensor:
+    position = torch.arange(steps, dtype=torch.float32).unsqueeze(1)
+    scale = torch.exp(torch.arange(0, width, 2, dtype=torch.float32) * (-math.log(1e4) / width))
+    table = torch.zeros(steps, width)
+    table[:, 0::2] = torch.sin(position * scale)
+    table[:, 1::2] = torch.cos(position * scale)[:, : width // 2]
+    return table
+
+
+class Transformer(nn.Module):
+    """Tokens (sequence steps, or one per feature for flat inputs) → self-attention encoder
+    → [CLS] token or mean of tokens → Linear."""
+
+    position: torch.Tensor | None
+
+    def __init__(self, shape: list[int], n_out: int, d_model: int, n_heads: int, n_layers: int,
+                 ff_dim: int, dropout: float, positional: str, pooling: str) -> None:  # fmt: skip
+        super().__init__()
+        self.tabular = len(shape) == 1
+        self.shape = list(shape)
+        self.steps, features = sequence_shape(shape)
+        if self.tabular:  # each feature gets its own embedding: value * w_i + b_i
+            self.token_weight = nn.Parameter(torch.randn(self.steps, d_model) * 0.02)
+            self.token_bias = nn.Parameter(torch.zeros(self.steps, d_model))
+        else:
+            self.embed = nn.Linear(features, d_model)
+        self.pooling = pooling
+        tokens = self.steps + (1 if pooling == "cls" else 0)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d_model)) if pooling == "cls" else None
+        if positional == "learned":
+            self.position = nn.Parameter(torch.randn(1, tokens, d_model) * 0.02)
+        else:  # a fixed table, or nothing
+            table = (
+                _sinusoidal(tokens, d_model).unsqueeze(0) if positional == "sinusoidal" else None
+            )
+            self.register_buffer("position", table)
+        layer = nn.TransformerEncoderLayer(
+            d_model, n_heads, ff_dim, dropout, batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tabular:
+            tokens = x.unsqueeze(-1) * self.token_weight + self.token_bias
+        else:
+            tokens = self.embed(to_sequence(x, self.shape))
+        if self.cls is not None:
+            tokens = torch.cat([self.cls.expand(x.shape[0], -1, -1), tokens], dim=1)
+        if self.position is not None:
+            tokens = tokens + self.position
+        encoded = self.norm(self.encoder(tokens))
+        pooled = encoded[:, 0] if self.pooling == "cls" else encoded.mean(dim=1)
+        return self.head(pooled)
+
+
+FAMILIES: dict[str, type[nn.Module]] = {
+    "mlp": MLP,
+    "cnn": CNN,
+    "rnn": RNN,
+    "transformer": Transformer,
+}
+
+
+def build(family: str, hyper: dict[str, Any], mean: list[float], std: list[float],
+          shape: list[int], n_out: int) -> nn.Sequential:  # fmt: skip
+    """Normalize + the family's body, freshly initialised."""
+    return nn.Sequential(Normalize(mean, std, shape), FAMILIES[family](shape, n_out, **hyper))

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mlops.model_params import TrainParams
+
 PARAMS_FILE = "params.yaml"
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$"
 
@@ -35,6 +37,9 @@ class DataParams(_Section):
     source: str = Field(default="builtin:digits", min_length=1)
     target: str = Field(default="target", min_length=1)
     max_rows: Annotated[int, Field(ge=10)] | None = None
+    input_shape: (
+        Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1, max_length=3)] | None
+    ) = None
     seed: Seed = 0
 
     @field_validator("source")
@@ -72,33 +77,6 @@ class SplitParams(_Section):
                 "must leave at least 10% for training"
             )
         return self
-
-
-class MLPParams(_Section):
-    """A multi-layer perceptron over the flattened features."""
-
-    family: Literal["mlp"] = "mlp"
-    hidden_sizes: Annotated[list[Annotated[int, Field(ge=1, le=65_536)]], Field(max_length=16)] = [
-        256,
-        128,
-    ]
-    activation: Literal["relu", "gelu", "tanh", "silu"] = "relu"
-    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
-    batch_norm: bool = False
-
-
-class TrainParams(_Section):
-    """The training job."""
-
-    seed: Seed = 42
-    epochs: Annotated[int, Field(ge=1, le=100_000)] = 60
-    batch_size: Annotated[int, Field(ge=1, le=1_048_576)] = 64
-    optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
-    learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 1e-3
-    weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 1e-4
-    patience: Annotated[int, Field(ge=0)] = 15
-    threads: Annotated[int, Field(ge=0, le=1024)] = 1
-    model: MLPParams = MLPParams()
 
 
 class EvaluateParams(_Section):

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -219,3 +220,34 @@ def log_artifacts(*files: str | Path, artifact_path: str | None = None) -> None:
 
     for file in files:
         mlflow.log_artifact(str(file), artifact_path=artifact_path)
+
+
+class MetricsBuffer:
+    """Collects per-epoch metrics in memory and sends them in one `log_batch` call per
+    time window (and at `flush`), so logging never slows training down while the UI
+    still shows live progress on long jobs."""
+
+    def __init__(self, run_id: str, window_seconds: float = 2.0) -> None:
+        self.run_id = run_id
+        self.window = window_seconds
+        self.pending: list[Any] = []
+        self.last_flush = time.monotonic()
+
+    def add(self, values: dict[str, float], step: int) -> None:
+        """Queue metrics of one step; flush if the window has passed."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.pending += [Metric(k, float(v), now, step) for k, v in values.items()]
+        if time.monotonic() - self.last_flush >= self.window:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send everything queued (in chunks of MLflow's 1,000-metric batch limit)."""
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        while self.pending:
+            chunk, self.pending = self.pending[:1000], self.pending[1000:]
+            client.log_batch(self.run_id, metrics=chunk, synchronous=True)
+        self.last_flush = time.monotonic()

@@ -1,46 +1,64 @@
-"""The training loop. Knows nothing of MLflow or Optuna: progress goes to an epoch callback."""
+"""The training engine. Knows nothing of MLflow or Optuna: progress goes to an epoch callback.
+
+Mini-batches by direct tensor indexing (no DataLoader over in-memory tensors), optional
+LR schedule, gradient clipping, label smoothing, early stopping on a chosen validation
+metric (the best epoch's weights are kept), checkpoints that resume bit-for-bit on CPU,
+mixed precision on CUDA, `torch.compile`, and DistributedDataParallel under torchrun.
+"""
 
 from __future__ import annotations
 
 import copy
+import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from mlops.distributed import DistContext
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
     from torch import nn
 
-    from mlops.config import TrainParams
+    from mlops.model_params import TrainParams
 
 
 @dataclass(frozen=True)
 class EpochResult:
-    """Metrics of one finished epoch."""
+    """One finished epoch: deterministic metrics, and timings that vary run to run."""
 
     epoch: int
-    train_loss: float
-    val_loss: float
-    val_accuracy: float
+    metrics: dict[str, float]
+    timing: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, float]:
-        """Metric name → value, without the epoch number."""
-        return {
-            "train_loss": self.train_loss,
-            "val_loss": self.val_loss,
-            "val_accuracy": self.val_accuracy,
-        }
+        """Metric name → value (timings included), without the epoch number."""
+        return {**self.metrics, **self.timing}
 
 
 @dataclass(frozen=True)
 class TrainResult:
-    """The best model (by validation loss) and the whole history."""
+    """The best model (by the monitored metric) and the whole history."""
 
     model: nn.Module
     history: list[EpochResult]
     best_epoch: int
     stopped_early: bool
+    resumed_from: int = 0
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where to checkpoint, for which job, how often, and whether resuming is required."""
+
+    path: Path
+    fingerprint: str
+    every_seconds: float = 10.0
+    require_resume: bool = False
 
 
 EpochCallback = Callable[[EpochResult], None]
@@ -56,35 +74,161 @@ def seed_everything(seed: int, threads: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=True)
     if threads > 0:
         torch.set_num_threads(threads)
 
 
-def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def resolve_device(name: str, ctx: DistContext) -> torch.device:
+    """`auto` picks CUDA, then MPS, then CPU; under torchrun each rank takes its local GPU."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif torch.backends.mps.is_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    if name == "cuda":
+        return torch.device("cuda", ctx.local_rank)
+    return torch.device(name)
+
+
+def _val_metrics(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: int
+) -> dict[str, float]:
     import torch
     from torch.nn import functional as F
 
     model.eval()
     with torch.no_grad():
-        logits = model(x)
-        loss = float(F.cross_entropy(logits, y))
-        acc = float((logits.argmax(dim=1) == y).float().mean())
-    return loss, acc
+        logits = model(x).float()
+        pred = logits.argmax(dim=1)
+        counts = torch.bincount(y * n_classes + pred, minlength=n_classes**2)
+        matrix = counts.reshape(n_classes, n_classes).double()
+        tp = matrix.diag()
+        precision = tp / matrix.sum(0).clamp(min=1)
+        recall = tp / matrix.sum(1).clamp(min=1)
+        f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
+        return {
+            "val_loss": float(F.cross_entropy(logits, y)),
+            "val_accuracy": float((pred == y).double().mean()),
+            "val_f1_macro": float(f1.mean()),
+        }
 
 
-def _optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
+def _autocast(device: torch.device, precision: str) -> Any:
+    import contextlib
+
     import torch
 
-    if params.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(),
-            lr=params.learning_rate,
-            momentum=0.9,
-            weight_decay=params.weight_decay,
+    if device.type != "cuda" or precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+class _Job:
+    """The moving parts of one training job, and how to save and restore them."""
+
+    def __init__(self, raw: nn.Module, params: TrainParams, ctx: DistContext,
+                 device: torch.device, n_train: int) -> None:  # fmt: skip
+        import torch
+
+        from mlops.optim import EarlyStopping, Schedule, make_optimizer
+
+        self.raw, self.params, self.ctx, self.device = raw, params, ctx, device
+        self.model: nn.Module = raw
+        if ctx.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [device.index] if device.type == "cuda" else None
+            self.model = DistributedDataParallel(raw, device_ids=ids)
+        if params.compile:
+            self.model = torch.compile(self.model)  # type: ignore[assignment]
+        self.batch = max(1, params.batch_size // ctx.world_size)
+        steps = math.ceil(math.ceil(n_train / ctx.world_size) / self.batch)
+        self.optimizer = make_optimizer(raw, params)
+        self.schedule = Schedule(optimizer=self.optimizer, params=params, steps_per_epoch=steps)
+        self.stopper = EarlyStopping(params.early_stopping)
+        fp16 = device.type == "cuda" and params.precision == "fp16"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+        self.has_bn = any(
+            isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in raw.modules()
         )
-    cls = torch.optim.AdamW if params.optimizer == "adamw" else torch.optim.Adam
-    return cls(model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
+        self.generator = torch.Generator().manual_seed(params.seed)
+        self.best_state = copy.deepcopy(raw.state_dict())
+        self.history: list[EpochResult] = []
+
+    def restore(self, state: dict[str, Any]) -> int:
+        """Load a checkpoint; return the last epoch it holds."""
+        import torch
+
+        self.raw.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.stopper.load_state_dict(state["stopper"])
+        self.best_state = state["best_model"]
+        torch.set_rng_state(state["rng_torch"])
+        self.generator.set_state(state["rng_generator"])
+        self.history = [EpochResult(h["epoch"], h["metrics"]) for h in state["history"]]
+        return int(state["epoch"])
+
+    def snapshot(self, epoch: int, job: str) -> dict[str, Any]:
+        """Everything a resumed job needs to continue bit-for-bit."""
+        import torch
+
+        return {
+            "fingerprint": job,
+            "epoch": epoch,
+            "model": self.raw.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "stopper": self.stopper.state_dict(),
+            "best_model": self.best_state,
+            "rng_torch": torch.get_rng_state(),
+            "rng_generator": self.generator.get_state(),
+            "history": [{"epoch": h.epoch, "metrics": h.metrics} for h in self.history],
+        }
+
+    def train_epoch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        """One pass over this rank's shard; the mean training loss over all ranks."""
+        import torch
+        from torch.nn import functional as F
+
+        p = self.params
+        self.model.train()
+        order = torch.randperm(len(x), generator=self.generator)[
+            self.ctx.rank :: self.ctx.world_size
+        ]
+        order = order.to(self.device)
+        total = torch.zeros((), device=self.device, dtype=torch.float64)
+        seen = 0
+        for first in range(0, len(order), self.batch):
+            idx = order[first : first + self.batch]
+            if self.has_bn and len(idx) < 2:
+                continue
+            self.optimizer.zero_grad(set_to_none=True)
+            with _autocast(self.device, p.precision):
+                logits = self.model(x[idx])
+                loss = F.cross_entropy(logits, y[idx], label_smoothing=p.label_smoothing)
+            self.scaler.scale(loss).backward()
+            if p.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.raw.parameters(), p.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.schedule.after_batch()
+            total += loss.detach().double() * len(idx)
+            seen += len(idx)
+        if self.ctx.distributed:
+            import torch.distributed as dist
+
+            summed = torch.stack([total, torch.tensor(float(seen), device=self.device).double()])
+            dist.all_reduce(summed)
+            total, seen = summed[0], int(summed[1])
+        return float(total) / max(seen, 1), seen
 
 
 def train_model(
@@ -93,49 +237,70 @@ def train_model(
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray],
     on_epoch: EpochCallback | None = None,
+    checkpointing: Checkpointing | None = None,
+    ctx: DistContext | None = None,
 ) -> TrainResult:
-    """Seed, build the model with `make_model`, train with mini-batches, keep the weights of
-    the best validation loss, stop early after `patience` epochs without improvement (0
-    disables early stopping)."""
-    import torch
-    from torch.nn import functional as F
+    """Seed, build the model with `make_model`, and train it (see the module docstring).
 
+    A matching checkpoint resumes the job where it stopped; restored epochs are replayed
+    to `on_epoch` so a new tracking run still gets the whole curve.
+    """
+    import torch
+
+    from mlops.checkpoint import load_checkpoint, save_checkpoint
+
+    ctx = ctx or DistContext()
     seed_everything(params.seed, params.threads)
-    model = make_model()
-    x_train, y_train = torch.from_numpy(train[0]), torch.from_numpy(train[1])
-    x_val, y_val = torch.from_numpy(val[0]), torch.from_numpy(val[1])
-    generator = torch.Generator().manual_seed(params.seed)
-    optimizer = _optimizer(model, params)
-    best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(model.state_dict())
-    history: list[EpochResult] = []
+    device = resolve_device(params.device, ctx)
+    raw = make_model().to(device)
+    x_train, y_train = (torch.from_numpy(a).to(device) for a in train)
+    x_val, y_val = (torch.from_numpy(a).to(device) for a in val)
+    raw.eval()
+    with torch.no_grad():
+        n_classes = int(raw(x_train[:1]).shape[1])
+    job = _Job(raw, params, ctx, device, len(x_train))
+    state = None
+    if checkpointing is not None:
+        cp = checkpointing
+        state = load_checkpoint(cp.path, cp.fingerprint, cp.require_resume)
+    resumed_from = job.restore(state) if state is not None else 0
+    for past in job.history if on_epoch is not None else []:
+        on_epoch(past)  # type: ignore[misc]
     stopped_early = False
-    for epoch in range(1, params.epochs + 1):
-        model.train()
-        order = torch.randperm(len(x_train), generator=generator)
-        total = 0.0
-        for start in range(0, len(order), params.batch_size):
-            idx = order[start : start + params.batch_size]
-            if len(idx) < 2 and any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()):
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(idx)
-        val_loss, val_acc = _evaluate(model, x_val, y_val)
-        result = EpochResult(epoch, total / len(x_train), val_loss, val_acc)
-        history.append(result)
+    last_saved = time.monotonic()
+    for epoch in range(resumed_from + 1, params.epochs + 1):
+        began = time.perf_counter()
+        train_loss, seen = job.train_epoch(x_train, y_train)
+        metrics = {"train_loss": train_loss, "lr": job.schedule.lr}
+        metrics |= _val_metrics(raw, x_val, y_val, n_classes)
+        job.schedule.after_epoch(metrics["val_loss"])
+        seconds = time.perf_counter() - began
+        result = EpochResult(
+            epoch, metrics, {"epoch_seconds": seconds, "samples_per_second": seen / seconds}
+        )
+        job.history.append(result)
         if on_epoch is not None:
             on_epoch(result)
-        if val_loss < best_loss:
-            best_loss, best_epoch = val_loss, epoch
-            best_state = copy.deepcopy(model.state_dict())
-        elif params.patience and epoch - best_epoch >= params.patience:
+        if job.stopper.update(metrics[job.stopper.metric], epoch):
+            job.best_state = copy.deepcopy(raw.state_dict())
+        if job.stopper.should_stop(epoch):
             stopped_early = True
             break
-    model.load_state_dict(best_state)
-    model.eval()
-    return TrainResult(model, history, best_epoch, stopped_early)
+        if (
+            checkpointing is not None
+            and ctx.is_main
+            and epoch < params.epochs
+            and time.monotonic() - last_saved >= checkpointing.every_seconds
+        ):
+            save_checkpoint(checkpointing.path, job.snapshot(epoch, checkpointing.fingerprint))
+            last_saved = time.monotonic()
+    raw.load_state_dict(job.best_state)
+    raw.eval()
+    if checkpointing is not None and ctx.is_main:
+        checkpointing.path.unlink(missing_ok=True)
+    return TrainResult(
+        raw.cpu(), job.history, job.stopper.best_epoch, stopped_early, resumed_from, str(device)
+    )
 
 
 def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> Any:
@@ -148,5 +313,5 @@ def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> An
     with torch.no_grad():
         for start in range(0, max(len(x), 1), batch_size):
             logits = model(torch.from_numpy(x[start : start + batch_size]))
-            out.append(torch.softmax(logits, dim=1).numpy())
+            out.append(torch.softmax(logits.float(), dim=1).numpy())
     return np.concatenate(out)

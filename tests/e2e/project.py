@@ -16,7 +16,11 @@ REPO = Path(__file__).resolve().parents[2]
 # A small slice of digits and a short training: the whole pipeline in well under a minute.
 SLICE = {
     "data": {"max_rows": 600},
-    "train": {"epochs": 40, "patience": 0, "model": {"hidden_sizes": [64]}},
+    "train": {
+        "epochs": 40,
+        "early_stopping": {"patience": 0},
+        "model": {"mlp": {"hidden_sizes": [64]}},
+    },
 }
 
 

@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mlops import tracking
-from mlops.config import MLPParams, Settings
+from mlops.config import MLPParams, ModelParams, Settings
 from mlops.models import build_model, make_spec
 from registry.service import NO_STAGE, STAGE_TAG, list_versions, register_model
 
@@ -18,7 +18,9 @@ def _model(seed: int):  # type: ignore[no-untyped-def]
     import torch
 
     torch.manual_seed(seed)
-    spec = make_spec(MLPParams(hidden_sizes=[8]), [0, 1, 2], [0.0] * 4, [1.0] * 4, [4])
+    spec = make_spec(
+        ModelParams(mlp=MLPParams(hidden_sizes=[8])), [0, 1, 2], [0.0] * 4, [1.0] * 4, [4]
+    )
     return build_model(spec).eval()
 
 

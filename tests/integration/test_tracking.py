@@ -131,3 +131,23 @@ def test_find_run_by_tag_returns_newest_finished(settings: Settings) -> None:
     assert tracking.find_run_by_tag("exp", tracking.TAG_MODEL_SHA, "abc", "train") == newer
     assert tracking.find_run_by_tag("exp", tracking.TAG_MODEL_SHA, "zzz", "train") is None
     assert tracking.find_run_by_tag("nope", tracking.TAG_MODEL_SHA, "abc", "train") is None
+
+
+def test_metrics_buffer_sends_everything_in_batches(settings: Settings) -> None:
+    with tracking.stage_run(settings, "exp", "train") as run_id:
+        buffer = tracking.MetricsBuffer(run_id, window_seconds=3600)
+        for step in range(1, 1201):
+            buffer.add({"loss": 1.0 / step, "acc": step / 1200}, step)
+        assert MlflowClient().get_metric_history(run_id, "loss") == []  # still buffered
+        buffer.flush()
+    client = MlflowClient()
+    history = client.get_metric_history(run_id, "loss")
+    assert [m.step for m in history] == list(range(1, 1201))
+    assert client.get_run(run_id).data.metrics["acc"] == 1.0
+
+
+def test_metrics_buffer_flushes_when_the_window_passes(settings: Settings) -> None:
+    with tracking.stage_run(settings, "exp", "train") as run_id:
+        buffer = tracking.MetricsBuffer(run_id, window_seconds=0.0)
+        buffer.add({"loss": 0.5}, 1)
+        assert len(MlflowClient().get_metric_history(run_id, "loss")) == 1

@@ -1,4 +1,4 @@
-"""Model specs, the MLP, and the safe on-disk format (safetensors + JSON spec)."""
+"""Model specs, the MLP, shape checks, and the safe on-disk format (safetensors + JSON spec)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from mlops.config import MLPParams
-from mlops.errors import DataError
+from mlops.config import CNNParams, MLPParams, ModelParams, RNNParams, TransformerParams
+from mlops.errors import DataError, UserError
 from mlops.models import (
     SPEC_FILE,
     WEIGHTS_FILE,
     ModelSpec,
     build_model,
+    check_shape,
     count_parameters,
     load_model,
     make_spec,
@@ -26,7 +27,8 @@ from mlops.models import (
 
 
 def _spec(**hyper: object) -> ModelSpec:
-    params = MLPParams(**{"hidden_sizes": [8], "dropout": 0.0, **hyper})  # type: ignore[arg-type]
+    mlp = MLPParams(**{"hidden_sizes": [8], "dropout": 0.0, **hyper})  # type: ignore[arg-type]
+    params = ModelParams(mlp=mlp)
     return make_spec(params, ["a", "b", "c"], [0.0, 1.0, 2.0, 3.0], [1.0, 2.0, 1.0, 0.5], [4])
 
 
@@ -71,13 +73,13 @@ def test_forward_flattens_image_input() -> None:
 
 def test_layers_follow_hyperparameters() -> None:
     model = build_model(_spec(hidden_sizes=[8, 6], batch_norm=True, dropout=0.3, activation="tanh"))
-    kinds = [type(m) for m in model]
+    kinds = [type(m) for m in model.modules()]
     assert kinds.count(nn.Linear) == 3
     assert kinds.count(nn.BatchNorm1d) == 2
     assert kinds.count(nn.Dropout) == 2
     assert kinds.count(nn.Tanh) == 2
     plain = build_model(_spec(dropout=0.0))
-    assert not any(isinstance(m, (nn.Dropout, nn.BatchNorm1d)) for m in plain)
+    assert not any(isinstance(m, (nn.Dropout, nn.BatchNorm1d)) for m in plain.modules())
 
 
 def test_normalisation_uses_spec_statistics() -> None:
@@ -92,9 +94,90 @@ def test_count_parameters() -> None:
 
 
 def test_unknown_family_is_data_error() -> None:
-    spec = ModelSpec("cnn", 4, [0, 1], {}, [0.0] * 4, [1.0] * 4)
-    with pytest.raises(DataError, match="cnn"):
+    spec = ModelSpec("resnet", 4, [0, 1], {}, [0.0] * 4, [1.0] * 4)
+    with pytest.raises(DataError, match="resnet"):
         build_model(spec)
+
+
+def test_spec_holds_only_the_selected_family() -> None:
+    params = ModelParams(
+        family="rnn",
+        mlp=MLPParams(hidden_sizes=[3]),
+        rnn=RNNParams(cell="gru", hidden_size=5, bidirectional=False),
+    )
+    spec = make_spec(params, [0, 1], [0.0] * 4, [1.0] * 4, [2, 2])
+    assert spec.family == "rnn"
+    assert spec.hyper == params.rnn.model_dump()
+    assert spec.input_shape == [2, 2]
+
+
+def test_empty_input_shape_defaults_to_flat_features() -> None:
+    spec = make_spec(ModelParams(), [0, 1], [0.0] * 5, [1.0] * 5, [])
+    assert spec.input_shape == [5]
+
+
+@pytest.mark.parametrize("shape", [[13], [8, 8], []])
+def test_cnn_needs_image_shaped_input(shape: list[int]) -> None:
+    params = ModelParams(family="cnn")
+    n = 13 if shape == [13] else 64
+    with pytest.raises(UserError) as info:
+        make_spec(params, [0, 1], [0.0] * n, [1.0] * n, shape)
+    message = str(info.value)
+    assert info.value.exit_code == 2
+    assert "\n" not in message
+    assert "cnn" in message
+    assert ("×".join(map(str, shape)) or "unknown") in message
+
+
+def test_cnn_shape_error_names_the_shape_13() -> None:
+    with pytest.raises(UserError) as info:
+        check_shape("cnn", [13])
+    assert "cnn" in str(info.value)
+    assert "13" in str(info.value)
+
+
+@pytest.mark.parametrize("family", ["rnn", "transformer"])
+def test_sequence_families_refuse_four_dimensional_input(family: str) -> None:
+    with pytest.raises(UserError, match=family) as info:
+        check_shape(family, [1, 2, 3, 4])
+    assert "1×2×3×4" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("family", "shape"),
+    [("mlp", [13]), ("mlp", [1, 8, 8]), ("cnn", [1, 8, 8]), ("rnn", [13]), ("rnn", [8, 8]),
+     ("rnn", [1, 8, 8]), ("transformer", [13]), ("transformer", [8, 8]),
+     ("transformer", [1, 8, 8])],
+)  # fmt: skip
+def test_check_shape_accepts_readable_shapes(family: str, shape: list[int]) -> None:
+    check_shape(family, shape)
+
+
+@pytest.mark.parametrize(
+    "model_params",
+    [
+        ModelParams(family="cnn", cnn=CNNParams(channels=[2], head_size=4, batch_norm=True)),
+        ModelParams(family="rnn", rnn=RNNParams(hidden_size=4, num_layers=2, cell="gru")),
+        ModelParams(
+            family="transformer",
+            transformer=TransformerParams(d_model=8, n_heads=2, n_layers=1, ff_dim=8),
+        ),
+    ],
+    ids=["cnn", "rnn", "transformer"],
+)
+def test_save_load_roundtrip_other_families(tmp_path: Path, model_params: ModelParams) -> None:
+    torch.manual_seed(0)
+    spec = make_spec(model_params, [0, 1, 2], [0.5] * 16, [2.0] * 16, [1, 4, 4])
+    model = build_model(spec)
+    model.train()
+    model(torch.randn(6, 16))
+    model.eval()
+    sha = save_model(model, spec, tmp_path)
+    loaded, loaded_spec = load_model(tmp_path, expected_sha256=sha)
+    assert loaded_spec == spec
+    x = torch.randn(3, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
 
 
 def test_save_load_roundtrip(tmp_path: Path, model_and_spec: tuple[nn.Module, ModelSpec]) -> None:

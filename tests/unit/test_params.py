@@ -8,10 +8,16 @@ import pytest
 from pydantic import ValidationError
 
 from mlops.config import (
+    CNNParams,
+    EarlyStoppingParams,
     EvaluateParams,
     MLPParams,
+    ModelParams,
     Params,
+    RNNParams,
+    ScheduleParams,
     TrainParams,
+    TransformerParams,
     load_params,
     parse_params,
 )
@@ -52,13 +58,13 @@ BAD_PARAMS: list[tuple[str, str, list[str]]] = [
     ("bool-for-name", "pipeline:\n  name: true\n", ["pipeline.name", "true"]),
     (
         "str-for-bool",
-        "train:\n  model:\n    batch_norm: maybe\n",
-        ["train.model.batch_norm", "'maybe'"],
+        "train:\n  model:\n    mlp:\n      batch_norm: maybe\n",
+        ["train.model.mlp.batch_norm", "'maybe'"],
     ),
     (
         "str-for-list",
-        "train:\n  model:\n    hidden_sizes: '256'\n",
-        ["train.model.hidden_sizes", "'256'"],
+        "train:\n  model:\n    mlp:\n      hidden_sizes: '256'\n",
+        ["train.model.mlp.hidden_sizes", "'256'"],
     ),
     ("scalar-section", "train: 5\n", ["train", "5"]),
     ("unknown-top-key", "foo: 1\n", ["foo", "unknown key"]),
@@ -67,12 +73,16 @@ BAD_PARAMS: list[tuple[str, str, list[str]]] = [
     ("unknown-aliased-section-key", "validate:\n  foo: 1\n", ["validate.foo", "unknown key"]),
     ("negative-lr", "train:\n  learning_rate: -0.1\n", ["train.learning_rate", "-0.1"]),
     ("zero-lr", "train:\n  learning_rate: 0.0\n", ["train.learning_rate", "0.0"]),
-    ("dropout-one", "train:\n  model:\n    dropout: 1.0\n", ["train.model.dropout", "1.0"]),
+    (
+        "dropout-one",
+        "train:\n  model:\n    mlp:\n      dropout: 1.0\n",
+        ["train.model.mlp.dropout", "1.0"],
+    ),
     ("epochs-zero", "train:\n  epochs: 0\n", ["train.epochs", "= 0"]),
     (
         "hidden-size-zero",
-        "train:\n  model:\n    hidden_sizes: [0]\n",
-        ["train.model.hidden_sizes[0]", "= 0"],
+        "train:\n  model:\n    mlp:\n      hidden_sizes: [0]\n",
+        ["train.model.mlp.hidden_sizes[0]", "= 0"],
     ),
     ("negative-seed", "split:\n  seed: -1\n", ["split.seed", "-1"]),
     ("seed-too-big", "train:\n  seed: 99999999999\n", ["train.seed", "99999999999"]),
@@ -100,18 +110,72 @@ BAD_PARAMS: list[tuple[str, str, list[str]]] = [
     ("bad-model-name", "register:\n  model_name: -x\n", ["register.model_name", "'-x'"]),
     (
         "bad-activation",
-        "train:\n  model:\n    activation: sigmoid\n",
-        ["train.model.activation", "'sigmoid'"],
+        "train:\n  model:\n    mlp:\n      activation: sigmoid\n",
+        ["train.model.mlp.activation", "'sigmoid'"],
     ),
     ("bad-optimizer", "train:\n  optimizer: lbfgs\n", ["train.optimizer", "'lbfgs'"]),
-    ("bad-family", "train:\n  model:\n    family: cnn\n", ["train.model.family", "'cnn'"]),
+    ("bad-family", "train:\n  model:\n    family: resnet\n", ["train.model.family", "'resnet'"]),
+    (
+        "mlp-key-at-model-level",
+        "train:\n  model:\n    hidden_sizes: [8]\n",
+        ["train.model.hidden_sizes", "unknown key"],
+    ),
+    (
+        "family-key-in-mlp-section",
+        "train:\n  model:\n    mlp:\n      family: mlp\n",
+        ["train.model.mlp.family", "unknown key"],
+    ),
+    (
+        "empty-hidden-sizes",
+        "train:\n  model:\n    mlp:\n      hidden_sizes: []\n",
+        ["train.model.mlp.hidden_sizes", "[]"],
+    ),
+    ("old-patience-key", "train:\n  patience: 3\n", ["train.patience", "unknown key"]),
+    (
+        "negative-patience",
+        "train:\n  early_stopping:\n    patience: -1\n",
+        ["train.early_stopping.patience", "-1"],
+    ),
+    (
+        "cnn-channels-zero",
+        "train:\n  model:\n    cnn:\n      channels: [0]\n",
+        ["train.model.cnn.channels[0]", "= 0"],
+    ),
+    (
+        "rnn-cell-vanilla",
+        "train:\n  model:\n    rnn:\n      cell: vanilla\n",
+        ["train.model.rnn.cell", "'vanilla'"],
+    ),
+    (
+        "transformer-heads-do-not-divide-width",
+        "train:\n  model:\n    transformer:\n      d_model: 30\n      n_heads: 4\n",
+        ["train.model.transformer", "d_model = 30", "n_heads = 4"],
+    ),
+    (
+        "schedule-linear",
+        "train:\n  schedule:\n    name: linear\n",
+        ["train.schedule.name", "'linear'"],
+    ),
+    (
+        "early-stopping-metric-rmse",
+        "train:\n  early_stopping:\n    metric: val_rmse\n",
+        ["train.early_stopping.metric", "'val_rmse'"],
+    ),
+    ("negative-grad-clip", "train:\n  grad_clip: -1.0\n", ["train.grad_clip", "-1.0"]),
+    ("label-smoothing-one", "train:\n  label_smoothing: 1.0\n", ["train.label_smoothing", "1.0"]),
+    ("precision-fp8", "train:\n  precision: fp8\n", ["train.precision", "'fp8'"]),
+    ("device-tpu", "train:\n  device: tpu\n", ["train.device", "'tpu'"]),
     ("bad-metric", "evaluate:\n  primary_metric: auc\n", ["evaluate.primary_metric", "'auc'"]),
-    ("unclosed-bracket", "train:\n  model:\n    hidden_sizes: [1, 2\n", ["invalid YAML", "line "]),
+    (
+        "unclosed-bracket",
+        "train:\n  model:\n    mlp:\n      hidden_sizes: [1, 2\n",
+        ["invalid YAML", "line "],
+    ),
     ("tab-indent", "train:\n\tepochs: 5\n", ["invalid YAML", "line 2"]),
     ("duplicate-key", "train:\n  epochs: 5\n  epochs: 6\n", ["duplicate key", "epochs", "line 3"]),
     (
         "duplicate-nested-key",
-        "train:\n  model:\n    dropout: 0.1\n    dropout: 0.2\n",
+        "train:\n  model:\n    mlp:\n      dropout: 0.1\n      dropout: 0.2\n",
         ["duplicate key", "dropout"],
     ),
     ("duplicate-section", "train: {}\ntrain: {}\n", ["duplicate key", "train"]),
@@ -217,8 +281,8 @@ def test_valid_overrides_are_read(tmp_path: Path) -> None:
     text = (
         "pipeline:\n  name: my-model.v2\n"
         "data:\n  source: data/external/my.csv\n  target: label\n  max_rows: 500\n"
-        "train:\n  epochs: 3\n  optimizer: sgd\n  model:\n    hidden_sizes: [16]\n"
-        "    activation: gelu\n    batch_norm: true\n"
+        "train:\n  epochs: 3\n  optimizer: sgd\n  model:\n    mlp:\n      hidden_sizes: [16]\n"
+        "      activation: gelu\n      batch_norm: true\n"
         "register:\n  model_name: other\n"
     )
     params = load_params(_write(tmp_path, text))
@@ -226,15 +290,21 @@ def test_valid_overrides_are_read(tmp_path: Path) -> None:
     assert params.data.source == "data/external/my.csv"
     assert params.data.max_rows == 500
     assert params.train.epochs == 3
-    assert params.train.model.hidden_sizes == [16]
-    assert params.train.model.batch_norm is True
+    assert params.train.model.family == "mlp"
+    assert params.train.model.mlp.hidden_sizes == [16]
+    assert params.train.model.mlp.batch_norm is True
+    assert params.train.model.selected == params.train.model.mlp
     assert params.model_name == "other"
 
 
 def test_as_dict_uses_params_yaml_keys() -> None:
     data = Params().as_dict()
     assert set(data) == {"pipeline", "data", "validate", "split", "train", "evaluate", "register"}
-    assert data["train"]["model"]["hidden_sizes"] == [256, 128]
+    assert data["train"]["model"]["family"] == "mlp"
+    assert data["train"]["model"]["mlp"]["hidden_sizes"] == [256, 128]
+    assert set(data["train"]["model"]) == {"family", "mlp", "cnn", "rnn", "transformer"}
+    assert data["train"]["early_stopping"]["patience"] == 15
+    assert "patience" not in data["train"]
 
 
 def test_params_is_frozen() -> None:
@@ -244,7 +314,9 @@ def test_params_is_frozen() -> None:
     with pytest.raises(ValidationError):
         params.train.epochs = 3  # type: ignore[misc]
     with pytest.raises(ValidationError):
-        params.train.model.dropout = 0.5  # type: ignore[misc]
+        params.train.model.mlp.dropout = 0.5  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        params.train.early_stopping.patience = 1  # type: ignore[misc]
     assert params.train.epochs == TrainParams().epochs
 
 
@@ -253,6 +325,62 @@ def test_sections_reject_unknown_keys_directly() -> None:
         MLPParams(foo=1)  # type: ignore[call-arg]
     with pytest.raises(ValidationError):
         EvaluateParams(primary_metric="auc")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("family", ["mlp", "cnn", "rnn", "transformer"])
+def test_one_key_switches_family_in_repo_params(family: str) -> None:
+    data = load_params(REPO_PARAMS).as_dict()
+    data["train"]["model"]["family"] = family
+    params = parse_params(data)
+    assert params.train.model.family == family
+    selected = params.train.model.selected
+    assert selected == getattr(params.train.model, family)
+    expected = {"mlp": MLPParams, "cnn": CNNParams, "rnn": RNNParams}
+    assert isinstance(selected, expected.get(family, TransformerParams))
+
+
+def test_repo_params_yaml_spells_out_every_train_key() -> None:
+    import yaml
+
+    raw = yaml.safe_load(REPO_PARAMS.read_text(encoding="utf-8"))["train"]
+    assert set(raw) == set(TrainParams.model_fields)
+    assert set(raw["model"]) == set(ModelParams.model_fields)
+    for family in ("mlp", "cnn", "rnn", "transformer"):
+        section = ModelParams.model_fields[family].annotation
+        assert section is not None
+        assert set(raw["model"][family]) == set(section.model_fields), family
+    assert set(raw["schedule"]) == set(ScheduleParams.model_fields)
+    assert set(raw["early_stopping"]) == set(EarlyStoppingParams.model_fields)
+
+
+def test_nested_sections_from_dicts_or_instances() -> None:
+    from_dict = TrainParams.model_validate(
+        {"early_stopping": {"patience": 2}, "model": {"family": "rnn", "rnn": {"cell": "gru"}}}
+    )
+    from_instances = TrainParams(
+        early_stopping=EarlyStoppingParams(patience=2),
+        model=ModelParams(family="rnn", rnn=RNNParams(cell="gru")),
+    )
+    assert from_dict == from_instances
+    assert from_dict.model.selected == RNNParams(cell="gru")
+
+
+def test_transformer_width_must_divide_by_heads_directly() -> None:
+    with pytest.raises(ValidationError, match=r"d_model = 30 .* n_heads = 4"):
+        TransformerParams(d_model=30, n_heads=4)
+    assert TransformerParams(d_model=32, n_heads=4).d_model == 32
+
+
+@pytest.mark.parametrize(
+    ("metric", "mode"), [("val_loss", "min"), ("val_accuracy", "max"), ("val_f1_macro", "max")]
+)
+def test_early_stopping_mode_follows_metric(metric: str, mode: str) -> None:
+    assert EarlyStoppingParams(metric=metric).mode == mode  # type: ignore[arg-type]
+
+
+def test_data_input_shape_named_in_cnn_hint_is_a_params_key(tmp_path: Path) -> None:
+    params = load_params(_write(tmp_path, "data:\n  input_shape: [1, 8, 8]\n"))
+    assert params.data.input_shape == [1, 8, 8]
 
 
 def test_parse_params_names_its_source() -> None:

@@ -1,0 +1,144 @@
+"""Does the platform's training job cost more than a hand-written PyTorch loop?
+
+For each case (MLP and CNN, on digits and on a synthetic 100k-row tabular set viewed as
+1x8x8), trains the same model on the same data for the same epochs twice per round, each
+in a fresh process: once through `mlops.training.train_model` with per-epoch MLflow
+logging to a SQLite store (as the train stage does), once as a bare loop (direct tensor
+indexing, the same optimizer and validation pass, no logging). Both processes import the
+same libraries first, so the peak-RSS ratio measures training, not imports.
+Targets: time ratio <= 1.05, peak-memory ratio <= 1.10. Writes results/train_overhead.json.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._timing import env, write_result
+
+CASES = {
+    "mlp-digits": ("mlp", "digits", 30),
+    "cnn-digits": ("cnn", "digits", 30),
+    "mlp-tabular100k": ("mlp", "tabular", 4),
+    "cnn-tabular100k": ("cnn", "tabular", 4),
+}
+
+WORKER = r'''
+import json, resource, sys, tempfile, time
+from pathlib import Path
+import mlflow, numpy as np, torch
+from torch.nn import functional as F
+from mlops.config import Params, Settings
+from mlops.models import build_model, make_spec
+from mlops.training import seed_everything, train_model
+
+variant, family, data, epochs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+if data == "digits":
+    from sklearn.datasets import load_digits
+    bunch = load_digits()
+    x, y = bunch.data.astype(np.float32), bunch.target.astype(np.int64)
+else:
+    from sklearn.datasets import make_classification
+    x, y = make_classification(n_samples=110_000, n_features=64, n_informative=24,
+                               n_classes=10, random_state=0)
+    x, y = x.astype(np.float32), y.astype(np.int64)
+cut = int(len(x) * 0.85)
+train, val = (x[:cut], y[:cut]), (x[cut:], y[cut:])
+params = Params.model_validate({"train": {
+    "epochs": epochs, "schedule": {"name": "none"}, "grad_clip": 0.0,
+    "early_stopping": {"patience": 0}, "model": {"family": family}, "device": "cpu"}})
+p = params.train
+mean, std = train[0].mean(0), train[0].std(0)
+std[std < 1e-6] = 1.0
+spec = make_spec(p.model, list(range(10)), mean.tolist(), std.tolist(), [1, 8, 8])
+
+def bare():
+    seed_everything(p.seed, p.threads)
+    model = build_model(spec)
+    opt = torch.optim.AdamW(model.parameters(), lr=p.learning_rate, weight_decay=p.weight_decay)
+    xt, yt = torch.from_numpy(train[0]), torch.from_numpy(train[1])
+    xv, yv = torch.from_numpy(val[0]), torch.from_numpy(val[1])
+    g = torch.Generator().manual_seed(p.seed)
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(len(xt), generator=g)
+        for i in range(0, len(order), p.batch_size):
+            idx = order[i:i + p.batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            logits = model(xv)
+            float(F.cross_entropy(logits, yv)), float((logits.argmax(1) == yv).float().mean())
+
+home = Path(tempfile.mkdtemp())
+(home / ".dvc").mkdir()
+settings = Settings.from_env(env={}, cwd=home)
+
+def platform():
+    from mlops import tracking
+    with tracking.stage_run(settings, "bench", "train") as run_id:
+        buffer = tracking.MetricsBuffer(run_id)
+        train_model(lambda: build_model(spec), p, train, val,
+                    lambda r: buffer.add(r.as_dict(), r.epoch))
+        buffer.flush()
+
+if variant == "platform":  # creating the store (schema migrations) is not training
+    from mlops import tracking
+    tracking.connect(settings)
+    tracking.ensure_experiment("bench", settings)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+(bare if variant == "bare" else platform)()
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"seconds": seconds, "peak_kb": peak, "before_kb": before}))
+'''
+
+
+def measure(variant: str, family: str, data: str, epochs: int) -> dict[str, float]:
+    """One fresh process: training seconds and peak RSS."""
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER, variant, family, data, str(epochs)],
+        env=env(), capture_output=True, text=True, check=True, cwd=tempfile.gettempdir(),
+    )  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    """Alternate bare and platform runs per case; report median ratios."""
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    only = sys.argv[2:] or list(CASES)
+    results = {}
+    for name in only:
+        family, data, epochs = CASES[name]
+        runs: dict[str, list[dict[str, float]]] = {"bare": [], "platform": []}
+        for _ in range(rounds):
+            for variant in ("bare", "platform"):
+                runs[variant].append(measure(variant, family, data, epochs))
+        t = {v: statistics.median(r["seconds"] for r in runs[v]) for v in runs}
+        m = {v: statistics.median(r["peak_kb"] for r in runs[v]) for v in runs}
+        results[name] = {
+            "epochs": epochs,
+            "bare_s": round(t["bare"], 3),
+            "platform_s": round(t["platform"], 3),
+            "time_ratio": round(t["platform"] / t["bare"], 3),
+            "bare_peak_mb": round(m["bare"] / 1024, 1),
+            "platform_peak_mb": round(m["platform"] / 1024, 1),
+            "memory_ratio": round(m["platform"] / m["bare"], 3),
+        }
+        print(name, results[name], flush=True)
+    path = write_result("train_overhead", {"rounds": rounds, "cases": results})
+    print(f"-> {path}")
+
+
+if __name__ == "__main__":
+    main()

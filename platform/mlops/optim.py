@@ -1,0 +1,115 @@
+"""Optimizers, learning-rate schedules and early stopping for the training engine."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from mlops.model_params import EarlyStoppingParams, TrainParams
+
+
+def make_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD with momentum, with the configured weight decay."""
+    import torch
+
+    if params.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=params.learning_rate, momentum=params.momentum,
+            weight_decay=params.weight_decay,
+        )  # fmt: skip
+    cls = torch.optim.AdamW if params.optimizer == "adamw" else torch.optim.Adam
+    return cls(model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
+
+
+class Schedule:
+    """A learning-rate schedule that knows when to step: one-cycle after every batch,
+    plateau after every epoch on the validation loss, the others after every epoch."""
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, params: TrainParams, steps_per_epoch: int
+    ) -> None:
+        from torch.optim import lr_scheduler
+
+        s = params.schedule
+        self.name = s.name
+        self.optimizer = optimizer
+        self.scheduler: Any = None
+        if s.name == "cosine":
+            self.scheduler = lr_scheduler.CosineAnnealingLR(optimizer, params.epochs, s.min_lr)
+        elif s.name == "step":
+            self.scheduler = lr_scheduler.StepLR(optimizer, s.step_size, s.gamma)
+        elif s.name == "onecycle":
+            self.scheduler = lr_scheduler.OneCycleLR(
+                optimizer, max_lr=params.learning_rate, epochs=params.epochs,
+                steps_per_epoch=max(1, steps_per_epoch), pct_start=s.pct_start,
+            )  # fmt: skip
+        elif s.name == "plateau":
+            self.scheduler = lr_scheduler.ReduceLROnPlateau(
+                optimizer, factor=s.gamma, patience=s.plateau_patience, min_lr=s.min_lr
+            )
+
+    @property
+    def lr(self) -> float:
+        """The current learning rate of the first parameter group."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def after_batch(self) -> None:
+        """Step a per-batch schedule."""
+        if self.name == "onecycle":
+            self.scheduler.step()
+
+    def after_epoch(self, val_loss: float) -> None:
+        """Step a per-epoch schedule."""
+        if self.name == "plateau":
+            self.scheduler.step(val_loss)
+        elif self.name in {"cosine", "step"}:
+            self.scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Scheduler state for checkpoints."""
+        return self.scheduler.state_dict() if self.scheduler is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from a checkpoint."""
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state)
+
+
+class EarlyStopping:
+    """Tracks the best value of the monitored metric and when to stop."""
+
+    def __init__(self, params: EarlyStoppingParams) -> None:
+        self.metric = params.metric
+        self.mode = params.mode
+        self.patience = params.patience
+        self.min_delta = params.min_delta
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch = 0
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record an epoch's value; True when it is a new best."""
+        better = (
+            value < self.best - self.min_delta
+            if self.mode == "min"
+            else value > self.best + self.min_delta
+        )
+        if better or self.best_epoch == 0:
+            self.best, self.best_epoch = value, epoch
+            return True
+        return False
+
+    def should_stop(self, epoch: int) -> bool:
+        """True once `patience` epochs have passed without a new best (never if 0)."""
+        return bool(self.patience) and epoch - self.best_epoch >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        """State for checkpoints."""
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from a checkpoint."""
+        self.best, self.best_epoch = float(state["best"]), int(state["best_epoch"])
