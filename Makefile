@@ -48,6 +48,7 @@ ui: install
 bench: install
 	python benchmarks/noop_repro.py
 	python benchmarks/cli_startup.py
+	python benchmarks/train_overhead.py
 	python benchmarks/report.py
 
 lock: install

@@ -37,6 +37,15 @@ def lines() -> list[str]:
             f"bare Python {r['python_bare']['median_s']:.2f} s | "
             f"{r['help_over_heavy_imports']:.0%} of the heavy imports | {r['measured_at']} |"
         )
+    if "train_overhead" in results:
+        r = results["train_overhead"]
+        for case, c in r["cases"].items():
+            rows.append(
+                f"| training job ≤ 1.05× time, ≤ 1.10× peak memory of a bare loop ({case}, "
+                f"{c['epochs']} epochs) | {c['platform_s']:.2f} s, {c['platform_peak_mb']:.0f} MB"
+                f" | bare loop {c['bare_s']:.2f} s, {c['bare_peak_mb']:.0f} MB | "
+                f"{c['time_ratio']}× time, {c['memory_ratio']}× memory | {r['measured_at']} |"
+            )
     return rows
 
 

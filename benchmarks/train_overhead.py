@@ -6,7 +6,8 @@ in a fresh process: once through `mlops.training.train_model` with per-epoch MLf
 logging to a SQLite store (as the train stage does), once as a bare loop (direct tensor
 indexing, the same optimizer and validation pass, no logging). Both processes import the
 same libraries first, so the peak-RSS ratio measures training, not imports.
-Targets: time ratio <= 1.05, peak-memory ratio <= 1.10. Writes results/train_overhead.json.
+Targets: time ratio <= 1.05, peak-memory ratio <= 1.10. Writes results/train_overhead.json
+(`python benchmarks/train_overhead.py ROUNDS [CASE ...]` re-measures only those cases).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._timing import env, write_result
+from benchmarks._timing import RESULTS, env, write_result
 
 CASES = {
     "mlp-digits": ("mlp", "digits", 30),
@@ -29,7 +30,7 @@ CASES = {
     "cnn-tabular100k": ("cnn", "tabular", 4),
 }
 
-WORKER = r'''
+WORKER = r"""
 import json, resource, sys, tempfile, time
 from pathlib import Path
 import mlflow, numpy as np, torch
@@ -101,7 +102,7 @@ start = time.perf_counter()
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"seconds": seconds, "peak_kb": peak, "before_kb": before}))
-'''
+"""
 
 
 def measure(variant: str, family: str, data: str, epochs: int) -> dict[str, float]:
@@ -117,7 +118,8 @@ def main() -> None:
     """Alternate bare and platform runs per case; report median ratios."""
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     only = sys.argv[2:] or list(CASES)
-    results = {}
+    previous = RESULTS / "train_overhead.json"
+    results = json.loads(previous.read_text())["cases"] if previous.exists() else {}
     for name in only:
         family, data, epochs = CASES[name]
         runs: dict[str, list[dict[str, float]]] = {"bare": [], "platform": []}

@@ -6,10 +6,15 @@ from __future__ import annotations
 from mlops import tracking
 from mlops.data import Schema, features_and_target, read_parquet
 from mlops.io import file_digest, read_json, write_json
-from mlops.metrics import classification_metrics, confusion, confusion_records
+from mlops.metrics import (
+    classification_metrics,
+    confusion,
+    confusion_records,
+    regression_metrics,
+)
 from mlops.models import WEIGHTS_FILE, load_model
-from mlops.plots import confusion_matrix_png, learning_curves_png
-from mlops.training import predict_proba
+from mlops.plots import confusion_matrix_png, learning_curves_png, predictions_png
+from mlops.training import predict_proba, predict_values
 from pipelines import paths
 from pipelines._stage import StageContext, run_stage
 
@@ -26,27 +31,32 @@ def evaluate(ctx: StageContext) -> None:
     parent = tracking.find_run_by_tag(ctx.experiment, tracking.TAG_MODEL_SHA, sha, "train")
     tags = {tracking.TAG_MODEL_SHA: sha}
     with tracking.stage_run(ctx.settings, ctx.experiment, "evaluate", parent, tags):
-        proba = predict_proba(model, x_test)
-        test = classification_metrics(y_test, proba)
-        val = classification_metrics(y_val, predict_proba(model, x_val))
+        if spec.task == "regression":
+            pred = predict_values(model, x_test)
+            test = regression_metrics(y_test, pred)
+            val = regression_metrics(y_val, predict_values(model, x_val))
+            write_json(paths.CONFUSION, [])
+            predictions_png(y_test, pred, paths.PREDICTIONS_PNG)
+            headline = f"test RMSE {test['rmse']:.4f}, R² {test['r2']:.4f}"
+        else:
+            proba = predict_proba(model, x_test)
+            test = classification_metrics(y_test, proba)
+            val = classification_metrics(y_val, predict_proba(model, x_val))
+            predicted = proba.argmax(axis=1)
+            write_json(paths.CONFUSION, confusion_records(y_test, predicted, spec.classes))
+            matrix = confusion(y_test, predicted, spec.n_classes)
+            confusion_matrix_png(matrix, spec.classes, paths.PREDICTIONS_PNG)
+            headline = f"test accuracy {test['accuracy']:.4f}, macro F1 {test['f1_macro']:.4f}"
         write_json(paths.METRICS, {"test": test, "val": val})
-        predicted = proba.argmax(axis=1)
-        write_json(paths.CONFUSION, confusion_records(y_test, predicted, spec.classes))
-        confusion_matrix_png(
-            confusion(y_test, predicted, spec.n_classes), spec.classes, paths.CONFUSION_PNG
-        )
         learning_curves_png(history, paths.CURVES_PNG)
         flat = {f"test_{k}": v for k, v in test.items()}
         tracking.log_metrics(flat | {f"val_{k}": v for k, v in val.items()})
         if parent:  # test metrics on the train run too, so the runs table compares them
             tracking.log_metrics(flat, run_id=parent)
         tracking.log_artifacts(
-            paths.METRICS, paths.CONFUSION_PNG, paths.CURVES_PNG, artifact_path="evaluation"
+            paths.METRICS, paths.PREDICTIONS_PNG, paths.CURVES_PNG, artifact_path="evaluation"
         )
-        print(
-            f"evaluate: test accuracy {test['accuracy']:.4f}, macro F1 {test['f1_macro']:.4f} "
-            f"on {int(test['n_samples'])} rows -> {paths.METRICS}"
-        )
+        print(f"evaluate: {headline} on {int(test['n_samples'])} rows -> {paths.METRICS}")
 
 
 def main() -> None:

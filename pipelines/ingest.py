@@ -18,7 +18,7 @@ def ingest(ctx: StageContext) -> None:
     with tracking.stage_run(ctx.settings, ctx.experiment, "ingest"):
         tracking.log_params(p.model_dump(mode="json"), prefix="data")
         frame = subsample(load_source(p.source, p.target, Path.cwd()), p.max_rows, p.seed)
-        schema = infer_schema(frame, p.source, p.target, p.input_shape)
+        schema = infer_schema(frame, p.source, p.target, p.input_shape, p.task)
         write_parquet(frame, paths.RAW)
         schema.save(paths.SCHEMA)
         tracking.log_metrics(

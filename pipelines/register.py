@@ -32,6 +32,7 @@ def register(ctx: StageContext) -> None:
         "mlops.train_run_id": parent or "unknown",
         "mlops.parameters": count_parameters(model),
         "mlops.family": spec.family,
+        "mlops.task": spec.task,
         **{f"mlops.metric.test_{k}": f"{v:.6g}" for k, v in metrics["test"].items()},
     }
     name = ctx.params.model_name

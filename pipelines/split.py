@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mlops import tracking
-from mlops.data import read_parquet, write_parquet
+from mlops.data import Schema, read_parquet, write_parquet
 from mlops.errors import DataError
 from mlops.io import read_json
 from mlops.lineage import dvc_md5
@@ -17,9 +17,12 @@ def split(ctx: StageContext) -> None:
     if not read_json(paths.VALIDATION).get("passed"):
         raise DataError(f"{paths.VALIDATION}: the data did not pass validation")
     frame = read_parquet(paths.RAW)
+    task = Schema.load(paths.SCHEMA).task
     with tracking.stage_run(ctx.settings, ctx.experiment, "split"):
         tracking.log_params(ctx.params.split.model_dump(mode="json"), prefix="split")
-        parts = dict(zip(paths.SPLITS, stratified_split(frame, ctx.params.split), strict=True))
+        parts = dict(
+            zip(paths.SPLITS, stratified_split(frame, ctx.params.split, task), strict=True)
+        )
         for name, part in parts.items():
             write_parquet(part, paths.SPLITS[name])
         tracking.log_metrics({f"rows_{name}": len(part) for name, part in parts.items()})

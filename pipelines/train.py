@@ -20,7 +20,7 @@ from mlops.data import Schema, features_and_target, read_parquet
 from mlops.io import write_json
 from mlops.lineage import data_hashes
 from mlops.models import build_model, count_parameters, make_spec, save_model
-from mlops.training import Checkpointing, EpochResult, train_model
+from mlops.training import Checkpointing, EpochResult, check_metric, train_model
 from pipelines import paths
 from pipelines._stage import StageContext, run_stage
 
@@ -40,7 +40,11 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
     x_val, y_val = features_and_target(read_parquet(paths.SPLITS["val"]), schema)
     mean, std = x_train.mean(axis=0), x_train.std(axis=0)
     std[std < 1e-6] = 1.0
-    spec = make_spec(p.model, schema.classes, mean.tolist(), std.tolist(), schema.input_shape)
+    check_metric(schema.task, p.early_stopping.metric)
+    spec = make_spec(
+        p.model, schema.classes, mean.tolist(), std.tolist(), schema.input_shape,
+        task=schema.task, target_mean=float(y_train.mean()), target_std=float(y_train.std()),
+    )  # fmt: skip
     hashes = data_hashes(paths.SPLITS)
     job = fingerprint(asdict(spec), p.model_dump(mode="json"), hashes)
     checkpointing = Checkpointing(paths.CHECKPOINT, job, checkpoint_every, resume)
@@ -49,6 +53,7 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
     dist = distributed.from_env()
     tags = {f"mlops.data.{k}.md5": v for k, v in hashes.items()}
     tags |= {"mlops.family": p.model.family, "mlops.world_size": str(dist.world_size)}
+    tags["mlops.task"] = schema.task
     run = (
         tracking.stage_run(ctx.settings, ctx.experiment, "train", tags=tags)
         if dist.is_main
@@ -64,16 +69,12 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
                 if buffer is None:
                     return
                 buffer.add(result.as_dict(), result.epoch)
-                m = result.metrics
-                print(
-                    f"train: epoch {result.epoch:>3}/{p.epochs}  train_loss {m['train_loss']:.4f}  "
-                    f"val_loss {m['val_loss']:.4f}  val_accuracy {m['val_accuracy']:.4f}",
-                    flush=True,
-                )
+                shown = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k != "lr")
+                print(f"train: epoch {result.epoch:>3}/{p.epochs}  {shown}", flush=True)
 
             result = train_model(
                 lambda: build_model(spec), p, (x_train, y_train), (x_val, y_val),
-                on_epoch, checkpointing, dist,
+                on_epoch, checkpointing, dist, schema.task,
             )  # fmt: skip
             if buffer is None:
                 return
@@ -94,7 +95,8 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
             })  # fmt: skip
             print(
                 f"train: {p.model.family}, best epoch {result.best_epoch} "
-                f"(val_accuracy {best['val_accuracy']:.4f}) -> {paths.MODEL_DIR}/"
+                f"({p.early_stopping.metric} {best[p.early_stopping.metric]:.4f}) "
+                f"-> {paths.MODEL_DIR}/"
             )
     finally:
         distributed.shutdown(dist)

@@ -89,7 +89,11 @@ def load_source(source: str, target: str, base: Path) -> pd.DataFrame:
 
 
 def infer_schema(
-    frame: pd.DataFrame, source: str, target: str, input_shape: list[int] | None = None
+    frame: pd.DataFrame,
+    source: str,
+    target: str,
+    input_shape: list[int] | None = None,
+    task: str = "auto",
 ) -> Schema:
     """Describe a loaded frame: features, dtypes, sorted class labels, input shape.
 
@@ -98,17 +102,27 @@ def infer_schema(
     import pandas as pd
 
     labels = frame["target"].dropna()
-    if pd.api.types.is_float_dtype(labels) and not (labels == labels.round()).all():
+    numeric = pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels)
+    continuous = pd.api.types.is_float_dtype(labels) and not (labels == labels.round()).all()
+    if task == "auto":
+        task = "regression" if continuous else "classification"
+    if task == "classification" and continuous:
         raise DataError(
-            f"data.target = {target!r}: continuous values; only classification targets "
-            "(integers or strings) are supported so far"
+            f"data.task = classification: the target {target!r} holds continuous values "
+            "(use task: regression or auto)"
         )
-    if pd.api.types.is_float_dtype(labels):
+    if task == "regression":
+        if not numeric:
+            raise DataError(f"data.task = regression: the target {target!r} is not numeric")
+        frame["target"] = frame["target"].astype("float64")
+    elif pd.api.types.is_float_dtype(labels):
         frame["target"] = frame["target"].astype("Int64")
         labels = frame["target"].dropna()
-    values = sorted({v.item() if hasattr(v, "item") else v for v in labels.unique()}, key=str)
-    if all(isinstance(v, int) for v in values):
-        values = sorted(values)
+    values: list[Any] = []
+    if task == "classification":
+        values = sorted({v.item() if hasattr(v, "item") else v for v in labels.unique()}, key=str)
+        if all(isinstance(v, int) for v in values):
+            values = sorted(values)
     features = [c for c in frame.columns if c != "target"]
     shape = [1, 8, 8] if source == BUILTIN_DIGITS else [len(features)]
     if input_shape is not None:
@@ -125,6 +139,7 @@ def infer_schema(
         dtypes={c: str(t) for c, t in frame.dtypes.items()},
         classes=values,
         n_rows=len(frame),
+        task=task,
         input_shape=shape,
     )
 
@@ -166,6 +181,8 @@ def features_and_target(frame: pd.DataFrame, schema: Schema) -> tuple[Any, Any]:
     import numpy as np
 
     x = frame[schema.features].to_numpy(dtype=np.float32, copy=True)
+    if schema.task == "regression":
+        return x, frame["target"].to_numpy(dtype=np.float32, copy=True)
     index = {str(c): i for i, c in enumerate(schema.classes)}
     try:
         y = np.array([index[str(v)] for v in frame["target"]], dtype=np.int64)

@@ -23,6 +23,18 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, f
     }
 
 
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """RMSE, MAE and R² of predictions in the target's units."""
+    err = y_pred.astype(np.float64) - y_true.astype(np.float64)
+    total = float(((y_true - y_true.mean()) ** 2).sum())
+    return {
+        "rmse": float(np.sqrt((err**2).mean())),
+        "mae": float(np.abs(err).mean()),
+        "r2": 1.0 - float((err**2).sum()) / total if total > 0 else 0.0,
+        "n_samples": float(len(y_true)),
+    }
+
+
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
     """Confusion matrix counts, rows = actual, columns = predicted."""
     matrix = np.zeros((n_classes, n_classes), dtype=np.int64)

@@ -104,14 +104,16 @@ class EarlyStoppingParams(_Section):
     """Stop when the monitored validation metric has not improved for `patience` epochs
     (0: never stop early); the best epoch's weights are the ones kept."""
 
-    metric: Literal["val_loss", "val_accuracy", "val_f1_macro"] = "val_loss"
+    metric: Literal["val_loss", "val_accuracy", "val_f1_macro", "val_rmse", "val_mae", "val_r2"] = (
+        "val_loss"
+    )
     patience: Annotated[int, Field(ge=0)] = 15
     min_delta: Annotated[float, Field(ge=0.0)] = 0.0
 
     @property
     def mode(self) -> Literal["min", "max"]:
         """Whether lower or higher is better for the monitored metric."""
-        return "min" if self.metric.endswith("loss") else "max"
+        return "min" if self.metric.endswith(("loss", "rmse", "mae")) else "max"
 
 
 class TrainParams(_Section):

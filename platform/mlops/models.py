@@ -34,11 +34,19 @@ class ModelSpec:
     mean: list[float]
     std: list[float]
     input_shape: list[int] = field(default_factory=list)
+    task: str = "classification"
+    target_mean: float = 0.0
+    target_std: float = 1.0
 
     @property
     def n_classes(self) -> int:
         """Number of output classes."""
         return len(self.classes)
+
+    @property
+    def n_outputs(self) -> int:
+        """Logits per class, or one value for regression."""
+        return 1 if self.task == "regression" else self.n_classes
 
 
 def check_shape(family: str, input_shape: list[int]) -> None:
@@ -59,8 +67,12 @@ def make_spec(
     mean: list[float],
     std: list[float],
     input_shape: list[int],
+    task: str = "classification",
+    target_mean: float = 0.0,
+    target_std: float = 1.0,
 ) -> ModelSpec:
-    """The spec of a model of the selected family for these data statistics."""
+    """The spec of a model of the selected family for these data statistics (for
+    regression, the target's mean and std: the model predicts in the target's units)."""
     check_shape(params.family, input_shape)
     return ModelSpec(
         family=params.family,
@@ -70,6 +82,9 @@ def make_spec(
         mean=[float(m) for m in mean],
         std=[float(s) for s in std],
         input_shape=list(input_shape) or [len(mean)],
+        task=task,
+        target_mean=float(target_mean),
+        target_std=float(target_std) if target_std > 1e-12 else 1.0,
     )
 
 
@@ -79,9 +94,12 @@ def build_model(spec: ModelSpec) -> nn.Module:
 
     if spec.family not in nets.FAMILIES:
         raise DataError(f"model family {spec.family!r} is not known")
-    return nets.build(
-        spec.family, spec.hyper, spec.mean, spec.std, spec.input_shape, spec.n_classes
+    model = nets.build(
+        spec.family, spec.hyper, spec.mean, spec.std, spec.input_shape, spec.n_outputs
     )
+    if spec.task == "regression":
+        model.append(nets.Rescale(spec.target_mean, spec.target_std))
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -38,6 +38,21 @@ class Normalize(nn.Module):
         return ((x - self.mean) / self.std).reshape(x.shape[0], *self.shape)
 
 
+class Rescale(nn.Module):
+    """Maps a standardised prediction back to the target's units: y * std + mean."""
+
+    scale: torch.Tensor
+    shift: torch.Tensor
+
+    def __init__(self, mean: float, std: float) -> None:
+        super().__init__()
+        self.register_buffer("shift", torch.tensor([mean], dtype=torch.float32))
+        self.register_buffer("scale", torch.tensor([std], dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+
 def to_sequence(x: torch.Tensor, shape: list[int]) -> torch.Tensor:
     """View a batch as (batch, steps, features): an image's step i holds row i of every
     channel; flat features become one feature per step."""

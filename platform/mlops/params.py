@@ -41,6 +41,7 @@ class DataParams(_Section):
         Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1, max_length=3)] | None
     ) = None
     seed: Seed = 0
+    task: Literal["auto", "classification", "regression"] = "auto"
 
     @field_validator("source")
     @classmethod
@@ -82,7 +83,7 @@ class SplitParams(_Section):
 class EvaluateParams(_Section):
     """Evaluation on the held-out test split."""
 
-    primary_metric: Literal["accuracy", "f1_macro"] = "accuracy"
+    primary_metric: Literal["accuracy", "f1_macro", "rmse", "mae", "r2"] = "accuracy"
 
 
 class RegisterParams(_Section):

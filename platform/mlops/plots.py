@@ -47,7 +47,7 @@ def confusion_matrix_png(matrix: np.ndarray, classes: list[Any], path: str | Pat
 
 
 def learning_curves_png(history: list[dict[str, float]], path: str | Path) -> None:
-    """Train/validation loss and validation accuracy per epoch."""
+    """Train/validation loss and the validation score (accuracy, or R²) per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,11 +58,30 @@ def learning_curves_png(history: list[dict[str, float]], path: str | Path) -> No
     left.plot(epochs, [h["train_loss"] for h in history], label="train")
     left.plot(epochs, [h["val_loss"] for h in history], label="validation")
     left.set_xlabel("epoch")
-    left.set_ylabel("cross-entropy")
+    left.set_ylabel("loss")
     left.legend()
-    right.plot(epochs, [h["val_accuracy"] for h in history], color="tab:green")
+    score = "val_accuracy" if "val_accuracy" in history[0] else "val_r2"
+    right.plot(epochs, [h[score] for h in history], color="tab:green")
     right.set_xlabel("epoch")
-    right.set_ylabel("validation accuracy")
+    right.set_ylabel(score.replace("_", " "))
     fig.suptitle("Learning curves")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def predictions_png(actual: np.ndarray, predicted: np.ndarray, path: str | Path) -> None:
+    """Predicted against actual values of a regression target, with the identity line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(actual, predicted, s=8, alpha=0.6)
+    low, high = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
+    ax.plot([low, high], [low, high], color="gray", linewidth=1)
+    ax.set_xlabel("actual")
+    ax.set_ylabel("predicted")
+    ax.set_title(f"Test predictions (n={len(actual)})")
     fig.tight_layout()
     _save(fig, path)

@@ -13,17 +13,23 @@ if TYPE_CHECKING:
 
 
 def stratified_split(
-    frame: pd.DataFrame, params: SplitParams
+    frame: pd.DataFrame, params: SplitParams, task: str = "classification"
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Split by `target` into train/val/test with the given fractions and seed.
+    """Split by `target` into train/val/test with the given fractions and seed
+    (a regression target is stratified by its deciles).
 
     Rows with a missing value are dropped first. Each part keeps the original row
     order, so identical input and seed give identical parts.
     """
+    import pandas as pd
     from sklearn.model_selection import train_test_split
 
     clean = frame.dropna().reset_index(drop=True)
-    labels = clean["target"].astype(str)
+    if task == "regression":
+        bins = max(1, min(10, len(clean) // 20))
+        labels = pd.qcut(clean["target"], q=bins, labels=False, duplicates="drop").astype(str)
+    else:
+        labels = clean["target"].astype(str)
     n_classes = labels.nunique()
     n_test = round(len(clean) * params.test_fraction)
     n_val = round(len(clean) * params.val_fraction)

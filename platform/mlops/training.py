@@ -95,14 +95,57 @@ def resolve_device(name: str, ctx: DistContext) -> torch.device:
     return torch.device(name)
 
 
+REGRESSION_METRICS = ("val_loss", "val_rmse", "val_mae", "val_r2")
+CLASSIFICATION_METRICS = ("val_loss", "val_accuracy", "val_f1_macro")
+
+
+def check_metric(task: str, metric: str) -> None:
+    """Refuse an early-stopping metric the task does not produce (one line, exit 2)."""
+    from mlops.errors import UserError
+
+    known = REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
+    if metric not in known:
+        raise UserError(
+            f"train.early_stopping.metric = {metric}: not a {task} metric "
+            f"(use one of {', '.join(known)})"
+        )
+
+
+def _target_scale(model: nn.Module) -> float:
+    from mlops.nets import Rescale
+
+    return next((float(m.scale) for m in model.modules() if isinstance(m, Rescale)), 1.0)
+
+
+def _loss_fn(model: nn.Module, task: str, label_smoothing: float) -> Callable[..., torch.Tensor]:
+    """Cross-entropy (with label smoothing) on logits, or MSE on the standardised target."""
+    from torch.nn import functional as F
+
+    if task != "regression":
+        return lambda out, y: F.cross_entropy(out, y, label_smoothing=label_smoothing)
+    scale = _target_scale(model)
+    return lambda out, y: F.mse_loss(out.squeeze(1) / scale, y / scale)
+
+
 def _val_metrics(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: int
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: int, task: str
 ) -> dict[str, float]:
     import torch
     from torch.nn import functional as F
 
     model.eval()
     with torch.no_grad():
+        if task == "regression":
+            pred = model(x).float().squeeze(1).double()
+            err = pred - y.double()
+            total = ((y.double() - y.double().mean()) ** 2).sum()
+            scale = _target_scale(model)
+            return {
+                "val_loss": float((err**2).mean() / scale**2),
+                "val_rmse": float((err**2).mean().sqrt()),
+                "val_mae": float(err.abs().mean()),
+                "val_r2": float(1 - (err**2).sum() / total) if float(total) > 0 else 0.0,
+            }
         logits = model(x).float()
         pred = logits.argmax(dim=1)
         counts = torch.bincount(y * n_classes + pred, minlength=n_classes**2)
@@ -133,7 +176,7 @@ class _Job:
     """The moving parts of one training job, and how to save and restore them."""
 
     def __init__(self, raw: nn.Module, params: TrainParams, ctx: DistContext,
-                 device: torch.device, n_train: int) -> None:  # fmt: skip
+                 device: torch.device, n_train: int, task: str) -> None:  # fmt: skip
         import torch
 
         from mlops.optim import EarlyStopping, Schedule, make_optimizer
@@ -160,6 +203,7 @@ class _Job:
         self.generator = torch.Generator().manual_seed(params.seed)
         self.best_state = copy.deepcopy(raw.state_dict())
         self.history: list[EpochResult] = []
+        self.loss = _loss_fn(raw, task, params.label_smoothing)
 
     def restore(self, state: dict[str, Any]) -> int:
         """Load a checkpoint; return the last epoch it holds."""
@@ -195,7 +239,6 @@ class _Job:
     def train_epoch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
         """One pass over this rank's shard; the mean training loss over all ranks."""
         import torch
-        from torch.nn import functional as F
 
         p = self.params
         self.model.train()
@@ -203,32 +246,38 @@ class _Job:
             self.ctx.rank :: self.ctx.world_size
         ]
         order = order.to(self.device)
-        total = torch.zeros((), device=self.device, dtype=torch.float64)
+        total = 0.0
         seen = 0
+        scaled = self.scaler.is_enabled()
         for first in range(0, len(order), self.batch):
             idx = order[first : first + self.batch]
             if self.has_bn and len(idx) < 2:
                 continue
             self.optimizer.zero_grad(set_to_none=True)
             with _autocast(self.device, p.precision):
-                logits = self.model(x[idx])
-                loss = F.cross_entropy(logits, y[idx], label_smoothing=p.label_smoothing)
-            self.scaler.scale(loss).backward()
-            if p.grad_clip > 0:
+                loss = self.loss(self.model(x[idx]), y[idx])
+            if scaled:  # fp16 on CUDA
+                self.scaler.scale(loss).backward()
                 self.scaler.unscale_(self.optimizer)
+            else:
+                loss.backward()
+            if p.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.raw.parameters(), p.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            if scaled:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
             self.schedule.after_batch()
-            total += loss.detach().double() * len(idx)
+            total += loss.item() * len(idx)
             seen += len(idx)
         if self.ctx.distributed:
             import torch.distributed as dist
 
-            summed = torch.stack([total, torch.tensor(float(seen), device=self.device).double()])
+            summed = torch.tensor([total, float(seen)], device=self.device, dtype=torch.float64)
             dist.all_reduce(summed)
-            total, seen = summed[0], int(summed[1])
-        return float(total) / max(seen, 1), seen
+            total, seen = float(summed[0]), int(summed[1])
+        return total / max(seen, 1), seen
 
 
 def train_model(
@@ -239,6 +288,7 @@ def train_model(
     on_epoch: EpochCallback | None = None,
     checkpointing: Checkpointing | None = None,
     ctx: DistContext | None = None,
+    task: str = "classification",
 ) -> TrainResult:
     """Seed, build the model with `make_model`, and train it (see the module docstring).
 
@@ -258,7 +308,7 @@ def train_model(
     raw.eval()
     with torch.no_grad():
         n_classes = int(raw(x_train[:1]).shape[1])
-    job = _Job(raw, params, ctx, device, len(x_train))
+    job = _Job(raw, params, ctx, device, len(x_train), task)
     state = None
     if checkpointing is not None:
         cp = checkpointing
@@ -272,7 +322,7 @@ def train_model(
         began = time.perf_counter()
         train_loss, seen = job.train_epoch(x_train, y_train)
         metrics = {"train_loss": train_loss, "lr": job.schedule.lr}
-        metrics |= _val_metrics(raw, x_val, y_val, n_classes)
+        metrics |= _val_metrics(raw, x_val, y_val, n_classes, task)
         job.schedule.after_epoch(metrics["val_loss"])
         seconds = time.perf_counter() - began
         result = EpochResult(
@@ -301,6 +351,19 @@ def train_model(
     return TrainResult(
         raw.cpu(), job.history, job.stopper.best_epoch, stopped_early, resumed_from, str(device)
     )
+
+
+def predict_values(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> Any:
+    """Regression predictions in the target's units, as a 1-D numpy array."""
+    import numpy as np
+    import torch
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, max(len(x), 1), batch_size):
+            out.append(model(torch.from_numpy(x[start : start + batch_size])).float().numpy())
+    return np.concatenate(out)[:, 0]
 
 
 def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> Any:

@@ -27,6 +27,41 @@ def _check(name: str, passed: bool, value: Any, threshold: Any, detail: str) -> 
     return Check(name=name, passed=bool(passed), value=value, threshold=threshold, detail=detail)
 
 
+def _label_checks(counts: pd.Series, schema: Schema, params: ValidateParams) -> list[Check]:
+    checks: list[Check] = []
+    known = {str(c) for c in schema.classes}
+    unknown = sorted(set(counts.index) - known)
+    n_classes = int(counts.size)
+    checks.append(
+        _check(
+            "labels.set",
+            not unknown and 2 <= n_classes <= params.max_classes,
+            n_classes,
+            f"2..{params.max_classes} classes, all known to the schema",
+            f"{n_classes} classes"
+            + (f"; labels not in schema: {unknown[:5]}" if unknown else "")
+            + ("; a classifier needs at least 2" if n_classes < 2 else ""),
+        )
+    )
+    smallest = int(counts.min()) if n_classes else 0
+    rare = counts[counts < params.min_rows_per_class]
+    checks.append(
+        _check(
+            "labels.min_rows_per_class",
+            n_classes > 0 and rare.empty,
+            smallest,
+            params.min_rows_per_class,
+            f"smallest class has {smallest} rows"
+            + (
+                f"; too few rows for {', '.join(map(str, rare.index[:5]))}"
+                if not rare.empty
+                else ""
+            ),
+        )
+    )
+    return checks
+
+
 def validate_frame(frame: pd.DataFrame, schema: Schema, params: ValidateParams) -> dict[str, Any]:
     """Run every check and return the report (JSON-ready); `report["passed"]` is the verdict."""
     import pandas as pd
@@ -74,36 +109,20 @@ def validate_frame(frame: pd.DataFrame, schema: Schema, params: ValidateParams) 
     )
     labels = frame["target"].dropna()
     counts = labels.astype(str).value_counts()
-    known = {str(c) for c in schema.classes}
-    unknown = sorted(set(counts.index) - known)
-    n_classes = int(counts.size)
-    checks.append(
-        _check(
-            "labels.set",
-            not unknown and 2 <= n_classes <= params.max_classes,
-            n_classes,
-            f"2..{params.max_classes} classes, all known to the schema",
-            f"{n_classes} classes"
-            + (f"; labels not in schema: {unknown[:5]}" if unknown else "")
-            + ("; a classifier needs at least 2" if n_classes < 2 else ""),
+    if schema.task == "regression":
+        distinct = int(labels.nunique())
+        numeric = pd.api.types.is_numeric_dtype(labels)
+        checks.append(
+            _check(
+                "target.values",
+                numeric and distinct >= 2,
+                distinct,
+                ">= 2 distinct numeric values",
+                f"{distinct} distinct values" + ("" if numeric else "; the target is not numeric"),
+            )
         )
-    )
-    smallest = int(counts.min()) if n_classes else 0
-    rare = counts[counts < params.min_rows_per_class]
-    checks.append(
-        _check(
-            "labels.min_rows_per_class",
-            n_classes > 0 and rare.empty,
-            smallest,
-            params.min_rows_per_class,
-            f"smallest class has {smallest} rows"
-            + (
-                f"; too few rows for {', '.join(map(str, rare.index[:5]))}"
-                if not rare.empty
-                else ""
-            ),
-        )
-    )
+    else:
+        checks.extend(_label_checks(counts, schema, params))
     dup = int(frame.duplicated().sum()) if n else 0
     conflicting = 0
     if n and present:

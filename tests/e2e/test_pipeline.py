@@ -25,10 +25,10 @@ def test_outputs_and_dvc_metrics(pipeline: Path) -> None:
     for rel in [
         "data/raw/dataset.parquet", "data/raw/schema.json", "data/split/test.parquet",
         "models/model.safetensors", "models/model.json", "reports/validation.json",
-        "reports/plots/confusion_matrix.png", "reports/plots/learning_curves.png",
+        "reports/plots/test_predictions.png", "reports/plots/learning_curves.png",
     ]:  # fmt: skip
         assert (pipeline / rel).is_file(), rel
-    assert (pipeline / "reports/plots/confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert (pipeline / "reports/plots/test_predictions.png").read_bytes()[:4] == b"\x89PNG"
 
     shown = run(["dvc", "metrics", "show", "--json"], pipeline)
     assert shown.returncode == 0, shown.stderr
@@ -37,7 +37,7 @@ def test_outputs_and_dvc_metrics(pipeline: Path) -> None:
     assert plots.returncode == 0, plots.stderr
     rendered = json.loads(plots.stdout)["data"]
     assert "reports/confusion.json" in rendered
-    assert "reports/plots/confusion_matrix.png" in rendered
+    assert "reports/plots/test_predictions.png" in rendered
 
 
 def test_every_stage_logged_and_linked(
@@ -58,7 +58,7 @@ def test_every_stage_logged_and_linked(
     artifacts = {
         a.path for a in client.list_artifacts(by_stage["evaluate"].info.run_id, "evaluation")
     }
-    assert "evaluation/confusion_matrix.png" in artifacts
+    assert "evaluation/test_predictions.png" in artifacts
 
 
 def test_registered_version_carries_lineage(

@@ -131,12 +131,13 @@ def test_infer_schema_sorts_classes() -> None:
     assert schema.features == ["a"]
 
 
-def test_continuous_target_is_data_error() -> None:
+def test_continuous_target_is_data_error_when_classification_is_forced() -> None:
     frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "target": [0.5, 1.0, 2.0]})
+    assert infer_schema(frame.copy(), "x.csv", "price").task == "regression"
     with pytest.raises(DataError) as info:
-        infer_schema(frame, "x.csv", "price")
+        infer_schema(frame, "x.csv", "price", task="classification")
     assert info.value.exit_code == 1
-    assert "data.target = 'price'" in str(info.value)
+    assert "'price'" in str(info.value)
     assert "continuous" in str(info.value)
 
 

@@ -157,9 +157,9 @@ BAD_PARAMS: list[tuple[str, str, list[str]]] = [
         ["train.schedule.name", "'linear'"],
     ),
     (
-        "early-stopping-metric-rmse",
-        "train:\n  early_stopping:\n    metric: val_rmse\n",
-        ["train.early_stopping.metric", "'val_rmse'"],
+        "early-stopping-metric-mape",
+        "train:\n  early_stopping:\n    metric: val_mape\n",
+        ["train.early_stopping.metric", "'val_mape'"],
     ),
     ("negative-grad-clip", "train:\n  grad_clip: -1.0\n", ["train.grad_clip", "-1.0"]),
     ("label-smoothing-one", "train:\n  label_smoothing: 1.0\n", ["train.label_smoothing", "1.0"]),

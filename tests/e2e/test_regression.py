@@ -1,0 +1,43 @@
+"""A regression target (continuous values) goes through the same pipeline: the target
+type decides the loss (MSE) and the metrics (RMSE, MAE, R²)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sklearn.datasets import load_diabetes
+
+from tests.e2e.project import copy_repo, run
+
+pytestmark = pytest.mark.e2e
+
+
+def test_regression_csv_through_the_pipeline(
+    tmp_path: Path, mlflow_client: Callable[[Path], Any]
+) -> None:
+    project = copy_repo(tmp_path, {"train": {"epochs": 80}})
+    frame = load_diabetes(as_frame=True).frame.rename(columns={"target": "progression"})
+    frame["progression"] = frame["progression"] + 0.5  # continuous, not integral
+    frame.to_csv(project / "data" / "external" / "diabetes.csv", index=False)
+    params = (project / "params.yaml").read_text()
+    params = params.replace("name: digits", "name: diabetes", 1)
+    params = params.replace("source: builtin:digits", "source: data/external/diabetes.csv", 1)
+    params = params.replace("target: target", "target: progression", 1)
+    (project / "params.yaml").write_text(params)
+
+    done = run(["dvc", "repro"], project)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    schema = json.loads((project / "data" / "raw" / "schema.json").read_text())
+    assert schema["task"] == "regression" and schema["classes"] == []
+    metrics = json.loads((project / "reports" / "metrics.json").read_text())["test"]
+    assert set(metrics) >= {"rmse", "mae", "r2"}
+    assert metrics["r2"] > 0.3
+    history = json.loads((project / "reports" / "train_history.json").read_text())
+    assert "val_rmse" in history[0] and "val_accuracy" not in history[0]
+    version = mlflow_client(project).get_model_version("diabetes", "1")
+    assert float(version.tags["mlops.metric.test_r2"]) == pytest.approx(metrics["r2"], rel=1e-4)
+    assert version.tags["mlops.task"] == "regression"

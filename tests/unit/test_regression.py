@@ -1,0 +1,84 @@
+"""Regression targets: detection, metrics, a model that predicts in the target's units,
+and training with MSE that learns a linear signal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops.config import ModelParams, TrainParams
+from mlops.data import features_and_target, infer_schema
+from mlops.errors import DataError
+from mlops.metrics import regression_metrics
+from mlops.models import build_model, make_spec
+from mlops.training import predict_values, train_model
+
+
+def _frame(target: np.ndarray) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(len(target), 3)), columns=["a", "b", "c"])
+    frame["target"] = target
+    return frame
+
+
+def test_continuous_target_is_regression_in_auto_mode() -> None:
+    schema = infer_schema(_frame(np.linspace(0.5, 9.7, 40)), "x.csv", "y")
+    assert schema.task == "regression" and schema.classes == []
+
+
+def test_task_can_be_forced() -> None:
+    frame = _frame(np.arange(40, dtype=float) % 4)
+    assert infer_schema(frame.copy(), "x.csv", "y").task == "classification"
+    assert infer_schema(frame.copy(), "x.csv", "y", task="regression").task == "regression"
+    with pytest.raises(DataError, match=r"data\.task"):
+        infer_schema(_frame(np.linspace(0.5, 9.7, 40)), "x.csv", "y", task="classification")
+
+
+def test_regression_metrics_known_values() -> None:
+    m = regression_metrics(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 2.0, 3.0, 6.0]))
+    assert m["rmse"] == pytest.approx(1.0)
+    assert m["mae"] == pytest.approx(0.5)
+    assert m["r2"] == pytest.approx(1 - 4 / 5)
+    assert m["n_samples"] == 4
+
+
+def test_regression_metric_choice_is_checked() -> None:
+    from mlops.errors import UserError
+    from mlops.training import check_metric
+
+    check_metric("regression", "val_r2")
+    check_metric("classification", "val_f1_macro")
+    with pytest.raises(UserError, match="val_accuracy: not a regression metric"):
+        check_metric("regression", "val_accuracy")
+    with pytest.raises(UserError, match="not a classification metric"):
+        check_metric("classification", "val_rmse")
+
+
+def test_regression_model_learns_in_target_units() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 3)).astype(np.float32)
+    y = (100 + 30 * x[:, 0] - 10 * x[:, 1]).astype(np.float32)
+    frame = pd.DataFrame(x, columns=["a", "b", "c"]).assign(target=y)
+    schema = infer_schema(frame, "x.csv", "y")
+    xs, ys = features_and_target(frame, schema)
+    assert ys.dtype == np.float32
+    spec = make_spec(
+        ModelParams.model_validate({"mlp": {"hidden_sizes": [16], "dropout": 0.0}}),
+        schema.classes, xs.mean(0).tolist(), xs.std(0).tolist(), [3],
+        task="regression", target_mean=float(ys.mean()), target_std=float(ys.std()),
+    )  # fmt: skip
+    params = TrainParams.model_validate(
+        {"epochs": 40, "device": "cpu", "learning_rate": 0.01, "early_stopping": {"patience": 0}}
+    )
+    result = train_model(
+        lambda: build_model(spec), params, (xs[:300], ys[:300]), (xs[300:], ys[300:]),
+        task="regression",
+    )  # fmt: skip
+    metrics = result.history[-1].metrics
+    assert {"val_rmse", "val_mae", "val_r2", "val_loss"} <= set(metrics)
+    assert "val_accuracy" not in metrics
+    assert metrics["val_r2"] > 0.9
+    pred = predict_values(result.model, xs[300:])
+    assert pred.shape == (100,)
+    assert regression_metrics(ys[300:], pred)["r2"] == pytest.approx(metrics["val_r2"], abs=1e-4)
