@@ -73,3 +73,23 @@ def test_pyfunc_predicts_batches_of_any_size(settings: Settings, example: np.nda
 def test_example_needs_two_rows(settings: Settings, example: np.ndarray) -> None:
     with pytest.raises(ValueError, match="at least 2"), tracking.stage_run(settings, "exp", "r"):
         register_model(_model(0), "clf", "sha-d", example[:1], {})
+
+
+@pytest.mark.parametrize("family", ["cnn", "rnn", "transformer"])
+def test_every_family_logs_and_predicts_through_pyfunc(settings: Settings, family: str) -> None:
+    import mlflow.pyfunc
+    import torch
+
+    params = ModelParams.model_validate({"family": family})
+    spec = make_spec(params, list(range(10)), [0.0] * 64, [1.0] * 64, [1, 8, 8])
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    example = np.random.default_rng(0).normal(size=(8, 64)).astype(np.float32)
+    with tracking.stage_run(settings, "exp", "register"):
+        version = register_model(model, "zoo", f"sha-{family}", example, {})
+    loaded = mlflow.pyfunc.load_model(f"models:/zoo/{version.version}")
+    for n in (1, 3, 50):
+        batch = np.random.default_rng(n).normal(size=(n, 64)).astype(np.float32)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(batch)).numpy()
+        np.testing.assert_allclose(np.asarray(loaded.predict(batch)), expected, atol=1e-5)
