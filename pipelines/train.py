@@ -91,6 +91,7 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
                 "mlops.stopped_early": result.stopped_early,
                 "mlops.resumed_from_epoch": result.resumed_from,
                 "mlops.device": result.device,
+                "mlops.precision": p.precision if result.device.startswith("cuda") else "fp32",
                 "mlops.parameters": count_parameters(result.model),
             })  # fmt: skip
             print(

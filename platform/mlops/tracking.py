@@ -108,6 +108,28 @@ def close_stale_runs(experiment_id: str) -> list[str]:
     return closed
 
 
+def _create_run(settings: Settings, experiment_id: str, name: str, tags: dict[str, str]) -> str:
+    """Create the run with its context tags set by us: the fluent `start_run` resolves
+    them through MLflow's context providers, which costs ~0.3 s in a fresh process."""
+    import getpass
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    from mlops.lineage import git_commit
+
+    context = {
+        "mlflow.user": getpass.getuser(),
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.name": " ".join(sys.argv[:1]) or "python",
+    }
+    commit = git_commit(settings.root)
+    if commit != "unknown":
+        context["mlflow.source.git.commit"] = commit
+    run = MlflowClient().create_run(experiment_id, run_name=name, tags=context | tags)
+    return str(run.info.run_id)
+
+
 def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
@@ -140,7 +162,7 @@ def stage_run(
     if parent_run_id:
         own["mlflow.parentRunId"] = parent_run_id
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=own)
+    run = mlflow.start_run(run_id=_create_run(settings, experiment_id, stage, own))
     try:
         yield run.info.run_id
     except (KeyboardInterrupt, Interrupted):

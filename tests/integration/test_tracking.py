@@ -151,3 +151,15 @@ def test_metrics_buffer_flushes_when_the_window_passes(settings: Settings) -> No
         buffer = tracking.MetricsBuffer(run_id, window_seconds=0.0)
         buffer.add({"loss": 0.5}, 1)
         assert len(MlflowClient().get_metric_history(run_id, "loss")) == 1
+
+
+def test_runs_carry_source_and_user_context(settings: Settings) -> None:
+    import getpass
+
+    with tracking.stage_run(settings, "exp", "ingest") as run_id:
+        pass
+    tags = MlflowClient().get_run(run_id).data.tags
+    assert tags["mlflow.user"] == getpass.getuser()
+    assert tags["mlflow.source.type"] == "LOCAL"
+    assert tags["mlflow.runName"] == "ingest"
+    assert "mlflow.source.git.commit" not in tags  # the project folder is not a git repo
