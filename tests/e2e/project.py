@@ -76,3 +76,16 @@ def dvc_outs(project: Path) -> dict[str, str]:
         for stage in lock["stages"].values()
         for out in stage.get("outs", [])
     }
+
+
+def point_at_file(project: Path, file: str, target: str, name: str | None = None) -> None:
+    """Edit params.yaml as a user would (in place, comments kept) to read
+    `data/external/<file>` with `target` as its target column, optionally renaming the
+    pipeline (and so its experiment and registered model)."""
+    path = project / "params.yaml"
+    text = path.read_text()
+    text = text.replace("source: builtin:digits", f"source: data/external/{file}", 1)
+    text = text.replace("target: target", f"target: {target}", 1)
+    if name is not None:
+        text = text.replace("name: digits", f"name: {name}", 1)
+    path.write_text(text)

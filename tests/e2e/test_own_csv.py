@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sklearn.datasets import load_wine
 
-from tests.e2e.project import copy_repo, run
+from tests.e2e.project import copy_repo, point_at_file, run
 
 pytestmark = pytest.mark.e2e
 
@@ -27,11 +27,7 @@ def _wine_csv(path: Path) -> None:
 def test_csv_through_the_pipeline(tmp_path: Path, mlflow_client: Callable[[Path], Any]) -> None:
     project = copy_repo(tmp_path)
     _wine_csv(project / "data" / "external" / "wine.csv")
-    params = (project / "params.yaml").read_text()
-    params = params.replace("name: digits", "name: wine", 1)
-    params = params.replace("source: builtin:digits", "source: data/external/wine.csv", 1)
-    params = params.replace("target: target", "target: cultivar", 1)
-    (project / "params.yaml").write_text(params)
+    point_at_file(project, "wine.csv", "cultivar", name="wine")
 
     done = run(["dvc", "repro"], project)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -48,9 +44,7 @@ def test_unusable_csv_fails_validate_with_one_line(tmp_path: Path) -> None:
     project = copy_repo(tmp_path)
     csv = project / "data" / "external" / "bad.csv"
     csv.write_text("a,b,label\n" + "".join(f"{i},{i % 3},x\n" for i in range(40)) + "1,2,y\n")
-    params = (project / "params.yaml").read_text()
-    params = params.replace("source: builtin:digits", "source: data/external/bad.csv", 1)
-    (project / "params.yaml").write_text(params.replace("target: target", "target: label", 1))
+    point_at_file(project, "bad.csv", "label")
     done = run(["dvc", "repro"], project)
     assert done.returncode != 0
     lines = [ln for ln in done.stderr.splitlines() if ln.startswith("validate: error:")]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sklearn.datasets import load_diabetes
 
-from tests.e2e.project import copy_repo, run
+from tests.e2e.project import copy_repo, point_at_file, run
 
 pytestmark = pytest.mark.e2e
 
@@ -23,11 +23,7 @@ def test_regression_csv_through_the_pipeline(
     frame = load_diabetes(as_frame=True).frame.rename(columns={"target": "progression"})
     frame["progression"] = frame["progression"] + 0.5  # continuous, not integral
     frame.to_csv(project / "data" / "external" / "diabetes.csv", index=False)
-    params = (project / "params.yaml").read_text()
-    params = params.replace("name: digits", "name: diabetes", 1)
-    params = params.replace("source: builtin:digits", "source: data/external/diabetes.csv", 1)
-    params = params.replace("target: target", "target: progression", 1)
-    (project / "params.yaml").write_text(params)
+    point_at_file(project, "diabetes.csv", "progression", name="diabetes")
 
     done = run(["dvc", "repro"], project)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

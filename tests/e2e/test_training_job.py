@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.project import clean_env, copy_repo, run
+from tests.e2e.project import clean_env, copy_repo, point_at_file, run
 
 pytestmark = pytest.mark.e2e
 
@@ -131,9 +131,7 @@ def test_cnn_on_tabular_data_is_refused_with_one_line(tmp_path: Path) -> None:
     project = copy_repo(tmp_path, {"train": {"model": {"family": "cnn"}}})
     csv = project / "data" / "external" / "tab.csv"
     csv.write_text("a,b,c,label\n" + "".join(f"{i},{i % 7},{i % 5},{i % 2}\n" for i in range(80)))
-    params = (project / "params.yaml").read_text()
-    params = params.replace("source: builtin:digits", "source: data/external/tab.csv", 1)
-    (project / "params.yaml").write_text(params.replace("target: target", "target: label", 1))
+    point_at_file(project, "tab.csv", "label")
     done = run(["dvc", "repro"], project)
     assert done.returncode != 0
     lines = [ln for ln in done.stderr.splitlines() if ln.startswith("train: error:")]

@@ -11,25 +11,18 @@ import torch.distributed as dist
 
 from mlops import distributed
 from mlops.config import Params
-from mlops.data import features_and_target, infer_schema, load_source
 from mlops.metrics import classification_metrics
-from mlops.models import build_model, make_spec
-from mlops.splitting import stratified_split
+from mlops.models import build_model
 from mlops.training import predict_proba, train_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script by torchrun
+from tests.integration.digits import digits_job
 
 
 def main() -> None:
     ctx = distributed.from_env()
     params = Params()
-    frame = load_source("builtin:digits", "target", Path.cwd())
-    schema = infer_schema(frame, "builtin:digits", "target")
-    train, val, test = stratified_split(frame, params.split)
-    x_train, y_train = features_and_target(train, schema)
-    x_val, y_val = features_and_target(val, schema)
-    x_test, y_test = features_and_target(test, schema)
-    mean, std = x_train.mean(axis=0), x_train.std(axis=0)
-    std[std < 1e-6] = 1.0
-    spec = make_spec(params.train.model, schema.classes, mean.tolist(), std.tolist(), [1, 8, 8])
+    spec, (x_train, y_train), (x_val, y_val), (x_test, y_test) = digits_job(params)
     result = train_model(
         lambda: build_model(spec), params.train, (x_train, y_train), (x_val, y_val), ctx=ctx
     )
