@@ -36,7 +36,7 @@ from pathlib import Path
 import mlflow, numpy as np, torch
 from torch.nn import functional as F
 from mlops.config import Params, Settings
-from mlops.models import build_model, make_spec
+from mlops.models import build_model, feature_stats, make_spec
 from mlops.training import seed_everything, train_model
 
 variant, family, data, epochs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -55,9 +55,8 @@ params = Params.model_validate({"train": {
     "epochs": epochs, "schedule": {"name": "none"}, "grad_clip": 0.0,
     "early_stopping": {"patience": 0}, "model": {"family": family}, "device": "cpu"}})
 p = params.train
-mean, std = train[0].mean(0), train[0].std(0)
-std[std < 1e-6] = 1.0
-spec = make_spec(p.model, list(range(10)), mean.tolist(), std.tolist(), [1, 8, 8])
+mean, std = feature_stats(train[0])
+spec = make_spec(p.model, list(range(10)), mean, std, [1, 8, 8])
 
 def bare():
     seed_everything(p.seed, p.threads)

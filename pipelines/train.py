@@ -19,7 +19,7 @@ from mlops.checkpoint import fingerprint, load_checkpoint
 from mlops.data import Schema, features_and_target, read_parquet
 from mlops.io import write_json
 from mlops.lineage import data_hashes
-from mlops.models import build_model, count_parameters, make_spec, save_model
+from mlops.models import build_model, count_parameters, feature_stats, make_spec, save_model
 from mlops.training import Checkpointing, EpochResult, check_metric, train_model
 from pipelines import paths
 from pipelines._stage import StageContext, run_stage
@@ -38,11 +38,10 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
     schema = Schema.load(paths.SCHEMA)
     x_train, y_train = features_and_target(read_parquet(paths.SPLITS["train"]), schema)
     x_val, y_val = features_and_target(read_parquet(paths.SPLITS["val"]), schema)
-    mean, std = x_train.mean(axis=0), x_train.std(axis=0)
-    std[std < 1e-6] = 1.0
+    mean, std = feature_stats(x_train)
     check_metric(schema.task, p.early_stopping.metric)
     spec = make_spec(
-        p.model, schema.classes, mean.tolist(), std.tolist(), schema.input_shape,
+        p.model, schema.classes, mean, std, schema.input_shape,
         task=schema.task, target_mean=float(y_train.mean()), target_std=float(y_train.std()),
     )  # fmt: skip
     hashes = data_hashes(paths.SPLITS)

@@ -15,6 +15,7 @@ from mlops.errors import DataError, UserError
 from mlops.io import file_digest, read_json, write_json, write_with
 
 if TYPE_CHECKING:
+    import numpy as np
     from torch import nn
 
     from mlops.model_params import ModelParams
@@ -47,6 +48,14 @@ class ModelSpec:
     def n_outputs(self) -> int:
         """Logits per class, or one value for regression."""
         return 1 if self.task == "regression" else self.n_classes
+
+
+def feature_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-feature mean and std of the training features (a constant feature gets std 1,
+    so standardising it never divides by zero)."""
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    std[std < 1e-6] = 1.0
+    return mean.tolist(), std.tolist()
 
 
 def check_shape(family: str, input_shape: list[int]) -> None:

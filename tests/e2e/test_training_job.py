@@ -127,7 +127,9 @@ def test_family_through_dvc_exp_run(
     assert float(mine[0].tags["mlops.metric.test_accuracy"]) > 0.8
 
 
-def test_cnn_on_tabular_data_is_refused_with_one_line(tmp_path: Path) -> None:
+def test_cnn_on_tabular_data_is_refused_with_one_line(
+    tmp_path: Path, mlflow_client: Callable[[Path], Any]
+) -> None:
     project = copy_repo(tmp_path, {"train": {"model": {"family": "cnn"}}})
     csv = project / "data" / "external" / "tab.csv"
     csv.write_text("a,b,c,label\n" + "".join(f"{i},{i % 7},{i % 5},{i % 2}\n" for i in range(80)))
@@ -137,8 +139,6 @@ def test_cnn_on_tabular_data_is_refused_with_one_line(tmp_path: Path) -> None:
     lines = [ln for ln in done.stderr.splitlines() if ln.startswith("train: error:")]
     assert len(lines) == 1 and "cnn" in lines[0] and "shape 3" in lines[0]
     assert not (project / "models" / "model.safetensors").exists()
-    db = project / ".mlops" / "mlflow.db"
-    runs = run([sys.executable, "-c", f"import sqlite3; print(sqlite3.connect('{db}')"
-                ".execute(\"select count(*) from runs where status='RUNNING'\").fetchone()[0])"],
-               project)  # fmt: skip
-    assert runs.stdout.strip() == "0"
+    client = mlflow_client(project)
+    experiment = client.get_experiment_by_name("digits").experiment_id
+    assert not client.search_runs([experiment], "attributes.status = 'RUNNING'")

@@ -7,7 +7,7 @@ from typing import Any
 
 from mlops.config import Params
 from mlops.data import features_and_target, infer_schema, load_source
-from mlops.models import ModelSpec, make_spec
+from mlops.models import ModelSpec, feature_stats, make_spec
 from mlops.splitting import stratified_split
 
 
@@ -20,9 +20,6 @@ def digits_job(
     train, val, test = (
         features_and_target(part, schema) for part in stratified_split(frame, params.split)
     )
-    mean, std = train[0].mean(axis=0), train[0].std(axis=0)
-    std[std < 1e-6] = 1.0
-    spec = make_spec(
-        params.train.model, schema.classes, mean.tolist(), std.tolist(), schema.input_shape
-    )
+    mean, std = feature_stats(train[0])
+    spec = make_spec(params.train.model, schema.classes, mean, std, schema.input_shape)
     return spec, train, val, test
