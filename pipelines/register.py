@@ -10,7 +10,8 @@ from mlops.lineage import data_hashes, dvc_md5, git_commit, git_dirty, params_ha
 from mlops.models import WEIGHTS_FILE, count_parameters, load_model
 from pipelines import paths
 from pipelines._stage import StageContext, run_stage
-from registry.service import register_model
+from registry.context import Context
+from registry.registration import register_model
 
 
 def register(ctx: StageContext) -> None:
@@ -40,13 +41,16 @@ def register(ctx: StageContext) -> None:
         ctx.settings, ctx.experiment, "register", parent, {tracking.TAG_MODEL_SHA: sha}
     ):
         tracking.set_tags(lineage)
+        registry = Context(ctx.settings, ctx.params.registry, ctx.params.evaluate.primary_metric)
         version = register_model(
+            registry,
             model,
             name,
+            paths.MODEL_DIR,
             sha,
             x_test[:8],
             lineage,
-            description=f"PyTorch classifier trained by the `{ctx.experiment}` pipeline.",
+            description=f"PyTorch {spec.task} model trained by the `{ctx.experiment}` pipeline.",
         )
         write_json(
             paths.REGISTERED,

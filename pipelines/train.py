@@ -19,7 +19,15 @@ from mlops.checkpoint import fingerprint, load_checkpoint
 from mlops.data import Schema, features_and_target, read_parquet
 from mlops.io import write_json
 from mlops.lineage import data_hashes
-from mlops.models import build_model, count_parameters, feature_stats, make_spec, save_model
+from mlops.models import (
+    SPEC_FILE,
+    WEIGHTS_FILE,
+    build_model,
+    count_parameters,
+    feature_stats,
+    make_spec,
+    save_model,
+)
 from mlops.training import Checkpointing, EpochResult, check_metric, train_model
 from pipelines import paths
 from pipelines._stage import StageContext, run_stage
@@ -79,6 +87,10 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
                 return
             buffer.flush()
             sha = save_model(result.model, spec, paths.MODEL_DIR)
+            # The safe weights travel with the run: `mlops registry register --run` uses them.
+            tracking.log_artifacts(
+                paths.MODEL_DIR / WEIGHTS_FILE, paths.MODEL_DIR / SPEC_FILE, artifact_path="weights"
+            )
             write_json(paths.HISTORY, [{"epoch": h.epoch, **h.metrics} for h in result.history])
             best = result.history[result.best_epoch - 1].metrics
             tracking.log_metrics(

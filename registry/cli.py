@@ -1,4 +1,8 @@
-"""`mlops registry …`: the registry's sub-app. Imports only typer and rich at import time."""
+"""`mlops registry …`: parses and prints; the registry's modules decide.
+
+Imports only typer and rich at import time. `list`, `show`, `history` and `lineage`
+read the registry's tables without importing MLflow or torch.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +12,40 @@ from typing import Annotated
 import typer
 
 from mlops import console
-from mlops.errors import UserError
 
-app = typer.Typer(help="Model registry: versions, stages, lineage.", no_args_is_help=True)
+app = typer.Typer(
+    help="Model registry: versions, stages, gates, comparison, ledger, rollback.",
+    no_args_is_help=True,
+)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+ModelArg = Annotated[str, typer.Argument(help="Registered model name.", show_default=False)]
+RefArg = Annotated[str, typer.Argument(help="A version number, or @STAGE.", show_default=False)]
+Reason = Annotated[str, typer.Option("--reason", help="Why (recorded in the ledger).")]
+
+
+def _ctx(with_params: bool = False):  # type: ignore[no-untyped-def]
+    from mlops.settings import Settings
+    from registry.context import Context
+
+    return Context.load() if with_params else Context(Settings.from_env())
+
+
+def _name(model: str) -> str:
+    from registry.stages import check_model_name
+
+    return check_model_name(model)
 
 
 @app.command("list")
 def list_cmd(
     model: Annotated[str | None, typer.Argument(help="Only this registered model.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """List registered models and their versions, newest first."""
-    import re
+    from registry.queries import list_versions
 
-    from mlops.config import NAME_PATTERN, Settings
-
-    if model is not None and not re.match(NAME_PATTERN, model):
-        raise UserError(f"model name {model!r}: not a valid name")
-    from mlops import tracking
-    from registry.service import list_versions
-
-    tracking.connect(Settings.from_env())
-    rows = list_versions(model)
+    rows = list_versions(_ctx(), _name(model) if model is not None else None)
     if as_json:
         console.emit_json([asdict(r) for r in rows])
         return
@@ -38,9 +54,207 @@ def list_cmd(
         return
     console.table(
         "Registered model versions",
-        ["model", "version", "stage", "aliases", "test accuracy", "git commit"],
+        ["model", "version", "stage", "aliases", "test metrics", "git commit"],
         [
-            (r.name, r.version, r.stage, ", ".join(r.aliases), r.test_accuracy, r.git_commit)
+            (
+                r.name,
+                r.version,
+                r.stage,
+                ", ".join(r.aliases),
+                "  ".join(f"{k} {v}" for k, v in r.metrics.items()),
+                r.git_commit,
+            )
             for r in rows
         ],
     )
+
+
+@app.command("show")
+def show_cmd(model: ModelArg, ref: RefArg, as_json: JsonFlag = False) -> None:
+    """Show one version: metrics, params, lineage, sha256, who holds which stage."""
+    from registry.queries import show
+    from registry.stages import parse_ref
+
+    info = show(_ctx(), _name(model), parse_ref(ref))
+    if as_json:
+        console.emit_json(info)
+        return
+    rows = [
+        ("stage", info["stage"]),
+        ("sha256 (weights)", info["sha256"]),
+        ("sha256 (all files)", info["artifact_sha256"]),
+        ("run", info["run_id"]),
+        ("source", info["source"]),
+    ]
+    rows += [(f"test {k}", v) for k, v in info["metrics"].items()]
+    for key, value in info["lineage"].items():
+        if isinstance(value, dict):
+            rows += [(f"lineage {key} {k}", str(v)) for k, v in value.items()]
+        else:
+            rows.append((f"lineage {key}", str(value)))
+    rows += [(f"holds {s}", f"v{v}") for s, v in sorted(info["holders"].items())]
+    rows += [(f"param {k}", v) for k, v in sorted(info["params"].items())]
+    console.table(f"{info['name']} version {info['version']}", ["", "value"], rows)
+
+
+@app.command("lineage")
+def lineage_cmd(model: ModelArg, ref: RefArg, as_json: JsonFlag = False) -> None:
+    """Trace a version: git commit → DVC data hashes → params → MLflow run → Optuna trial."""
+    from registry.queries import get, lineage_of
+    from registry.stages import parse_ref
+
+    chain = lineage_of(get(_ctx(), _name(model), parse_ref(ref)))
+    if as_json:
+        console.emit_json(chain)
+        return
+    rows = []
+    for key, value in chain.items():
+        items = value.items() if isinstance(value, dict) else [("", value)]
+        rows += [(f"{key} {k}".strip(), str(v)) for k, v in items]
+    console.table(f"Lineage of {model} {ref}", ["link", "value"], rows)
+
+
+@app.command("history")
+def history_cmd(
+    model: ModelArg,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the last N entries.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The ledger: every registration, promotion, rollback, archive and override."""
+    from registry import queries
+
+    entries = queries.history(_ctx(), _name(model), limit)
+    if as_json:
+        console.emit_json([asdict(e) for e in entries])
+        return
+    from registry import render
+
+    render.history(model, entries)
+
+
+@app.command("register")
+def register_cmd(
+    run: Annotated[str, typer.Option("--run", help="The training run to register.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Model name (default: the run's experiment).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Register the model a training run saved, as a new version."""
+    from registry.registration import register_run
+
+    version = register_run(_ctx(True), run.strip(), _name(name) if name else None)
+    if as_json:
+        console.emit_json(asdict(version))
+        return
+    how = "already registered as" if version.reused else "registered"
+    console.out.print(f"{how} {version.name} version {version.version}")
+
+
+def _change(
+    model: str,
+    ref: str | None,
+    to: str,
+    action: str,
+    reason: str,
+    dry_run: bool,
+    force: bool,
+    as_json: bool,
+) -> None:
+    from registry import render
+    from registry.promotion import change_stage, previous_holder
+    from registry.stages import Ref, parse_ref
+
+    ctx = _ctx(True)
+    model = _name(model)
+    if ref is None:  # rollback: the previous holder of `to`
+        ctx.policy.check_stage(to, exclusive=True)
+        target = Ref(version=previous_holder(ctx, model, to))
+    else:
+        target = parse_ref(ref, ctx.policy)
+    done = change_stage(
+        ctx, model, target, to, action=action, reason=reason, dry_run=dry_run, force=force
+    )
+    if as_json:
+        console.emit_json(asdict(done))
+    else:
+        render.outcome(done)
+
+
+@app.command("promote")
+def promote_cmd(
+    model: ModelArg,
+    ref: RefArg,
+    to: Annotated[str, typer.Option("--to", help="Target stage.", show_default=False)],
+    reason: Reason = "",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Evaluate gates only.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Override failing gates (needs --reason).")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Promote a version to a stage through that stage's gates."""
+    _change(model, ref, to, "promote", reason, dry_run, force, as_json)
+
+
+@app.command("rollback")
+def rollback_cmd(
+    model: ModelArg,
+    stage: Annotated[str, typer.Option("--stage", help="The stage to roll back.")] = "production",
+    reason: Reason = "",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Evaluate gates only.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Override failing gates (needs --reason).")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Give a stage back to its previous holder (from the ledger), through the gates."""
+    _change(model, None, stage, "rollback", reason, dry_run, force, as_json)
+
+
+@app.command("archive")
+def archive_cmd(
+    model: ModelArg, ref: RefArg, reason: Reason = "", as_json: JsonFlag = False
+) -> None:
+    """Archive a version (it leaves any stage it held; its history stays)."""
+    from mlops.errors import UserError
+
+    ctx = _ctx(True)
+    if ctx.params.archive_stage is None:
+        raise UserError("registry.archive_stage is null in params.yaml: nothing to archive to")
+    _change(model, ref, ctx.params.archive_stage, "archive", reason, False, False, as_json)
+
+
+@app.command("compare")
+def compare_cmd(
+    model: ModelArg,
+    refs: Annotated[
+        list[str],
+        typer.Argument(help="Versions or @STAGEs; the first is the baseline.", show_default=False),
+    ],
+    markdown: Annotated[bool, typer.Option("--markdown", help="Markdown for a PR.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Compare versions side by side, re-evaluated on the same test split, with a
+    significance test and a verdict."""
+    from registry import render
+    from registry.compare import compare
+    from registry.stages import parse_ref
+
+    ctx = _ctx(True)
+    result = compare(ctx, _name(model), [parse_ref(r, ctx.policy) for r in refs])
+    if as_json:
+        console.emit_json(result)
+    elif markdown:
+        console.out.print(render.comparison_markdown(result), markup=False, soft_wrap=True)
+    else:
+        render.comparison(result)
+
+
+@app.command("sync")
+def sync_cmd(model: ModelArg) -> None:
+    """Record versions and aliases set in MLflow outside mlops."""
+    from registry.registration import sync
+
+    added = sync(_ctx(True), _name(model))
+    console.out.print(f"{model}: {added} version(s) added from MLflow")

@@ -26,6 +26,7 @@ from mlops.params import (
     ValidateParams,
 )
 from mlops.params_file import load_params, parse_params
+from mlops.registry_params import GateParams, RegistryParams
 from mlops.settings import ENV_PREFIX, Settings, find_project_root, redact
 
 __all__ = [
@@ -36,12 +37,14 @@ __all__ = [
     "DataParams",
     "EarlyStoppingParams",
     "EvaluateParams",
+    "GateParams",
     "MLPParams",
     "ModelParams",
     "Params",
     "PipelineParams",
     "RNNParams",
     "RegisterParams",
+    "RegistryParams",
     "ScheduleParams",
     "Settings",
     "SplitParams",

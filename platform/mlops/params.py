@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlops.model_params import TrainParams
+from mlops.registry_params import RegistryParams
 
 PARAMS_FILE = "params.yaml"
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$"
@@ -102,6 +103,7 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     register_: RegisterParams = Field(default=RegisterParams(), alias="register")
+    registry: RegistryParams = RegistryParams()
 
     @model_validator(mode="before")
     @classmethod

@@ -43,6 +43,8 @@ def connect(settings: Settings) -> None:
             parents=True, exist_ok=True
         )
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Our commands print their own progress; MLflow's per-download bars are noise.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from mlops.config import Settings
@@ -30,3 +32,19 @@ def settings(project: Path) -> Iterator[Settings]:
     yield s
     while mlflow.active_run() is not None:
         mlflow.end_run()
+
+
+PG = "postgresql://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database on the local server, dropped afterwards."""
+    name = f"mlops_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG}/{name}"
+    finally:
+        with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

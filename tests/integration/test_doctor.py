@@ -7,30 +7,10 @@ import json
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-
-import psycopg
-import pytest
 
 from mlops.config import Settings
 from mlops.doctor import check_store, run_checks
-
-PG = "postgresql://postgres@127.0.0.1:5432"
-
-
-@pytest.fixture
-def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped afterwards."""
-    name = f"mlops_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG}/{name}"
-    finally:
-        with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _cli(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

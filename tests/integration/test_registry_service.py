@@ -10,8 +10,27 @@ from mlflow.tracking import MlflowClient
 
 from mlops import tracking
 from mlops.config import MLPParams, ModelParams, Settings
-from mlops.models import build_model, make_spec
-from registry.service import NO_STAGE, STAGE_TAG, list_versions, register_model
+from mlops.models import build_model, make_spec, save_model
+from mlops.registry_params import NO_STAGE
+from registry import registration
+from registry.context import Context
+from registry.mlflow_port import STAGE_TAG
+from registry.queries import list_versions
+
+_SPECS: dict[int, object] = {}
+
+
+def _register(settings: Settings, model, name: str, sha: str, example, tags):  # type: ignore[no-untyped-def]
+    """Register through the service, with the model's safetensors files beside it (the
+    sha256 given stands in for the real one, to exercise idempotence by content)."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        save_model(model, _SPECS[id(model)], tmp)  # type: ignore[arg-type]
+        return registration.register_model(
+            Context(settings), model, name, Path(tmp), sha, example, tags
+        )
 
 
 def _model(seed: int):  # type: ignore[no-untyped-def]
@@ -21,7 +40,9 @@ def _model(seed: int):  # type: ignore[no-untyped-def]
     spec = make_spec(
         ModelParams(mlp=MLPParams(hidden_sizes=[8])), [0, 1, 2], [0.0] * 4, [1.0] * 4, [4]
     )
-    return build_model(spec).eval()
+    model = build_model(spec).eval()
+    _SPECS[id(model)] = spec
+    return model
 
 
 @pytest.fixture
@@ -32,7 +53,7 @@ def example() -> np.ndarray:
 def test_register_tags_lineage_and_is_idempotent(settings: Settings, example: np.ndarray) -> None:
     model = _model(0)
     with tracking.stage_run(settings, "exp", "register"):
-        first = register_model(model, "clf", "sha-a", example, {"mlops.git_commit": "abc"})
+        first = _register(settings, model, "clf", "sha-a", example, {"mlops.git_commit": "abc"})
     assert (first.name, first.version, first.reused) == ("clf", "1", False)
     mv = MlflowClient().get_model_version("clf", "1")
     assert mv.tags["mlops.git_commit"] == "abc"
@@ -40,15 +61,17 @@ def test_register_tags_lineage_and_is_idempotent(settings: Settings, example: np
     assert mv.tags[STAGE_TAG] == NO_STAGE
 
     with tracking.stage_run(settings, "exp", "register"):
-        again = register_model(model, "clf", "sha-a", example, {})
+        again = _register(settings, model, "clf", "sha-a", example, {})
     assert (again.version, again.reused) == ("1", True)
 
     with tracking.stage_run(settings, "exp", "register"):
-        other = register_model(_model(1), "clf", "sha-b", example, {})
+        other = _register(settings, _model(1), "clf", "sha-b", example, {})
     assert (other.version, other.reused) == ("2", False)
-    rows = list_versions("clf")
-    assert [r.version for r in rows] == ["2", "1"]
-    assert list_versions("missing") == []
+    ctx = Context(settings)
+    rows = list_versions(ctx, "clf")
+    assert [(r.version, r.stage) for r in rows] == [(2, NO_STAGE), (1, NO_STAGE)]
+    assert list_versions(ctx, "missing") == []
+    assert [e.action for e in ctx.store.history("clf")] == ["register", "register"]
 
 
 def test_pyfunc_predicts_batches_of_any_size(settings: Settings, example: np.ndarray) -> None:
@@ -57,7 +80,7 @@ def test_pyfunc_predicts_batches_of_any_size(settings: Settings, example: np.nda
 
     model = _model(0)
     with tracking.stage_run(settings, "exp", "register"):
-        version = register_model(model, "clf", "sha-c", example, {})
+        version = _register(settings, model, "clf", "sha-c", example, {})
     loaded = mlflow.pyfunc.load_model(f"models:/clf/{version.version}")
     for n in (1, 5, 37):
         batch = np.random.default_rng(n).normal(size=(n, 4)).astype(np.float32)
@@ -72,7 +95,7 @@ def test_pyfunc_predicts_batches_of_any_size(settings: Settings, example: np.nda
 
 def test_example_needs_two_rows(settings: Settings, example: np.ndarray) -> None:
     with pytest.raises(ValueError, match="at least 2"), tracking.stage_run(settings, "exp", "r"):
-        register_model(_model(0), "clf", "sha-d", example[:1], {})
+        _register(settings, _model(0), "clf", "sha-d", example[:1], {})
 
 
 @pytest.mark.parametrize("family", ["cnn", "rnn", "transformer"])
@@ -84,9 +107,10 @@ def test_every_family_logs_and_predicts_through_pyfunc(settings: Settings, famil
     spec = make_spec(params, list(range(10)), [0.0] * 64, [1.0] * 64, [1, 8, 8])
     torch.manual_seed(0)
     model = build_model(spec).eval()
+    _SPECS[id(model)] = spec
     example = np.random.default_rng(0).normal(size=(8, 64)).astype(np.float32)
     with tracking.stage_run(settings, "exp", "register"):
-        version = register_model(model, "zoo", f"sha-{family}", example, {})
+        version = _register(settings, model, "zoo", f"sha-{family}", example, {})
     loaded = mlflow.pyfunc.load_model(f"models:/zoo/{version.version}")
     for n in (1, 3, 50):
         batch = np.random.default_rng(n).normal(size=(n, 64)).astype(np.float32)

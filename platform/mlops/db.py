@@ -1,0 +1,89 @@
+"""The platform database: engines and transactions for SQLite (embedded) and PostgreSQL.
+
+One place builds engines and runs transactions, so every store of the platform gets
+the same behaviour: SQLite in WAL mode with a busy timeout and `BEGIN IMMEDIATE`
+transactions (concurrent writers queue instead of failing with "database is locked"),
+PostgreSQL with pre-ping, and every `SQLAlchemyError` turned into a one-line
+`StoreError` with the password redacted. Importing this module imports no SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops.errors import StoreError
+from mlops.settings import redact
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session
+
+BUSY_TIMEOUT_S = 60.0
+
+
+class Conflict(StoreError):
+    """A unique or primary-key violation: the row is already there (a taken lock)."""
+
+
+def _driver_url(url: str) -> str:
+    # psycopg 3 is the driver we ship; plain postgresql:// would look for psycopg2.
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+@cache
+def engine(url: str) -> Engine:
+    """The engine for `url`, one per process (SQLite folders are created on first use)."""
+    from sqlalchemy import create_engine, event
+
+    if url.startswith("sqlite:"):
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        eng = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
+
+        @event.listens_for(eng, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = NORMAL")
+            cur.execute("PRAGMA foreign_keys = ON")
+            cur.close()
+
+        @event.listens_for(eng, "begin")
+        def _on_begin(conn: Any) -> None:
+            # Take the write lock up front: a deferred transaction that reads then
+            # writes fails at once with SQLITE_BUSY instead of waiting its turn.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return eng
+    return create_engine(_driver_url(url), pool_pre_ping=True)
+
+
+def describe(url: str) -> str:
+    """The URL for messages, password hidden."""
+    return redact(url)
+
+
+@contextmanager
+def session(url: str) -> Iterator[Session]:
+    """One transaction: commit on success, roll back on error; SQLAlchemy errors become
+    `StoreError` naming the store."""
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+    from sqlalchemy.orm import Session
+
+    try:
+        with Session(engine(url), expire_on_commit=False) as s, s.begin():
+            yield s
+    except SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        kind = Conflict if isinstance(exc, IntegrityError) else StoreError
+        raise kind(f"database {describe(url)}: {detail}") from None

@@ -1,0 +1,145 @@
+"""Side-by-side comparison of versions: logged metrics, metrics re-evaluated now on the
+same test split, params diff, data hashes, git commits, size, parameters, latency,
+and the significance of the difference in the primary metric."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlops.errors import UserError
+from mlops.registry_params import HIGHER_IS_BETTER
+from registry import mlflow_port, stats
+from registry.context import Context
+from registry.evaluation import Scored, load_test_split, score
+from registry.promotion import resolve
+from registry.queries import lineage_of
+from registry.stages import Ref
+
+
+def _metric_fn(metric: str, n_classes: int) -> stats.Metric:
+    from mlops.metrics import classification_metrics, regression_metrics
+
+    if metric == "accuracy":
+        return lambda y, p: float((p.argmax(axis=1) == y).mean())
+    if metric in ("f1_macro", "log_loss"):
+        return lambda y, p: classification_metrics(y, p)[metric]
+    return lambda y, p: regression_metrics(y, p)[metric]
+
+
+def significance(
+    metric: str, y: np.ndarray, base: Scored, cand: Scored, rounds: int = 1000
+) -> dict[str, Any]:
+    """Difference (candidate - baseline) in `metric` on the same rows, its paired
+    bootstrap interval and, for classifiers, McNemar's exact test."""
+    assert base.outputs is not None and cand.outputs is not None
+    fn = _metric_fn(metric, base.outputs.shape[1] if base.outputs.ndim == 2 else 0)
+    interval = stats.paired_bootstrap(fn, y, base.outputs, cand.outputs, rounds=rounds)
+    result: dict[str, Any] = {
+        "metric": metric,
+        "delta": interval.delta,
+        "ci_low": interval.low,
+        "ci_high": interval.high,
+        "level": interval.level,
+    }
+    significant = interval.excludes_zero()
+    if base.outputs.ndim == 2:
+        test = stats.mcnemar(base.outputs.argmax(axis=1) == y, cand.outputs.argmax(axis=1) == y)
+        result |= {
+            "mcnemar_p": test.p_value,
+            "only_baseline_right": test.a_only,
+            "only_candidate_right": test.b_only,
+        }
+        significant = significant and test.p_value < 0.05
+    better = interval.delta > 0 if HIGHER_IS_BETTER[metric] else interval.delta < 0
+    result["significant"] = significant
+    result["candidate_better"] = better and interval.delta != 0
+    return result
+
+
+def verdict(base: int, cand: int, sig: dict[str, Any]) -> str:
+    """One line a reviewer can act on."""
+    detail = (
+        f"{sig['metric']} {sig['delta']:+.4f} (95% CI {sig['ci_low']:+.4f} … {sig['ci_high']:+.4f}"
+    )
+    detail += f", McNemar p={sig['mcnemar_p']:.3g})" if "mcnemar_p" in sig else ")"
+    if sig["delta"] == 0:
+        return f"v{cand} and v{base} score the same: {detail}"
+    word = "better" if sig["candidate_better"] else "worse"
+    if sig["significant"]:
+        return f"v{cand} is significantly {word} than v{base}: {detail}"
+    return f"v{cand} is {word} than v{base} but not significantly: {detail}"
+
+
+def compare(ctx: Context, model: str, refs: list[Ref]) -> dict[str, Any]:
+    """Compare two or more versions of `model` (the first is the baseline)."""
+    if len(refs) < 2:
+        raise UserError("compare needs at least two versions (e.g. 1 2, or @staging @production)")
+    ctx.connect_mlflow()
+    versions = [resolve(ctx, model, ref) for ref in refs]
+    if len({v.version for v in versions}) != len(versions):
+        raise UserError("compare: the same version is named twice")
+    split = load_test_split(ctx.settings.root)
+    scored: list[Scored] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for v in versions:
+            local = mlflow_port.download(model, v.version, Path(tmp, str(v.version)))
+            s = score(v, local, split, latency=True)
+            if s.outputs is None:
+                raise UserError(
+                    f"model {model} version {v.version}: artifact sha256 does not "
+                    "match the value recorded at registration (tampered?)"
+                )
+            scored.append(s)
+    metric = (
+        ctx.primary_metric
+        if split.task == "classification" or ctx.primary_metric in ("rmse", "mae", "r2")
+        else "rmse"
+    )
+    params = [v.info.get("params", {}) for v in versions]
+    keys = sorted({k for p in params for k in p})
+    diff = {k: [p.get(k, "—") for p in params] for k in keys if len({p.get(k) for p in params}) > 1}
+    columns = []
+    for ref, v, s in zip(refs, versions, scored, strict=True):
+        lin = lineage_of(v)
+        columns.append(
+            {
+                "version": v.version,
+                "ref": str(ref),
+                "stage": v.stage,
+                "logged": {
+                    k.removeprefix("mlops.metric.test_"): float(val)
+                    for k, val in v.info.items()
+                    if k.startswith("mlops.metric.test_")
+                },
+                "now": s.evidence.metrics,
+                "git_commit": lin["git_commit"],
+                "data_md5": lin["data_md5"],
+                "family": s.family,
+                "parameters": s.parameters,
+                "size_mb": s.evidence.size_mb,
+                "latency_ms": s.evidence.latency_ms,
+                "sha256": v.sha256,
+            }
+        )
+    tests = []
+    for v, s in zip(versions[1:], scored[1:], strict=True):
+        sig = significance(metric, split.y, scored[0], s)
+        sig |= {
+            "baseline": versions[0].version,
+            "candidate": v.version,
+            "verdict": verdict(versions[0].version, v.version, sig),
+        }
+        tests.append(sig)
+    return {
+        "model": model,
+        "primary_metric": metric,
+        "test_split_md5": split.md5,
+        "n_test_rows": len(split.y),
+        "versions": columns,
+        "params_diff": diff,
+        "tests": tests,
+    }

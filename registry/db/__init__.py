@@ -1,0 +1,1 @@
+"""The registry's own tables in the platform database: ORM models, migrations, store."""

@@ -1,0 +1,133 @@
+"""Reads for `list`, `show`, `history` and `lineage`: served from the registry's own
+tables (no MLflow, no torch imported), which every write keeps in step with MLflow's
+aliases. A change left half done by a killed command is repaired first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mlops.errors import UserError
+from registry.context import Context
+from registry.db.store import Entry, Version
+from registry.stages import Ref
+
+
+@dataclass(frozen=True)
+class Row:
+    """A version as listed."""
+
+    name: str
+    version: int
+    stage: str
+    aliases: list[str]
+    metrics: dict[str, str]
+    git_commit: str
+    created_at: float
+
+
+def _prepare(ctx: Context, model: str | None) -> None:
+    if ctx.store.intents(model):
+        from registry.promotion import repair_if_needed
+
+        repair_if_needed(ctx, model)
+
+
+def list_versions(ctx: Context, model: str | None = None) -> list[Row]:
+    """Every version of one model (or all), newest first."""
+    _prepare(ctx, model)
+    names = [model] if model else ctx.store.models()
+    rows = []
+    for name in names:
+        held: dict[int, list[str]] = {}
+        for stage, version in ctx.store.holders(name).items():
+            held.setdefault(version, []).append(stage)
+        for v in ctx.store.versions(name):
+            rows.append(
+                Row(
+                    v.model,
+                    v.version,
+                    v.stage,
+                    sorted(held.get(v.version, [])),
+                    _metrics(v),
+                    v.info.get("mlops.git_commit", "")[:10],
+                    v.created_at,
+                )
+            )
+    return rows
+
+
+def _metrics(v: Version) -> dict[str, str]:
+    prefix = "mlops.metric.test_"
+    return {
+        k.removeprefix(prefix): str(val)
+        for k, val in sorted(v.info.items())
+        if k.startswith(prefix) and k != f"{prefix}n_samples"
+    }
+
+
+def get(ctx: Context, model: str, ref: Ref) -> Version:
+    """The version `ref` names, from the store."""
+    _prepare(ctx, model)
+    number = ref.version
+    if ref.stage is not None:
+        number = ctx.store.holders(model).get(ref.stage)
+        if number is None:
+            raise UserError(f"model {model}: no version holds {ref.stage}")
+    found = ctx.store.version(model, number) if number is not None else None
+    if found is None:
+        if not ctx.store.versions(model):
+            raise UserError(f"model {model}: not registered (see `mlops registry list`)")
+        raise UserError(f"model {model}: no version {number}")
+    return found
+
+
+def show(ctx: Context, model: str, ref: Ref) -> dict[str, Any]:
+    """Everything known about one version, and who holds which stage of its model."""
+    v = get(ctx, model, ref)
+    info = dict(v.info)
+    params = info.pop("params", {})
+    return {
+        "name": v.model,
+        "version": v.version,
+        "stage": v.stage,
+        "sha256": v.sha256,
+        "artifact_sha256": v.artifact_sha256,
+        "run_id": v.run_id,
+        "source": v.source,
+        "created_at": v.created_at,
+        "metrics": _metrics(v),
+        "params": params,
+        "lineage": lineage_of(v),
+        "holders": ctx.store.holders(model),
+    }
+
+
+def lineage_of(v: Version) -> dict[str, Any]:
+    """git commit → DVC data hashes → params → MLflow runs → Optuna study/trial."""
+    info = v.info
+    data = {
+        k.removeprefix("mlops.data.").removesuffix(".md5"): val
+        for k, val in sorted(info.items())
+        if k.startswith("mlops.data.")
+    }
+    return {
+        "git_commit": info.get("mlops.git_commit", "unknown"),
+        "git_dirty": info.get("mlops.git_dirty", "unknown"),
+        "data_md5": data,
+        "params_hash": info.get("mlops.params_hash", "unknown"),
+        "family": info.get("mlops.family", "unknown"),
+        "train_run_id": info.get("mlops.train_run_id", "unknown"),
+        "register_run_id": v.run_id,
+        "optuna_study": info.get("mlops.optuna.study", "not tuned"),
+        "optuna_trial": info.get("mlops.optuna.trial", "not tuned"),
+    }
+
+
+def history(ctx: Context, model: str, limit: int | None = None) -> list[Entry]:
+    """The ledger of a model, oldest first."""
+    _prepare(ctx, model)
+    entries = ctx.store.history(model, limit)
+    if not entries and not ctx.store.versions(model):
+        raise UserError(f"model {model}: not registered (see `mlops registry list`)")
+    return entries
