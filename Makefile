@@ -49,6 +49,7 @@ bench: install
 	python benchmarks/noop_repro.py
 	python benchmarks/cli_startup.py
 	python benchmarks/train_overhead.py
+	python benchmarks/registry_speed.py
 	python benchmarks/report.py
 
 lock: install

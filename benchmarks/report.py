@@ -46,6 +46,21 @@ def lines() -> list[str]:
                 f" | bare loop {c['bare_s']:.2f} s, {c['bare_peak_mb']:.0f} MB | "
                 f"{c['time_ratio']}× time, {c['memory_ratio']}× memory | {r['measured_at']} |"
             )
+    if "registry_speed" in results:
+        r = results["registry_speed"]
+        for op, c in r["in_process"].items():
+            rows.append(
+                f"| registry `{op}` with {r['versions']} versions ≤ 2× the bare MLflow call | "
+                f"{c['ours_s'] * 1000:.1f} ms median | bare MLflow {c['bare_mlflow_s'] * 1000:.1f}"
+                f" ms | {c['ratio']}× | {r['measured_at']} |"
+            )
+        for op, c in r["commands"].items():
+            rows.append(
+                f"| `mlops registry {op}` as a command ≤ 0.2× `mlflow --help` | "
+                f"{c['median_s']:.2f} s median | `mlflow --help` "
+                f"{r['mlflow_help']['median_s']:.2f} s | {c['over_mlflow_help']}× | "
+                f"{r['measured_at']} |"
+            )
     return rows
 
 

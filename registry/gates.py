@@ -56,7 +56,8 @@ def _beat(primary: str, delta: float, cand: Evidence, holder: Evidence | None) -
         return GateResult(gate, "n/a", f"by ≥ {delta:g}", False)
     gain = mine - theirs if HIGHER_IS_BETTER[primary] else theirs - mine
     value = f"{gain:+.6g} vs v{holder.version} ({_fmt(mine)} vs {_fmt(theirs)})"
-    return GateResult(gate, value, f"by ≥ {delta:g}", gain >= delta)
+    # A tolerance far below any metric's resolution: 0.11 - 0.10 must count as 0.01.
+    return GateResult(gate, value, f"by ≥ {delta:g}", gain >= delta - 1e-9)
 
 
 def evaluate(

@@ -122,6 +122,20 @@ def _apply_mlflow(change: Change, version: Version | None) -> None:
     )
 
 
+def needs_evidence(gate: GateParams) -> bool:
+    """True when a gate of this stage needs the model's files or measurements."""
+    return any(
+        (
+            gate.integrity,
+            gate.signature,
+            gate.thresholds,
+            gate.max_size_mb,
+            gate.beat_holder_by is not None,
+            gate.max_latency_ms,
+        )
+    )
+
+
 def gather(
     ctx: Context, candidate: Version, holder: Version | None, gate: GateParams
 ) -> tuple[Scored, Scored | None]:
@@ -131,17 +145,12 @@ def gather(
     )
     split: TestSplit | None = load_test_split(ctx.settings.root) if needs_data else None
     with tempfile.TemporaryDirectory() as tmp:
-        mine = score(
-            candidate,
-            mlflow_port.download(candidate.model, candidate.version, Path(tmp, "a")),
-            split,
-            latency=gate.max_latency_ms is not None,
-        )
+        local = mlflow_port.download(candidate.model, candidate.version, Path(tmp, "a"))
+        mine = score(candidate, local, split, latency=gate.max_latency_ms is not None)
         theirs = None
         if holder is not None and (gate.signature or gate.beat_holder_by is not None):
-            theirs = score(
-                holder, mlflow_port.download(holder.model, holder.version, Path(tmp, "b")), split
-            )
+            local = mlflow_port.download(holder.model, holder.version, Path(tmp, "b"))
+            theirs = score(holder, local, split)
     return mine, theirs
 
 
@@ -194,7 +203,7 @@ def change_stage(
         gate = ctx.params.gates.get(to_stage, GateParams(signature=False, integrity=False))
         ctx.connect_mlflow()
         results: list[gates.GateResult] = []
-        if action != "archive":
+        if action != "archive" and needs_evidence(gate):
             mine, theirs = gather(ctx, version, holder, gate)
             results = gates.evaluate(
                 gate,
@@ -265,11 +274,12 @@ def change_stage(
         )
         op_id = ctx.store.add_intent(change, entry)
         _crash_point("after-intent")
-        mlflow_port.set_tags(
-            model,
-            version.version,
-            {f"{GATE_TAG}.{to_stage}": json.dumps(evidence, sort_keys=True)[:5000]},
-        )
+        if results:
+            mlflow_port.set_tags(
+                model,
+                version.version,
+                {f"{GATE_TAG}.{to_stage}": json.dumps(evidence, sort_keys=True)[:5000]},
+            )
         _apply_mlflow(change, version)
         _crash_point("after-mlflow")
         ctx.store.apply(change, entry, op_id)

@@ -17,7 +17,7 @@ _VERSION = re.compile(r"^[1-9][0-9]{0,8}$")
 
 def check_model_name(name: str) -> str:
     """A model name: a letter, then letters, digits, `_`, `.`, `-` (≤ 63), no `..`."""
-    if not _NAME.match(name) or ".." in name:
+    if not _NAME.fullmatch(name) or ".." in name:
         shown = name if len(name) <= 40 else name[:40] + "…"
         raise UserError(
             f"model name {shown!r}: use a letter then letters, digits, '_', '.', '-' "
@@ -28,7 +28,7 @@ def check_model_name(name: str) -> str:
 
 def parse_version(text: str) -> int:
     """A version number: a positive integer written plainly (`1`, `12`)."""
-    if not _VERSION.match(text):
+    if not _VERSION.fullmatch(text):
         raise UserError(f"version {text!r}: expected a positive whole number such as 1 or 12")
     return int(text)
 
@@ -50,7 +50,7 @@ def parse_ref(text: str, policy: StagePolicy | None = None) -> Ref:
         stage = text[1:]
         if policy is not None:
             policy.check_stage(stage, exclusive=True)
-        elif not re.match(r"^[a-z][a-z0-9_-]{0,31}$", stage):
+        elif not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", stage):
             raise UserError(f"stage {stage!r}: not a valid stage name")
         return Ref(stage=stage)
     return Ref(version=parse_version(text))

@@ -110,6 +110,8 @@ def _describe(error: Mapping[str, Any]) -> str:
     msg = str(error["msg"]).removeprefix("Value error, ")
     if kind == "finite_number":
         msg = "must be a finite number"
+    elif kind == "string_pattern_mismatch" and key.startswith("registry."):
+        msg = "a stage name: a lowercase letter, then lowercase letters, digits, '_', '-' (max 32)"
     elif kind == "string_pattern_mismatch":
         msg = "must start with a letter and hold only letters, digits, '_', '.', '-' (max 63)"
     if isinstance(error.get("input"), dict):  # a check across keys of one section

@@ -3,7 +3,7 @@ and who may promote where. Validated like every other section (one line, exit 2)
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -55,6 +55,15 @@ class RegistryParams(_Section):
     transitions: dict[Stage, list[Stage]] | None = None
     gates: dict[Stage, GateParams] = Field(default_factory=_default_gates)
     permissions: dict[Stage, list[Actor]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_gates_for_listed_stages(cls, data: Any) -> Any:
+        # The default gates name staging and production: keep only those the user lists.
+        if isinstance(data, dict) and "gates" not in data and "stages" in data:
+            listed = data["stages"] if isinstance(data["stages"], list) else []
+            data = data | {"gates": {s: g for s, g in _default_gates().items() if s in listed}}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> RegistryParams:
