@@ -167,7 +167,9 @@ def register_model(
             if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
                 raise
     run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
-    mv = client.create_model_version(name, info.model_uri, run_id=run_id, tags=all_tags)
+    mv = client.create_model_version(
+        name, info.model_uri, run_id=run_id, tags=all_tags, model_id=info.model_id
+    )
     ready = _wait_ready(name, int(mv.version))
     _record(ctx, ready, "registered")
     return RegisteredVersion(name, str(mv.version), run_id, info.model_uri, sha256, False)

@@ -144,8 +144,14 @@ def load_model(
                 f"{weights}: sha256 {actual[:12]}… does not match "
                 f"the recorded {expected_sha256[:12]}…"
             )
-    spec = ModelSpec(**read_json(directory / SPEC_FILE))
-    model = build_model(spec)
-    model.load_state_dict(load_file(str(weights)))
+    from safetensors import SafetensorError
+
+    try:
+        spec = ModelSpec(**read_json(directory / SPEC_FILE))
+        model = build_model(spec)
+        model.load_state_dict(load_file(str(weights)))
+    except (SafetensorError, OSError, TypeError, ValueError, RuntimeError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{weights}: not a loadable safetensors model ({detail})") from None
     model.eval()
     return model, spec

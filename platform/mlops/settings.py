@@ -51,6 +51,8 @@ def _sqlite_url(value: str, base: Path) -> str:
 
 
 def _file_uri(value: str, base: Path) -> str:
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", value) and not value.startswith("file:"):
+        return value  # s3://, gs://, mlflow-artifacts:/ (an MLflow server's proxied store)
     if value.startswith("file://"):
         raw = value.removeprefix("file://")
         return (
@@ -59,6 +61,16 @@ def _file_uri(value: str, base: Path) -> str:
     if "://" in value:
         return value
     return (base / value).resolve().as_uri()
+
+
+def _artifact_root(value: str, tracking: str, home: Path, root: Path) -> str:
+    """Explicit value first; with a tracking server, the server's own artifact store
+    (`mlflow-artifacts:/`, proxied, so every host reads the same files); else local."""
+    if value:
+        return _file_uri(value, root)
+    if tracking.startswith(("http://", "https://")):
+        return "mlflow-artifacts:/"
+    return _file_uri(str(home / "artifacts"), root)
 
 
 @dataclass(frozen=True)
@@ -84,7 +96,7 @@ class Settings:
             root=root,
             home=home,
             tracking_uri=_sqlite_url(get("TRACKING_URI") or str(home / "mlflow.db"), root),
-            artifact_root=_file_uri(get("ARTIFACT_ROOT") or str(home / "artifacts"), root),
+            artifact_root=_artifact_root(get("ARTIFACT_ROOT"), get("TRACKING_URI"), home, root),
             optuna_storage=_sqlite_url(get("OPTUNA_STORAGE") or str(home / "optuna.db"), root),
             database_url=_sqlite_url(get("DATABASE_URL") or str(home / "mlops.db"), root),
         )

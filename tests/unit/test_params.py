@@ -299,7 +299,16 @@ def test_valid_overrides_are_read(tmp_path: Path) -> None:
 
 def test_as_dict_uses_params_yaml_keys() -> None:
     data = Params().as_dict()
-    assert set(data) == {"pipeline", "data", "validate", "split", "train", "evaluate", "register"}
+    assert set(data) == {
+        "pipeline",
+        "data",
+        "validate",
+        "split",
+        "train",
+        "evaluate",
+        "register",
+        "registry",
+    }
     assert data["train"]["model"]["family"] == "mlp"
     assert data["train"]["model"]["mlp"]["hidden_sizes"] == [256, 128]
     assert set(data["train"]["model"]) == {"family", "mlp", "cnn", "rnn", "transformer"}
