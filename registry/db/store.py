@@ -421,10 +421,14 @@ class RegistryStore:
 
 
 def _process_started(pid: int) -> float | None:
+    """Start time of a live process (None if gone or a zombie awaiting its parent)."""
     import psutil
 
     try:
-        return float(psutil.Process(pid).create_time())
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return float(process.create_time())
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
         return None
 
