@@ -37,21 +37,38 @@ def _name(model: str) -> str:
     return check_model_name(model)
 
 
+Limit = Annotated[
+    int | None, typer.Option("--limit", min=1, help="At most N rows (table default: 50).")
+]
+AllRows = Annotated[bool, typer.Option("--all", help="Every row in the table.")]
+TABLE_ROWS = 50
+
+
+def _more(shown: int, total: int, what: str) -> None:
+    if total > shown:
+        console.out.print(
+            f"showing {shown} of {total} {what}; --all for every one, --json for scripts"
+        )
+
+
 @app.command("list")
 def list_cmd(
     model: Annotated[str | None, typer.Argument(help="Only this registered model.")] = None,
+    limit: Limit = None,
+    all_rows: AllRows = False,
     as_json: JsonFlag = False,
 ) -> None:
     """List registered models and their versions, newest first."""
     from registry.queries import list_versions
 
-    rows = list_versions(_ctx(), _name(model) if model is not None else None)
+    every = list_versions(_ctx(), _name(model) if model is not None else None)
     if as_json:
-        console.emit_json([asdict(r) for r in rows])
+        console.emit_json([asdict(r) for r in every[:limit]])
         return
-    if not rows:
+    if not every:
         console.out.print("no registered models" + (f" named {model}" if model else ""))
         return
+    rows = every if all_rows else every[: limit or TABLE_ROWS]
     console.table(
         "Registered model versions",
         ["model", "version", "stage", "aliases", "test metrics", "git commit"],
@@ -67,6 +84,7 @@ def list_cmd(
             for r in rows
         ],
     )
+    _more(len(rows), len(every), "versions")
 
 
 @app.command("show")
@@ -117,19 +135,23 @@ def lineage_cmd(model: ModelArg, ref: RefArg, as_json: JsonFlag = False) -> None
 @app.command("history")
 def history_cmd(
     model: ModelArg,
-    limit: Annotated[int | None, typer.Option(min=1, help="Only the last N entries.")] = None,
+    limit: Limit = None,
+    all_rows: AllRows = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """The ledger: every registration, promotion, rollback, archive and override."""
+    """The ledger: every registration, promotion, rollback, archive and override (the
+    latest entries, oldest first)."""
     from registry import queries
 
-    entries = queries.history(_ctx(), _name(model), limit)
+    entries = queries.history(_ctx(), _name(model))
     if as_json:
-        console.emit_json([asdict(e) for e in entries])
+        console.emit_json([asdict(e) for e in (entries[-limit:] if limit else entries)])
         return
     from registry import render
 
-    render.history(model, entries)
+    shown = entries if all_rows else entries[-(limit or TABLE_ROWS) :]
+    render.history(model, shown)
+    _more(len(shown), len(entries), "entries")
 
 
 @app.command("register")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops import console
-from registry.db.store import Entry
-from registry.promotion import Outcome
+
+if TYPE_CHECKING:
+    from registry.db.store import Entry
+    from registry.promotion import Outcome
 
 
 def when(ts: float, short: bool = False) -> str:
