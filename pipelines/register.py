@@ -36,6 +36,9 @@ def register(ctx: StageContext) -> None:
         "mlops.task": spec.task,
         **{f"mlops.metric.test_{k}": f"{v:.6g}" for k, v in metrics["test"].items()},
     }
+    tuned = read_json(paths.BEST_PARAMS) if paths.BEST_PARAMS.is_file() else {}
+    if tuned.get("tuned"):
+        lineage |= {"mlops.optuna.study": tuned["study"], "mlops.optuna.trial": tuned["trial"]}
     name = ctx.params.model_name
     with tracking.stage_run(
         ctx.settings, ctx.experiment, "register", parent, {tracking.TAG_MODEL_SHA: sha}

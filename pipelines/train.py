@@ -17,8 +17,9 @@ from typing import Any
 from mlops import distributed, tracking
 from mlops.checkpoint import fingerprint, load_checkpoint
 from mlops.data import Schema, features_and_target, read_parquet
-from mlops.io import write_json
+from mlops.io import read_json, write_json
 from mlops.lineage import data_hashes
+from mlops.model_params import TrainParams
 from mlops.models import (
     SPEC_FILE,
     WEIGHTS_FILE,
@@ -28,21 +29,29 @@ from mlops.models import (
     make_spec,
     save_model,
 )
+from mlops.search_space import derive
 from mlops.training import Checkpointing, EpochResult, check_metric, train_model
 from pipelines import paths
 from pipelines._stage import StageContext, run_stage
 
 
-def _logged_params(ctx: StageContext) -> dict[str, Any]:
-    p = ctx.params.train
+def _logged_params(p: TrainParams) -> dict[str, Any]:
     values = p.model_dump(mode="json", exclude={"model"})
     values["model"] = {"family": p.model.family, p.model.family: p.model.selected.model_dump()}
     return values
 
 
+def tuned_params(base: TrainParams) -> tuple[TrainParams, dict[str, Any]]:
+    """params.yaml's train section with the tune stage's best values applied (if tuned)."""
+    found = read_json(paths.BEST_PARAMS) if paths.BEST_PARAMS.is_file() else {}
+    if not found.get("tuned"):
+        return base, {}
+    return derive(base, found["values"]), found
+
+
 def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
     """Train, save `models/` (safetensors + spec) and the per-epoch history."""
-    p = ctx.params.train
+    p, tuned = tuned_params(ctx.params.train)
     schema = Schema.load(paths.SCHEMA)
     x_train, y_train = features_and_target(read_parquet(paths.SPLITS["train"]), schema)
     x_val, y_val = features_and_target(read_parquet(paths.SPLITS["val"]), schema)
@@ -61,6 +70,8 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
     tags = {f"mlops.data.{k}.md5": v for k, v in hashes.items()}
     tags |= {"mlops.family": p.model.family, "mlops.world_size": str(dist.world_size)}
     tags["mlops.task"] = schema.task
+    if tuned:
+        tags |= {"mlops.optuna.study": tuned["study"], "mlops.optuna.trial": str(tuned["trial"])}
     run = (
         tracking.stage_run(ctx.settings, ctx.experiment, "train", tags=tags)
         if dist.is_main
@@ -70,7 +81,7 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
         with run as run_id:
             buffer = tracking.MetricsBuffer(run_id) if dist.is_main else None
             if buffer is not None:
-                tracking.log_params(_logged_params(ctx), prefix="train")
+                tracking.log_params(_logged_params(p), prefix="train")
 
             def on_epoch(result: EpochResult) -> None:
                 if buffer is None:

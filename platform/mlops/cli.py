@@ -32,10 +32,12 @@ _VERSIONED = ("torch", "mlflow", "optuna", "dvc", "sqlalchemy", "pydantic", "typ
 
 
 def _mount_registry() -> None:
-    # The registry's sub-app imports only typer and rich at import time.
+    # The sub-apps import only typer and rich at import time.
+    from mlops.sweep_cli import app as sweep_app
     from registry.cli import app as registry_app
 
     app.add_typer(registry_app, name="registry")
+    app.add_typer(sweep_app, name="sweep")
 
 
 @app.command("version")

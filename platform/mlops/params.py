@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from mlops.model_params import TrainParams
 from mlops.registry_params import RegistryParams
+from mlops.tune_params import TuneParams, check_space
 
 PARAMS_FILE = "params.yaml"
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$"
@@ -100,6 +101,7 @@ class Params(_Section):
     data: DataParams = DataParams()
     validate_: ValidateParams = Field(default=ValidateParams(), alias="validate")
     split: SplitParams = SplitParams()
+    tune: TuneParams = TuneParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     register_: RegisterParams = Field(default=RegisterParams(), alias="register")
@@ -112,6 +114,14 @@ class Params(_Section):
         if isinstance(data, dict):
             return {k: ({} if v is None else v) for k, v in data.items()}
         return data
+
+    @model_validator(mode="after")
+    def _space_names_train_params(self) -> Params:
+        try:
+            check_space(self.tune.space, self.train.model_dump(mode="json"))
+        except ValueError as exc:
+            raise ValueError(f"tune.{exc}") from None
+        return self
 
     @property
     def model_name(self) -> str:

@@ -164,7 +164,8 @@ def stage_run(
     if parent_run_id:
         own["mlflow.parentRunId"] = parent_run_id
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
-    run = mlflow.start_run(run_id=_create_run(settings, experiment_id, stage, own))
+    nested = mlflow.active_run() is not None  # a trial's run inside the tune stage's run
+    run = mlflow.start_run(run_id=_create_run(settings, experiment_id, stage, own), nested=nested)
     try:
         yield run.info.run_id
     except (KeyboardInterrupt, Interrupted):

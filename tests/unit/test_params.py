@@ -308,6 +308,7 @@ def test_as_dict_uses_params_yaml_keys() -> None:
         "evaluate",
         "register",
         "registry",
+        "tune",
     }
     assert data["train"]["model"]["family"] == "mlp"
     assert data["train"]["model"]["mlp"]["hidden_sizes"] == [256, 128]

@@ -1,0 +1,161 @@
+"""The edge to Optuna: storage, samplers, pruners, studies, trial counts.
+
+Embedded storage is SQLite through Optuna's RDBStorage, in WAL mode with a 60 s busy
+timeout, so parallel workers on one machine queue for the write lock instead of
+failing with "database is locked"; the same class runs on PostgreSQL for many hosts.
+RDBStorage (unlike the journal file storage) supports heartbeats: a trial whose worker
+stops beating for `GRACE_S` is marked FAIL and retried with the same params.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops.errors import StoreError
+from mlops.settings import redact
+from mlops.tune_params import TuneParams
+
+if TYPE_CHECKING:
+    import optuna
+
+HEARTBEAT_S = 2
+GRACE_S = 10
+MAX_RETRY = 3
+
+
+def _driver_url(url: str) -> str:
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+def storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
+    """RDBStorage on `url` with heartbeats and retry of failed (stale) trials."""
+    import warnings
+
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Heartbeats and their retry callback are marked experimental; we rely on them.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(path, timeout=60) as conn:  # WAL persists in the file
+            conn.execute("PRAGMA journal_mode=WAL")
+        kwargs = {"connect_args": {"timeout": 60}}
+    else:
+        kwargs = {"pool_pre_ping": True}
+    try:
+        return RDBStorage(
+            _driver_url(url),
+            engine_kwargs=kwargs,
+            heartbeat_interval=HEARTBEAT_S if heartbeat else None,
+            grace_period=GRACE_S if heartbeat else None,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+            if heartbeat
+            else None,
+        )
+    except Exception as exc:  # sqlalchemy and optuna raise several types for a bad store
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreError(f"optuna storage {redact(url)}: {detail}") from None
+
+
+def sampler(p: TuneParams) -> optuna.samplers.BaseSampler:
+    """The configured sampler, seeded."""
+    import optuna
+
+    if p.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=p.seed)
+    if p.sampler == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=p.seed, warn_independent_sampling=False)
+    if p.sampler == "grid":
+        return optuna.samplers.GridSampler(grid(p), seed=p.seed)
+    return optuna.samplers.TPESampler(seed=p.seed)
+
+
+def grid(p: TuneParams) -> dict[str, list[Any]]:
+    """The grid of every searched param (floats need a `step`)."""
+    values: dict[str, list[Any]] = {}
+    for name, d in p.space.items():
+        if d.type == "categorical":
+            values[name] = list(d.choices or [])
+            continue
+        assert d.low is not None and d.high is not None
+        step = d.step or 1
+        n = round((d.high - d.low) / step) + 1
+        points = [d.low + i * step for i in range(n)]
+        values[name] = [int(v) for v in points] if d.type == "int" else points
+    return values
+
+
+def pruner(p: TuneParams) -> optuna.pruners.BasePruner:
+    """The configured pruner (`none`: never prune)."""
+    import optuna
+
+    if p.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3)
+    if p.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=2)
+    if p.pruner == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=2)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(url: str, name: str, p: TuneParams, heartbeat: bool = True) -> optuna.Study:
+    """Create the study or load it (resumable); call once before starting workers."""
+    import optuna
+
+    return optuna.create_study(
+        storage=storage(url, heartbeat),
+        study_name=name,
+        direction=p.direction,
+        sampler=sampler(p),
+        pruner=pruner(p),
+        load_if_exists=True,
+    )
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Trials of a study by state, and the best value so far."""
+
+    complete: int
+    pruned: int
+    fail: int
+    running: int
+    waiting: int
+    best: float | None
+
+    @property
+    def finished(self) -> int:
+        """Trials that count toward the requested number (complete or pruned)."""
+        return self.complete + self.pruned
+
+
+def counts(study: optuna.Study) -> Counts:
+    """Count trials by state (one storage read)."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    by = {s: 0 for s in TrialState}
+    for t in trials:
+        by[t.state] += 1
+    try:
+        best = study.best_value if by[TrialState.COMPLETE] else None
+    except ValueError:
+        best = None
+    return Counts(
+        by[TrialState.COMPLETE],
+        by[TrialState.PRUNED],
+        by[TrialState.FAIL],
+        by[TrialState.RUNNING],
+        by[TrialState.WAITING],
+        best,
+    )

@@ -1,0 +1,51 @@
+"""One sweep worker: `python -m mlops.sweep_worker --study NAME --trials N [...]`.
+
+Joins a study created beforehand (by `mlops sweep run` or the tune stage) and runs
+trials until the study has N finished ones. Reads params.yaml of the project and the
+`MLOPS_*` settings, so a worker on another host needs only the same checkout, the same
+settings and the data splits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from types import FrameType
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point; exit 0 when the study has its trials, 130 when interrupted."""
+    parser = argparse.ArgumentParser(prog="python -m mlops.sweep_worker")
+    parser.add_argument("--study", required=True)
+    parser.add_argument("--trials", type=int, required=True, help="finished trials in total")
+    parser.add_argument("--parent", default=None, help="the sweep's MLflow run id")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--deadline", type=float, default=None, help="epoch seconds")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    from mlops import console
+    from mlops.errors import MlopsError
+    from mlops.params_file import load_params
+    from mlops.settings import Settings
+    from mlops.tuning import Job, work
+
+    try:
+        settings = Settings.from_env()
+        params = load_params(settings.root / "params.yaml")
+        job = Job(settings, params, args.study, args.parent, args.threads)
+        work(job, args.trials, args.deadline)
+    except MlopsError as exc:
+        console.error(str(exc))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

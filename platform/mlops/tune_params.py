@@ -1,0 +1,102 @@
+"""The `tune:` section of params.yaml: trials, sampler, pruner, and the search space.
+
+The space maps a train param, written as its dotted path under `train`
+(`learning_rate`, `model.mlp.dropout`), to a distribution. A path under
+`model.<family>.` is searched only in trials of that family. Every check is one line
+naming the key (exit 2), before any compute.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Scalar = bool | int | float | str
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class Distribution(_Section):
+    """One searched param: `float` (optionally `log`), `int` (optionally `step`, `log`),
+    or `categorical` (`choices`)."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: Annotated[float, Field(gt=0)] | None = None
+    choices: list[Scalar] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Distribution:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical needs a non-empty `choices` list")
+            if self.low is not None or self.high is not None or self.log or self.step:
+                raise ValueError("categorical takes `choices` only (no low/high/log/step)")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"{self.type} takes low/high, not `choices`")
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} needs `low` and `high`")
+        if self.low >= self.high:
+            raise ValueError(f"empty range: low {self.low:g} >= high {self.high:g}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0 (got {self.low:g})")
+        if self.log and self.step is not None:
+            raise ValueError("`log` and `step` cannot be combined")
+        if self.type == "int":
+            for name, v in (("low", self.low), ("high", self.high), ("step", self.step)):
+                if v is not None and float(v) != int(v):
+                    raise ValueError(f"int needs a whole `{name}` (got {v:g})")
+        return self
+
+
+class TuneParams(_Section):
+    """How the `tune` stage and `mlops sweep` search: trials, time, sampler, pruner, space."""
+
+    n_trials: Annotated[int, Field(ge=0, le=100_000)] = 0
+    timeout: Annotated[float, Field(gt=0)] | None = None
+    metric: Literal["val_loss", "val_accuracy", "val_f1_macro", "val_rmse", "val_mae", "val_r2"] = (
+        "val_accuracy"
+    )
+    sampler: Literal["tpe", "random", "cmaes", "grid"] = "tpe"
+    pruner: Literal["median", "hyperband", "successive_halving", "none"] = "median"
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+    epochs: Annotated[int, Field(ge=1)] | None = None
+    study_name: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")
+    space: dict[str, Distribution] = {}
+
+    @property
+    def direction(self) -> Literal["minimize", "maximize"]:
+        """Losses and errors are minimised, the rest maximised."""
+        return "minimize" if self.metric in ("val_loss", "val_rmse", "val_mae") else "maximize"
+
+    @model_validator(mode="after")
+    def _grid_is_finite(self) -> TuneParams:
+        if self.sampler == "grid":
+            for name, dist in self.space.items():
+                if dist.type == "float" and dist.step is None:
+                    raise ValueError(f"space.{name}: the grid sampler needs a `step` for floats")
+        return self
+
+    def space_paths(self) -> list[str]:
+        """The searched train params, in a stable order."""
+        return sorted(self.space)
+
+
+def check_space(space: dict[str, Distribution], train: dict[str, Any]) -> None:
+    """Every searched name must be a leaf of the train section (`train` as plain values)."""
+    for path in space:
+        node: Any = train
+        for part in path.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise ValueError(
+                    f"space.{path}: not a train param (e.g. learning_rate, model.mlp.dropout)"
+                )
+            node = node[part]
+        if isinstance(node, dict):
+            raise ValueError(f"space.{path}: a section, not a single train param")

@@ -1,0 +1,189 @@
+"""Tuning: the objective (one training job per trial, pruned through the engine's epoch
+callback), its MLflow child run, and the worker loop that shares a study.
+
+The training engine never imports Optuna: pruning is an `on_epoch` callback built here
+that raises Optuna's `TrialPruned`. Each trial derives a new train section from the
+search space; the base params are never changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops.params import Params
+from mlops.settings import Settings
+
+if TYPE_CHECKING:
+    import numpy as np
+    import optuna
+
+TAG_STUDY = "mlops.optuna.study"
+TAG_TRIAL = "mlops.optuna.trial"
+RUN_ATTR = "mlflow_run_id"
+MAX_FAILED_RATIO = 1
+
+
+def study_name(params: Params) -> str:
+    """`tune.study_name`, else the pipeline's name and a hash of what the trials depend
+    on (train and tune sections), so a changed search starts a new study."""
+    if params.tune.study_name:
+        return params.tune.study_name
+    basis = {
+        "train": params.train.model_dump(mode="json"),
+        "tune": params.tune.model_dump(mode="json", exclude={"n_trials", "timeout"}),
+    }
+    digest = hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{params.pipeline.name}-{digest}"
+
+
+@dataclass(frozen=True)
+class Data:
+    """Train and validation arrays of the workspace's DVC splits."""
+
+    schema: Any
+    train: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray]
+
+
+def load_data(root: Path) -> Data:
+    """The splits `dvc repro` wrote (a clear error if they are missing)."""
+    from mlops.data import Schema, features_and_target, read_parquet
+    from mlops.errors import UserError
+
+    split = root / "data" / "split"
+    schema_file = root / "data" / "raw" / "schema.json"
+    for f in (schema_file, split / "train.parquet", split / "val.parquet"):
+        if not f.is_file():
+            raise UserError(f"{f}: not found; run `dvc repro split` first")
+    schema = Schema.load(schema_file)
+    parts = [
+        features_and_target(read_parquet(split / f"{n}.parquet"), schema) for n in ("train", "val")
+    ]
+    return Data(schema, parts[0], parts[1])
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a worker needs: where the stores are, the params, the study, the sweep run."""
+
+    settings: Settings
+    params: Params
+    study: str
+    parent_run_id: str | None = None
+    threads: int | None = None
+
+
+def objective(job: Job, data: Data) -> Callable[[optuna.Trial], float]:
+    """Train one model per trial and return its best validation metric."""
+    import optuna
+
+    from mlops import tracking
+    from mlops.models import build_model, feature_stats, make_spec
+    from mlops.search_space import derive, suggest
+    from mlops.training import check_metric, train_model
+
+    p = job.params
+    metric = p.tune.metric
+    schema = data.schema
+    check_metric(schema.task, metric)
+    mean, std = feature_stats(data.train[0])
+    y_train = data.train[1]
+
+    def run(trial: optuna.Trial) -> float:
+        values = suggest(trial, p.tune.space, p.train.model.family)
+        trial_params = derive(p.train, values, p.tune.epochs)
+        if job.threads is not None:
+            trial_params = trial_params.model_copy(update={"threads": job.threads})
+        spec = make_spec(
+            trial_params.model,
+            schema.classes,
+            mean,
+            std,
+            schema.input_shape,
+            task=schema.task,
+            target_mean=float(y_train.mean()),
+            target_std=float(y_train.std()),
+        )
+        tags = {
+            TAG_STUDY: job.study,
+            TAG_TRIAL: str(trial.number),
+            "mlops.family": trial_params.model.family,
+        }
+        pruned_at: list[int] = []
+        with tracking.stage_run(
+            job.settings, p.pipeline.name, f"trial {trial.number}", job.parent_run_id, tags
+        ) as run_id:
+            trial.set_user_attr(RUN_ATTR, run_id)
+            tracking.log_params({k: str(v) for k, v in values.items()})
+            buffer = tracking.MetricsBuffer(run_id)
+
+            def on_epoch(result: Any) -> None:
+                buffer.add(result.as_dict(), result.epoch)
+                trial.report(result.metrics[metric], result.epoch)
+                if trial.should_prune():
+                    pruned_at.append(result.epoch)
+                    raise optuna.TrialPruned(f"pruned at epoch {result.epoch}")
+
+            try:
+                result = train_model(
+                    lambda: build_model(spec),
+                    trial_params,
+                    data.train,
+                    data.val,
+                    on_epoch,
+                    task=schema.task,
+                )
+            except optuna.TrialPruned:
+                result = None
+            buffer.flush()
+            if result is None:
+                tracking.set_tags(
+                    {"mlops.trial_state": "PRUNED", "mlops.pruned_at_epoch": pruned_at[-1]}
+                )
+            else:
+                seen = [h.metrics[metric] for h in result.history]
+                value = min(seen) if p.tune.direction == "minimize" else max(seen)
+                tracking.log_metrics({f"best_{metric}": value, "best_epoch": result.best_epoch})
+                tracking.set_tags({"mlops.trial_state": "COMPLETE"})
+        if result is None:  # the run ends FINISHED; the trial is PRUNED
+            raise optuna.TrialPruned(f"pruned at epoch {pruned_at[-1]}")
+        return float(value)
+
+    return run
+
+
+def work(job: Job, n_trials: int, deadline: float | None = None) -> int:
+    """Run trials of the shared study until it has `n_trials` finished (complete or
+    pruned) trials or the deadline passes; return how many this worker ran.
+
+    Trials of dead workers are failed by heartbeat and re-queued with the same params;
+    a waiting retry is taken before any new trial.
+    """
+    from optuna.storages import fail_stale_trials
+
+    from mlops.errors import MlopsError
+    from mlops.optuna_store import counts, open_study
+
+    study = open_study(job.settings.optuna_storage, job.study, job.params.tune)
+    fn = objective(job, load_data(job.settings.root))
+    ran = 0
+    while deadline is None or time.time() < deadline:
+        c = counts(study)
+        if c.finished >= n_trials:
+            break
+        if c.fail >= max(n_trials, 10) * (1 + MAX_FAILED_RATIO):
+            raise MlopsError(f"study {job.study}: {c.fail} failed trials; see their MLflow runs")
+        if c.waiting == 0 and c.finished + c.running >= n_trials:
+            # The rest are running elsewhere; a dead worker's trial comes back as a retry.
+            fail_stale_trials(study)
+            time.sleep(0.5)
+            continue
+        study.optimize(fn, n_trials=1, catch=(ValueError,))
+        ran += 1
+    return ran
