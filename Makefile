@@ -50,6 +50,7 @@ bench: install
 	python benchmarks/cli_startup.py
 	python benchmarks/train_overhead.py
 	python benchmarks/registry_speed.py
+	python benchmarks/sweep_speed.py
 	python benchmarks/report.py
 
 lock: install

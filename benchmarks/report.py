@@ -61,6 +61,32 @@ def lines() -> list[str]:
                 f"{r['mlflow_help']['median_s']:.2f} s | {c['over_mlflow_help']}× | "
                 f"{r['measured_at']} |"
             )
+    if "sweep_speed" in results:
+        r = results["sweep_speed"]
+        if "pruning" in r:
+            p = r["pruning"]
+            rows.append(
+                f"| pruning: ≤ 0.5× the epochs, best within 0.5 points (30 trials × 20 epochs) | "
+                f"median pruner: {p['median']['epochs']} epochs, best {p['median']['best']:.4f} | "
+                f"no pruning: {p['none']['epochs']} epochs, best {p['none']['best']:.4f} | "
+                f"{p['epochs_ratio']}× epochs, {p['best_delta_points']:+} points | "
+                f"{r['measured_at']} |"
+            )
+        if "scaling" in r:
+            c = r["scaling"]
+            rows.append(
+                f"| sweep: 2 workers ≥ 1.7× the trials per minute of 1 ({c['trials']} trials) | "
+                f"{c['workers_2']['trials_per_minute']} trials/min | "
+                f"1 worker {c['workers_1']['trials_per_minute']} trials/min | "
+                f"{c['speedup']}× | {r['measured_at']} |"
+            )
+        if "storage" in r:
+            c = r["storage"]
+            rows.append(
+                f"| Optuna storage overhead per trial (reported) | SQLite (WAL) "
+                f"{c['sqlite_ms_per_trial']} ms | in memory {c['in_memory_ms_per_trial']} ms | "
+                f"+{c['overhead_ms_per_trial']} ms | {r['measured_at']} |"
+            )
     return rows
 
 

@@ -104,6 +104,11 @@ def status_cmd(
     from mlops.sweep import best_trials
 
     settings = Settings.from_env()
+    if study is None:
+        from mlops.params_file import load_params
+        from mlops.tuning import study_name
+
+        study = study_name(load_params(settings.root / "params.yaml"))
     try:
         found = optuna.load_study(study_name=study, storage=storage(settings.optuna_storage))
     except KeyError:

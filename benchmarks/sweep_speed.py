@@ -1,0 +1,187 @@
+"""Tuning speed: pruning efficiency, parallel scaling, storage overhead per trial.
+
+Goals (issue: tuning), all measured in one run on the same machine:
+- pruning: MLP on digits, 30 trials x 20 epochs, fixed seeds, median pruner vs none:
+  total epochs trained <= 0.5x at a best validation accuracy within 0.5 points;
+- scaling: trials per minute with 2 worker processes vs 1 (goal >= 1.7x on 2 cores);
+- storage: seconds per trial of a trivial objective on the embedded SQLite storage vs
+  Optuna's in-memory storage (reported, no goal).
+
+Writes benchmarks/results/sweep_speed.json. Usage: python benchmarks/sweep_speed.py
+[pruning|scaling|storage ...] (default: all three).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._timing import RESULTS, env, write_result
+
+PARAMS = """
+pipeline: {name: bench}
+tune:
+  n_trials: 30
+  epochs: 20
+  metric: val_accuracy
+  sampler: tpe
+  pruner: PRUNER
+  seed: 0
+  space:
+    learning_rate: {type: float, low: 1.0e-4, high: 3.0e-2, log: true}
+    weight_decay: {type: float, low: 1.0e-6, high: 1.0e-2, log: true}
+    model.mlp.dropout: {type: float, low: 0.0, high: 0.5}
+    batch_size: {type: categorical, choices: [32, 64, 128]}
+train:
+  threads: 1
+  early_stopping: {patience: 0}
+  model: {mlp: {hidden_sizes: [128]}}
+"""
+
+
+def _project(root: Path, pruner: str) -> None:
+    from mlops.config import SplitParams
+    from mlops.data import infer_schema, load_source, write_parquet
+    from mlops.splitting import stratified_split
+
+    (root / ".dvc").mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(PARAMS.replace("PRUNER", pruner))
+    frame = load_source("builtin:digits", "target", root)
+    schema = infer_schema(frame, "builtin:digits", "target")
+    (root / "data" / "raw").mkdir(parents=True)
+    (root / "data" / "split").mkdir(parents=True)
+    schema.save(root / "data" / "raw" / "schema.json")
+    for name, part in zip(
+        ("train", "val", "test"), stratified_split(frame, SplitParams()), strict=True
+    ):
+        write_parquet(part, root / "data" / "split" / f"{name}.parquet")
+
+
+def _study(root: Path) -> Any:
+    from mlops.optuna_store import open_study
+    from mlops.params_file import load_params
+    from mlops.settings import Settings
+    from mlops.tuning import study_name
+
+    settings = Settings.from_env(env={}, cwd=root)
+    params = load_params(root / "params.yaml")
+    return settings, params, open_study(settings.optuna_storage, study_name(params), params.tune)
+
+
+def pruning() -> dict[str, Any]:
+    """30 trials x 20 epochs with the median pruner and without."""
+    from optuna.trial import TrialState
+
+    from mlops.tuning import Job, work
+
+    out: dict[str, Any] = {}
+    for pruner in ("none", "median"):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            _project(root, pruner)
+            settings, params, study = _study(root)
+            start = time.perf_counter()
+            work(Job(settings, params, study.study_name, threads=1), params.tune.n_trials)
+            elapsed = time.perf_counter() - start
+            trials = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+            epochs = sum(len(t.intermediate_values) for t in trials)
+            out[pruner] = {
+                "trials": len(trials),
+                "epochs": epochs,
+                "best": study.best_value,
+                "seconds": round(elapsed, 1),
+                "pruned": sum(t.state == TrialState.PRUNED for t in trials),
+            }
+    out["epochs_ratio"] = round(out["median"]["epochs"] / out["none"]["epochs"], 3)
+    out["best_delta_points"] = round((out["median"]["best"] - out["none"]["best"]) * 100, 2)
+    return out
+
+
+def _sweep_seconds(root: Path, workers: int, trials: int) -> float:
+    cmd = [
+        sys.executable,
+        "-c",
+        "from mlops.cli import main; main()",
+        "sweep",
+        "run",
+        "bench",
+        "--trials",
+        str(trials),
+        "--workers",
+        str(workers),
+        "--json",
+    ]
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=root, env=env(), check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def scaling(trials: int = 16) -> dict[str, Any]:
+    """The same sweep (no pruning, 20 epochs a trial) with 1 and with 2 worker processes."""
+    out: dict[str, Any] = {"trials": trials}
+    for workers in (1, 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            _project(root, "none")
+            seconds = _sweep_seconds(root, workers, trials)
+            out[f"workers_{workers}"] = {
+                "seconds": round(seconds, 1),
+                "trials_per_minute": round(trials / seconds * 60, 1),
+            }
+    out["speedup"] = round(
+        out["workers_2"]["trials_per_minute"] / out["workers_1"]["trials_per_minute"], 2
+    )
+    return out
+
+
+def storage(trials: int = 200) -> dict[str, Any]:
+    """Seconds per trial of a trivial objective: embedded SQLite storage vs in memory."""
+    import optuna
+
+    from mlops.optuna_store import storage as rdb
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", -10, 10)
+        y = trial.suggest_int("y", 0, 10)
+        return x * x + y
+
+    out: dict[str, Any] = {"trials": trials}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, store in (("in_memory", None), ("sqlite", rdb(f"sqlite:///{tmp}/optuna.db"))):
+            study = optuna.create_study(storage=store, sampler=optuna.samplers.RandomSampler(0))
+            start = time.perf_counter()
+            study.optimize(objective, n_trials=trials)
+            out[f"{label}_ms_per_trial"] = round((time.perf_counter() - start) / trials * 1000, 2)
+    out["overhead_ms_per_trial"] = round(
+        out["sqlite_ms_per_trial"] - out["in_memory_ms_per_trial"], 2
+    )
+    return out
+
+
+def main() -> None:
+    """Measure the chosen parts and merge them into the result file."""
+    parts = sys.argv[1:] or ["pruning", "scaling", "storage"]
+    previous = RESULTS / "sweep_speed.json"
+    result: dict[str, Any] = {}
+    if previous.is_file():
+        old = json.loads(previous.read_text())
+        result = {k: old[k] for k in ("pruning", "scaling", "storage") if k in old}
+    os.environ.pop("MLOPS_HOME", None)
+    for part in parts:
+        result[part] = {"pruning": pruning, "scaling": scaling, "storage": storage}[part]()
+        print(part, json.dumps(result[part]), flush=True)
+    print(f"-> {write_result('sweep_speed', result)}")
+
+
+if __name__ == "__main__":
+    main()
