@@ -9,6 +9,7 @@ stops beating for `GRACE_S` is marked FAIL and retried with the same params.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,8 +90,8 @@ def grid(p: TuneParams) -> dict[str, list[Any]]:
             continue
         assert d.low is not None and d.high is not None
         step = d.step or 1
-        n = round((d.high - d.low) / step) + 1
-        points = [d.low + i * step for i in range(n)]
+        n = math.floor((d.high - d.low) / step + 1e-9) + 1  # never past `high`
+        points = [min(round(d.low + i * step, 12), d.high) for i in range(n)]
         values[name] = [int(v) for v in points] if d.type == "int" else points
     return values
 

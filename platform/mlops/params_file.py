@@ -114,6 +114,8 @@ def _describe(error: Mapping[str, Any]) -> str:
         msg = "a stage name: a lowercase letter, then lowercase letters, digits, '_', '-' (max 32)"
     elif kind == "string_pattern_mismatch":
         msg = "must start with a letter and hold only letters, digits, '_', '.', '-' (max 63)"
+    if key == "(top level)" and re.match(r"^[a-z_]+\.[\w.]+: ", msg):
+        return msg  # a check across sections names its own key
     if isinstance(error.get("input"), dict):  # a check across keys of one section
         return f"{key}: {msg}"
     return f"{key} = {_show(error.get('input'))}: {msg}"

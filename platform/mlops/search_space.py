@@ -63,7 +63,8 @@ def derive(train: TrainParams, values: dict[str, Any], epochs: int | None = None
         for part in parents:
             node = node[part]
         old = node[leaf]
-        node[leaf] = float(value) if isinstance(old, float) and isinstance(value, int) else value
+        numeric = isinstance(value, int) and not isinstance(value, bool)
+        node[leaf] = float(value) if isinstance(old, float) and numeric else value
     if epochs is not None:
         data["epochs"] = epochs
     return TrainParams.model_validate(data)

@@ -90,7 +90,7 @@ class TuneParams(_Section):
 
 def check_space(space: dict[str, Distribution], train: dict[str, Any]) -> None:
     """Every searched name must be a leaf of the train section (`train` as plain values)."""
-    for path in space:
+    for path, dist in space.items():
         node: Any = train
         for part in path.split("."):
             if not isinstance(node, dict) or part not in node:
@@ -100,3 +100,27 @@ def check_space(space: dict[str, Distribution], train: dict[str, Any]) -> None:
             node = node[part]
         if isinstance(node, dict):
             raise ValueError(f"space.{path}: a section, not a single train param")
+        _check_kind(path, dist, node)
+
+
+def _check_kind(path: str, dist: Distribution, default: Any) -> None:
+    """The distribution must produce values of the param's type."""
+    where = f"space.{path}"
+    if isinstance(default, list):
+        raise ValueError(f"{where}: a list param cannot be searched")
+    if dist.type == "categorical":
+        for choice in dist.choices or []:
+            ok = (isinstance(choice, bool) == isinstance(default, bool)) and (
+                isinstance(choice, str) == isinstance(default, str)
+            )
+            if isinstance(default, int) and not isinstance(default, bool):
+                ok = ok and isinstance(choice, int)
+            if not ok:
+                raise ValueError(
+                    f"{where}: choice {choice!r} does not fit the param (default {default!r})"
+                )
+        return
+    if isinstance(default, (bool, str)):
+        raise ValueError(f"{where}: a {type(default).__name__} param needs `categorical`")
+    if isinstance(default, int) and dist.type == "float":
+        raise ValueError(f"{where}: a whole-number param needs `int` or `categorical`")

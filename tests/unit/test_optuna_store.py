@@ -1,0 +1,313 @@
+"""optuna_store (grid, sampler, pruner, counts) and sweep helpers on in-memory studies."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from mlops.optuna_store import Counts, counts, grid, pruner, sampler
+from mlops.search_space import suggest
+from mlops.sweep import best_trials, threads_per_worker
+from mlops.tune_params import Distribution, TuneParams
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _tune(**kw: Any) -> TuneParams:
+    return TuneParams(**kw)
+
+
+# --- grid ----------------------------------------------------------------------------
+
+
+def test_grid_int_with_step() -> None:
+    p = _tune(space={"batch_size": Distribution(type="int", low=16, high=64, step=16)})
+    g = grid(p)
+    assert g == {"batch_size": [16, 32, 48, 64]}
+    assert all(type(v) is int for v in g["batch_size"])
+
+
+def test_grid_int_without_step_is_every_integer() -> None:
+    g = grid(_tune(space={"epochs": Distribution(type="int", low=1, high=5)}))
+    assert g == {"epochs": [1, 2, 3, 4, 5]}
+    assert all(type(v) is int for v in g["epochs"])
+
+
+def test_grid_float_with_step() -> None:
+    d = Distribution(type="float", low=0.0, high=0.5, step=0.25)
+    g = grid(_tune(sampler="grid", space={"model.mlp.dropout": d}))
+    assert g == {"model.mlp.dropout": [0.0, 0.25, 0.5]}
+    assert all(type(v) is float for v in g["model.mlp.dropout"])
+
+
+def test_grid_float_with_inexact_step_is_close() -> None:
+    d = Distribution(type="float", low=0.1, high=0.5, step=0.1)
+    values = grid(_tune(sampler="grid", space={"weight_decay": d}))["weight_decay"]
+    assert values == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+
+
+def test_grid_categorical_keeps_choices() -> None:
+    d = Distribution(type="categorical", choices=["relu", "gelu", "silu"])
+    assert grid(_tune(space={"model.mlp.activation": d})) == {
+        "model.mlp.activation": ["relu", "gelu", "silu"]
+    }
+
+
+def test_grid_of_several_params_and_empty_space() -> None:
+    p = _tune(
+        sampler="grid",
+        space={
+            "batch_size": Distribution(type="categorical", choices=[32, 64]),
+            "learning_rate": Distribution(type="float", low=0.01, high=0.02, step=0.01),
+        },
+    )
+    assert set(grid(p)) == {"batch_size", "learning_rate"}
+    assert grid(_tune()) == {}
+
+
+def test_grid_never_exceeds_high_when_step_does_not_divide_range() -> None:
+    p = _tune(
+        sampler="grid",
+        space={
+            "batch_size": Distribution(type="int", low=1, high=4, step=2),
+            "model.mlp.dropout": Distribution(type="float", low=0.0, high=0.5, step=0.3),
+        },
+    )
+    g = grid(p)
+    assert max(g["batch_size"]) <= 4
+    assert max(g["model.mlp.dropout"]) <= 0.5
+
+
+def test_grid_float_points_stay_within_bounds() -> None:
+    d = Distribution(type="float", low=0.0, high=0.3, step=0.1)
+    values = grid(_tune(sampler="grid", space={"weight_decay": d}))["weight_decay"]
+    assert max(values) <= 0.3
+
+
+# --- sampler and pruner --------------------------------------------------------------
+
+GRID_SPACE = {"batch_size": Distribution(type="categorical", choices=[32, 64])}
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("tpe", optuna.samplers.TPESampler),
+        ("random", optuna.samplers.RandomSampler),
+        ("cmaes", optuna.samplers.CmaEsSampler),
+        ("grid", optuna.samplers.GridSampler),
+    ],
+)
+def test_sampler_class_per_name(name: str, cls: type) -> None:
+    s = sampler(_tune(sampler=name, seed=7, space=GRID_SPACE))
+    assert type(s) is cls
+
+
+def test_random_sampler_is_seeded() -> None:
+    def draws(seed: int) -> list[float]:
+        study = optuna.create_study(sampler=sampler(_tune(sampler="random", seed=seed)))
+        out = []
+        for _ in range(5):
+            t = study.ask()
+            out.append(t.suggest_float("x", 0.0, 1.0))
+            study.tell(t, 0.0)
+        return out
+
+    assert draws(3) == draws(3)
+    assert draws(3) != draws(4)
+
+
+def test_grid_sampler_walks_the_whole_grid() -> None:
+    p = _tune(
+        sampler="grid",
+        space={
+            "batch_size": Distribution(type="categorical", choices=[32, 64]),
+            "epochs": Distribution(type="int", low=1, high=3),
+        },
+    )
+    study = optuna.create_study(sampler=sampler(p))
+    seen = []
+
+    def objective(trial: optuna.Trial) -> float:
+        values = suggest(trial, p.space, "mlp")
+        seen.append((values["batch_size"], values["epochs"]))
+        return 0.0
+
+    study.optimize(objective, n_trials=20)  # the grid sampler stops the study when done
+    assert sorted(seen) == sorted((b, e) for b in (32, 64) for e in (1, 2, 3))
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("median", optuna.pruners.MedianPruner),
+        ("hyperband", optuna.pruners.HyperbandPruner),
+        ("successive_halving", optuna.pruners.SuccessiveHalvingPruner),
+        ("none", optuna.pruners.NopPruner),
+    ],
+)
+def test_pruner_class_per_name(name: str, cls: type) -> None:
+    assert type(pruner(_tune(pruner=name))) is cls
+
+
+def test_nop_pruner_never_prunes() -> None:
+    study = optuna.create_study(pruner=pruner(_tune(pruner="none")))
+    for value in (0.0, 0.0, 0.0):
+        t = study.ask()
+        t.report(value, 0)
+        study.tell(t, value)
+    t = study.ask()
+    t.report(1e9, 0)
+    assert not t.should_prune()
+
+
+# --- counts --------------------------------------------------------------------------
+
+
+def _tell(study: optuna.Study, state: TrialState, value: float | None = None) -> None:
+    trial = study.ask()
+    study.tell(trial, value, state=state)
+
+
+def test_counts_by_state_and_best_minimize() -> None:
+    study = optuna.create_study(direction="minimize")
+    _tell(study, TrialState.COMPLETE, 0.5)
+    _tell(study, TrialState.COMPLETE, 0.2)
+    _tell(study, TrialState.COMPLETE, 0.9)
+    _tell(study, TrialState.PRUNED)
+    _tell(study, TrialState.PRUNED)
+    _tell(study, TrialState.FAIL)
+    study.ask()  # left running
+    study.enqueue_trial({"x": 1.0})  # waiting
+    c = counts(study)
+    assert c == Counts(complete=3, pruned=2, fail=1, running=1, waiting=1, best=0.2)
+    assert c.finished == 5
+
+
+def test_counts_best_maximize() -> None:
+    study = optuna.create_study(direction="maximize")
+    for v in (0.5, 0.8, 0.1):
+        _tell(study, TrialState.COMPLETE, v)
+    assert counts(study).best == 0.8
+
+
+def test_counts_empty_study() -> None:
+    c = counts(optuna.create_study())
+    assert c == Counts(0, 0, 0, 0, 0, None)
+    assert c.finished == 0
+
+
+def test_counts_best_is_none_without_a_complete_trial() -> None:
+    study = optuna.create_study()
+    _tell(study, TrialState.PRUNED)
+    _tell(study, TrialState.FAIL)
+    study.ask()
+    c = counts(study)
+    assert (c.complete, c.pruned, c.fail, c.running) == (0, 1, 1, 1)
+    assert c.best is None
+    assert c.finished == 1
+
+
+def test_counts_is_frozen() -> None:
+    c = counts(optuna.create_study())
+    with pytest.raises(AttributeError):
+        c.complete = 3  # type: ignore[misc]
+
+
+# --- sweep.threads_per_worker --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cores", "workers", "threads"),
+    [
+        (16, 1, 16),
+        (16, 4, 4),
+        (16, 3, 5),
+        (16, 16, 1),
+        (16, 32, 1),
+        (2, 4, 1),
+        (8, 0, 8),
+        (8, -1, 8),
+    ],
+)
+def test_threads_per_worker(
+    monkeypatch: pytest.MonkeyPatch, cores: int, workers: int, threads: int
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    got = threads_per_worker(workers)
+    assert got == threads
+    assert got >= 1
+    if 1 <= workers <= cores:
+        assert got * workers <= cores  # workers never oversubscribe the cores
+
+
+def test_threads_per_worker_unknown_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert threads_per_worker(4) == 1
+
+
+def test_threads_per_worker_on_this_machine() -> None:
+    cores = os.cpu_count() or 1
+    for workers in range(1, cores + 3):
+        t = threads_per_worker(workers)
+        assert t >= 1
+        assert t == max(1, cores // workers)
+
+
+# --- sweep.best_trials ---------------------------------------------------------------
+
+
+def _study_with(direction: Literal["minimize", "maximize"], values: list[float]) -> optuna.Study:
+    study = optuna.create_study(direction=direction)
+    for i, v in enumerate(values):
+        study.add_trial(
+            create_trial(
+                params={"x": float(i)},
+                distributions={"x": FloatDistribution(0.0, 100.0)},
+                value=v,
+                user_attrs={"mlflow_run_id": f"run{i}"},
+            )
+        )
+    study.add_trial(create_trial(state=TrialState.PRUNED, value=None))
+    study.add_trial(create_trial(state=TrialState.FAIL, value=None))
+    return study
+
+
+def test_best_trials_maximize_orders_highest_first() -> None:
+    study = _study_with("maximize", [0.5, 0.9, 0.1, 0.7])
+    best = best_trials(study)
+    assert [b["value"] for b in best] == [0.9, 0.7, 0.5, 0.1]
+    assert [b["number"] for b in best] == [1, 3, 0, 2]
+    assert best[0] == {"number": 1, "value": 0.9, "params": {"x": 1.0}, "mlflow_run_id": "run1"}
+
+
+def test_best_trials_minimize_orders_lowest_first() -> None:
+    study = _study_with("minimize", [0.5, 0.9, 0.1, 0.7])
+    best = best_trials(study)
+    assert [b["value"] for b in best] == [0.1, 0.5, 0.7, 0.9]
+    assert best[0]["mlflow_run_id"] == "run2"
+    assert best[0]["number"] == study.best_trial.number
+
+
+def test_best_trials_top_limits_and_skips_unfinished() -> None:
+    study = _study_with("maximize", [float(v) for v in range(10)])
+    study.ask()  # running: not listed
+    best = best_trials(study, top=3)
+    assert [b["value"] for b in best] == [9.0, 8.0, 7.0]
+    assert len(best_trials(study)) == 5
+    assert len(best_trials(study, top=100)) == 10
+
+
+def test_best_trials_missing_run_id_is_empty_string() -> None:
+    study = optuna.create_study(direction="maximize")
+    _tell(study, TrialState.COMPLETE, 1.0)
+    assert best_trials(study) == [{"number": 0, "value": 1.0, "params": {}, "mlflow_run_id": ""}]
+
+
+def test_best_trials_of_empty_study() -> None:
+    assert best_trials(optuna.create_study()) == []
