@@ -77,6 +77,8 @@ class TuneParams(_Section):
 
     @model_validator(mode="after")
     def _grid_is_finite(self) -> TuneParams:
+        if self.n_trials > 0 and not self.space:
+            raise ValueError("space: empty, but n_trials > 0 asks for tuning")
         if self.sampler == "grid":
             for name, dist in self.space.items():
                 if dist.type == "float" and dist.step is None:
