@@ -65,13 +65,14 @@ def lines() -> list[str]:
         r = results["sweep_speed"]
         if "pruning" in r:
             p = r["pruning"]
-            rows.append(
-                f"| pruning: ≤ 0.5× the epochs, best within 0.5 points (30 trials × 20 epochs) | "
-                f"median pruner: {p['median']['epochs']} epochs, best {p['median']['best']:.4f} | "
-                f"no pruning: {p['none']['epochs']} epochs, best {p['none']['best']:.4f} | "
-                f"{p['epochs_ratio']}× epochs, {p['best_delta_points']:+} points | "
-                f"{r['measured_at']} |"
-            )
+            n = len(p["seeds"])
+            for name in ("median", "successive_halving"):
+                rows.append(
+                    f"| pruning ({name}): ≤ 0.5× the epochs, best within 0.5 points "
+                    f"(30 trials × 20 epochs, {n} seeds) | {p[name]['epochs_ratio']}× epochs "
+                    f"| no pruning | {p[name]['mean_best_delta_points']:+} points (mean) | "
+                    f"{r['measured_at']} |"
+                )
         if "scaling" in r:
             c = r["scaling"]
             rows.append(

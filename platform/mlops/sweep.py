@@ -170,10 +170,15 @@ def run_sweep(
     ) as parent:
         tracking.log_params(params.tune.model_dump(mode="json", exclude={"space"}), "tune")
         cmd = _worker_cmd(name, target, parent, threads_per_worker(workers), deadline)
-        procs = [subprocess.Popen(cmd, cwd=settings.root, env=env) for _ in range(workers)]
+        # Own sessions: a terminal's Ctrl-C reaches the workers once, through us.
+        procs = [
+            subprocess.Popen(cmd, cwd=settings.root, env=env, start_new_session=True)
+            for _ in range(workers)
+        ]
         try:
             _progress(study, before, n_trials, procs)
         except (KeyboardInterrupt, Interrupted):
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # one stop is enough
             for p in procs:
                 if p.poll() is None:
                     p.send_signal(signal.SIGINT)

@@ -14,8 +14,11 @@ import sys
 from types import FrameType
 
 
-def _interrupt(_signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+def _stop(_signum: int, _frame: FrameType | None) -> None:
+    # Graceful: the trial stops at its next epoch (FAIL), no new trial starts.
+    from mlops.tuning import STOP
+
+    STOP.set()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,19 +30,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--deadline", type=float, default=None, help="epoch seconds")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
 
     from mlops import console
     from mlops.errors import MlopsError
     from mlops.params_file import load_params
     from mlops.settings import Settings
-    from mlops.tuning import Job, work
+    from mlops.tuning import STOP, Job, work
 
     try:
         settings = Settings.from_env()
         params = load_params(settings.root / "params.yaml")
         job = Job(settings, params, args.study, args.parent, args.threads)
         work(job, args.trials, args.deadline)
+        if STOP.is_set():
+            sys.exit(130)
     except MlopsError as exc:
         console.error(str(exc))
         sys.exit(exc.exit_code)

@@ -163,21 +163,38 @@ def stage_run(
     }
     if parent_run_id:
         own["mlflow.parentRunId"] = parent_run_id
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    # Keep a handler the process installed itself (a sweep worker's graceful stop).
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _raise_interrupted)
     nested = mlflow.active_run() is not None  # a trial's run inside the tune stage's run
-    run = mlflow.start_run(run_id=_create_run(settings, experiment_id, stage, own), nested=nested)
+    run_id = _create_run(settings, experiment_id, stage, own)
     try:
-        yield run.info.run_id
+        mlflow.start_run(run_id=run_id, nested=nested)
+        yield run_id
     except (KeyboardInterrupt, Interrupted):
-        mlflow.end_run(status="KILLED")
+        _end_run(run_id, "KILLED")
         raise
     except BaseException:
-        mlflow.end_run(status="FAILED")
+        _end_run(run_id, "FAILED")
         raise
     else:
         mlflow.end_run(status="FINISHED")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)
+
+
+def _end_run(run_id: str, status: str) -> None:
+    """End `run_id` with `status`, whether or not it became the active run."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        mlflow.end_run(status=status)
+    else:
+        MlflowClient().set_terminated(run_id, status=status)
 
 
 def log_params(values: dict[str, Any], prefix: str = "") -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,11 @@ if TYPE_CHECKING:
 TAG_STUDY = "mlops.optuna.study"
 TAG_TRIAL = "mlops.optuna.trial"
 RUN_ATTR = "mlflow_run_id"
+# Set by a worker's SIGINT/SIGTERM handler: the running trial stops at its next epoch
+# (raising KeyboardInterrupt inside the objective, so Optuna records it FAIL) and no
+# new trial starts. Raising from the signal handler itself could land inside Optuna's
+# own bookkeeping and leave a trial RUNNING.
+STOP = threading.Event()
 MAX_FAILED_RATIO = 1
 
 
@@ -123,12 +129,7 @@ def objective(job: Job, data: Data) -> Callable[[optuna.Trial], float]:
             tracking.log_params({k: str(v) for k, v in values.items()})
             buffer = tracking.MetricsBuffer(run_id)
 
-            def on_epoch(result: Any) -> None:
-                buffer.add(result.as_dict(), result.epoch)
-                trial.report(result.metrics[metric], result.epoch)
-                if trial.should_prune():
-                    pruned_at.append(result.epoch)
-                    raise optuna.TrialPruned(f"pruned at epoch {result.epoch}")
+            on_epoch = _epoch_callback(trial, buffer, metric, p.tune.direction, pruned_at)
 
             try:
                 result = train_model(
@@ -158,6 +159,33 @@ def objective(job: Job, data: Data) -> Callable[[optuna.Trial], float]:
     return run
 
 
+def _epoch_callback(
+    trial: optuna.Trial, buffer: Any, metric: str, direction: str, pruned_at: list[int]
+) -> Callable[[Any], None]:
+    """Log the epoch, report to the pruner, prune or stop (see STOP)."""
+    import optuna
+
+    best_so_far: list[float] = []
+    pick = min if direction == "minimize" else max
+
+    def on_epoch(result: Any) -> None:
+        if STOP.is_set():
+            raise KeyboardInterrupt
+        buffer.add(result.as_dict(), result.epoch)
+        # The trial's value is its best epoch, so report the best so far: pruners then
+        # compare what a trial has reached, not one noisy epoch.
+        value = result.metrics[metric]
+        if best_so_far:
+            value = pick(value, best_so_far[-1])
+        best_so_far.append(value)
+        trial.report(value, result.epoch)
+        if trial.should_prune():
+            pruned_at.append(result.epoch)
+            raise optuna.TrialPruned(f"pruned at epoch {result.epoch}")
+
+    return on_epoch
+
+
 def work(job: Job, n_trials: int, deadline: float | None = None) -> int:
     """Run trials of the shared study until it has `n_trials` finished (complete or
     pruned) trials or the deadline passes; return how many this worker ran.
@@ -173,7 +201,7 @@ def work(job: Job, n_trials: int, deadline: float | None = None) -> int:
     study = open_study(job.settings.optuna_storage, job.study, job.params.tune)
     fn = objective(job, load_data(job.settings.root))
     ran = 0
-    while deadline is None or time.time() < deadline:
+    while not STOP.is_set() and (deadline is None or time.time() < deadline):
         c = counts(study)
         if c.finished >= n_trials:
             break
@@ -186,4 +214,25 @@ def work(job: Job, n_trials: int, deadline: float | None = None) -> int:
             continue
         study.optimize(fn, n_trials=1, catch=(ValueError,))
         ran += 1
+    _settle(study)
     return ran
+
+
+def _settle(study: optuna.Study) -> None:
+    """Before leaving, wait for trials still RUNNING to finish or to be failed by
+    heartbeat (a dead worker's), so none is left RUNNING when the sweep ends."""
+    from optuna.storages import fail_stale_trials
+
+    from mlops.optuna_store import GRACE_S, HEARTBEAT_S
+
+    deadline = time.time() + GRACE_S + 4 * HEARTBEAT_S
+    while time.time() < deadline and counts_running(study):
+        fail_stale_trials(study)
+        time.sleep(0.5)
+
+
+def counts_running(study: optuna.Study) -> int:
+    """Trials of the study in state RUNNING."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
