@@ -17,6 +17,7 @@ import signal
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from mlops.errors import MlopsError, UserError
 from mlops.registry_params import NO_STAGE, GateParams
@@ -179,20 +180,23 @@ def change_stage(
             policy.check_move(version.version, version.stage, to_stage)
         elif version.stage == to_stage:
             raise UserError(f"version {version.version} is already in {to_stage}")
-        if allowed is not None and ctx.actor not in allowed:
-            ctx.store.append(
-                Entry(
-                    action,
-                    model,
-                    version.version,
-                    version.stage,
-                    to_stage,
-                    ctx.actor,
-                    reason,
-                    {"permitted": allowed},
-                    outcome="denied",
-                )
+
+        def entry(evidence: dict[str, Any], outcome: str, forced: bool = False) -> Entry:
+            return Entry(
+                action,
+                model,
+                version.version,
+                version.stage,
+                to_stage,
+                ctx.actor,
+                reason,
+                evidence,
+                forced=forced,
+                outcome=outcome,
             )
+
+        if allowed is not None and ctx.actor not in allowed:
+            ctx.store.append(entry({"permitted": allowed}, "denied"))
             raise Refused(
                 f"{ctx.actor} may not move versions of {model} to {to_stage} "
                 f"(permitted: {', '.join(allowed) or 'nobody'})"
@@ -229,19 +233,7 @@ def change_stage(
             return outcome
         evidence = {"gates": gates.as_evidence(results), "passed": ok, "displaced": holder_no}
         if not ok and not force:
-            ctx.store.append(
-                Entry(
-                    action,
-                    model,
-                    version.version,
-                    version.stage,
-                    to_stage,
-                    ctx.actor,
-                    reason,
-                    evidence,
-                    outcome="refused",
-                )
-            )
+            ctx.store.append(entry(evidence, "refused"))
             mlflow_port.set_tags(
                 model,
                 version.version,
@@ -261,18 +253,8 @@ def change_stage(
             holder_no,
             ctx.params.replaced_to,
         )
-        entry = Entry(
-            action,
-            model,
-            version.version,
-            version.stage,
-            to_stage,
-            ctx.actor,
-            reason,
-            evidence,
-            forced=outcome.forced,
-        )
-        op_id = ctx.store.add_intent(change, entry)
+        done = entry(evidence, "done", forced=outcome.forced)
+        op_id = ctx.store.add_intent(change, done)
         _crash_point("after-intent")
         if results:
             mlflow_port.set_tags(
@@ -282,7 +264,7 @@ def change_stage(
             )
         _apply_mlflow(change, version)
         _crash_point("after-mlflow")
-        ctx.store.apply(change, entry, op_id)
+        ctx.store.apply(change, done, op_id)
         _crash_point("after-ledger")
         return outcome
 

@@ -29,7 +29,8 @@ class Conflict(StoreError):
     """A unique or primary-key violation: the row is already there (a taken lock)."""
 
 
-def _driver_url(url: str) -> str:
+def driver_url(url: str) -> str:
+    """The SQLAlchemy URL with the driver we ship (psycopg 3) for PostgreSQL."""
     # psycopg 3 is the driver we ship; plain postgresql:// would look for psycopg2.
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
@@ -65,7 +66,7 @@ def engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return eng
-    return create_engine(_driver_url(url), pool_pre_ping=True)
+    return create_engine(driver_url(url), pool_pre_ping=True)
 
 
 def describe(url: str) -> str:

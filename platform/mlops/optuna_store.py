@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops.db import driver_url
 from mlops.errors import StoreError
 from mlops.settings import redact
 from mlops.tune_params import TuneParams
@@ -25,13 +26,6 @@ if TYPE_CHECKING:
 HEARTBEAT_S = 2
 GRACE_S = 10
 MAX_RETRY = 3
-
-
-def _driver_url(url: str) -> str:
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url.removeprefix(prefix)
-    return url
 
 
 def storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
@@ -55,7 +49,7 @@ def storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
         kwargs = {"pool_pre_ping": True}
     try:
         return RDBStorage(
-            _driver_url(url),
+            driver_url(url),
             engine_kwargs=kwargs,
             heartbeat_interval=HEARTBEAT_S if heartbeat else None,
             grace_period=GRACE_S if heartbeat else None,
