@@ -21,6 +21,8 @@ app = typer.Typer(
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 ModelArg = Annotated[str, typer.Argument(help="Registered model name.", show_default=False)]
 RefArg = Annotated[str, typer.Argument(help="A version number, or @STAGE.", show_default=False)]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Evaluate gates only.")]
+Force = Annotated[bool, typer.Option("--force", help="Override failing gates (needs --reason).")]
 Reason = Annotated[str, typer.Option("--reason", help="Why (recorded in the ledger).")]
 
 
@@ -209,10 +211,8 @@ def promote_cmd(
     ref: RefArg,
     to: Annotated[str, typer.Option("--to", help="Target stage.", show_default=False)],
     reason: Reason = "",
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Evaluate gates only.")] = False,
-    force: Annotated[
-        bool, typer.Option("--force", help="Override failing gates (needs --reason).")
-    ] = False,
+    dry_run: DryRun = False,
+    force: Force = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Promote a version to a stage through that stage's gates."""
@@ -224,10 +224,8 @@ def rollback_cmd(
     model: ModelArg,
     stage: Annotated[str, typer.Option("--stage", help="The stage to roll back.")] = "production",
     reason: Reason = "",
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Evaluate gates only.")] = False,
-    force: Annotated[
-        bool, typer.Option("--force", help="Override failing gates (needs --reason).")
-    ] = False,
+    dry_run: DryRun = False,
+    force: Force = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Give a stage back to its previous holder (from the ledger), through the gates."""
