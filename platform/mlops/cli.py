@@ -33,11 +33,14 @@ _VERSIONED = ("torch", "mlflow", "optuna", "dvc", "sqlalchemy", "pydantic", "typ
 
 def _mount_registry() -> None:
     # The sub-apps import only typer and rich at import time.
+    from mlops.scheduling.cli import schedule_app, scheduler_app
     from mlops.sweep_cli import app as sweep_app
     from registry.cli import app as registry_app
 
     app.add_typer(registry_app, name="registry")
     app.add_typer(sweep_app, name="sweep")
+    app.add_typer(schedule_app, name="schedule")
+    app.add_typer(scheduler_app, name="scheduler")
 
 
 @app.command("version")

@@ -94,6 +94,12 @@ class RegisterParams(_Section):
     model_name: Name | None = None
 
 
+class ScheduleParams(_Section):
+    """What scheduled sweeps do besides tuning (`mlops schedule …`)."""
+
+    register_best: bool = False  # register the best trial's model as a challenger version
+
+
 class Params(_Section):
     """Every section of params.yaml; each stage reads its own."""
 
@@ -106,6 +112,7 @@ class Params(_Section):
     evaluate: EvaluateParams = EvaluateParams()
     register_: RegisterParams = Field(default=RegisterParams(), alias="register")
     registry: RegistryParams = RegistryParams()
+    schedule: ScheduleParams = ScheduleParams()
 
     @model_validator(mode="before")
     @classmethod

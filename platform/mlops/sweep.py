@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -152,10 +153,17 @@ def _progress(
 
 
 def run_sweep(
-    settings: Settings, params: Params, n_trials: int, workers: int, timeout: float | None = None
+    settings: Settings,
+    params: Params,
+    n_trials: int,
+    workers: int,
+    timeout: float | None = None,
+    tags: dict[str, str] | None = None,
+    on_start: Callable[[str, str], None] | None = None,
 ) -> Summary:
     """Create the study once (or resume it), run `workers` processes until it has
-    `n_trials` more finished trials, and log the sweep's parent run."""
+    `n_trials` more finished trials, and log the sweep's parent run (with `tags`).
+    `on_start(study, parent_run_id)` is called once both exist."""
     from mlops import tracking
     from mlops.tuning import TAG_STUDY, study_name
 
@@ -166,8 +174,10 @@ def run_sweep(
     target = before + n_trials
     env = {**os.environ, "DVC_ROOT": str(settings.root)}
     with tracking.stage_run(
-        settings, params.pipeline.name, "sweep", None, {TAG_STUDY: name}
+        settings, params.pipeline.name, "sweep", None, {TAG_STUDY: name, **(tags or {})}
     ) as parent:
+        if on_start is not None:
+            on_start(name, parent)
         tracking.log_params(params.tune.model_dump(mode="json", exclude={"space"}), "tune")
         cmd = _worker_cmd(name, target, parent, threads_per_worker(workers), deadline)
         # Own sessions: a terminal's Ctrl-C reaches the workers once, through us.

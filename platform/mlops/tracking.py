@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops.config import Settings, redact
 from mlops.errors import Interrupted, StoreError
+from mlops.owners import Owner
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -71,26 +71,13 @@ def ensure_experiment(name: str, settings: Settings) -> str:
         raise StoreError(f"tracking store {redact(settings.tracking_uri)}: {exc}") from None
 
 
-def _process_started(pid: int) -> float | None:
-    import psutil
-
-    try:
-        return float(psutil.Process(pid).create_time())
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
-        return None
-
-
 def _owner_alive(run: Run) -> bool:
     tags = run.data.tags
-    if tags.get(TAG_HOST) != socket.gethostname():
-        return True  # another host's run: we cannot tell, so leave it alone
     try:
-        pid = int(tags[TAG_PID])
-        started = float(tags[TAG_PID_STARTED])
+        owner = Owner(tags[TAG_HOST], int(tags[TAG_PID]), float(tags[TAG_PID_STARTED]))
     except (KeyError, ValueError):
         return True
-    actual = _process_started(pid)
-    return actual is not None and abs(actual - started) < 1.0
+    return owner.alive() is not False  # another host's run: we cannot tell, leave it
 
 
 def close_stale_runs(experiment_id: str) -> list[str]:
@@ -154,11 +141,12 @@ def stage_run(
     connect(settings)
     experiment_id = ensure_experiment(experiment, settings)
     close_stale_runs(experiment_id)
+    me = Owner.current()
     own = {
         TAG_STAGE: stage,
-        TAG_HOST: socket.gethostname(),
-        TAG_PID: str(os.getpid()),
-        TAG_PID_STARTED: repr(_process_started(os.getpid()) or 0.0),
+        TAG_HOST: me.host,
+        TAG_PID: str(me.pid),
+        TAG_PID_STARTED: repr(me.started),
         **(tags or {}),
     }
     if parent_run_id:

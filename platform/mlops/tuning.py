@@ -74,6 +74,18 @@ def load_data(root: Path) -> Data:
     return Data(schema, parts[0], parts[1])
 
 
+def model_spec(model: Any, data: Data) -> Any:
+    """The spec of a model trained on `data` (standardisation from the train split)."""
+    from mlops.models import feature_stats, make_spec
+
+    mean, std = feature_stats(data.train[0])
+    y = data.train[1]
+    return make_spec(
+        model, data.schema.classes, mean, std, data.schema.input_shape, task=data.schema.task,
+        target_mean=float(y.mean()), target_std=float(y.std()),
+    )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Job:
     """What a worker needs: where the stores are, the params, the study, the sweep run."""
@@ -90,7 +102,7 @@ def objective(job: Job, data: Data) -> Callable[[optuna.Trial], float]:
     import optuna
 
     from mlops import tracking
-    from mlops.models import build_model, feature_stats, make_spec
+    from mlops.models import build_model
     from mlops.search_space import derive, suggest
     from mlops.training import check_metric, train_model
 
@@ -98,24 +110,13 @@ def objective(job: Job, data: Data) -> Callable[[optuna.Trial], float]:
     metric = p.tune.metric
     schema = data.schema
     check_metric(schema.task, metric)
-    mean, std = feature_stats(data.train[0])
-    y_train = data.train[1]
 
     def run(trial: optuna.Trial) -> float:
         values = suggest(trial, p.tune.space, p.train.model.family)
         trial_params = derive(p.train, values, p.tune.epochs)
         if job.threads is not None:
             trial_params = trial_params.model_copy(update={"threads": job.threads})
-        spec = make_spec(
-            trial_params.model,
-            schema.classes,
-            mean,
-            std,
-            schema.input_shape,
-            task=schema.task,
-            target_mean=float(y_train.mean()),
-            target_std=float(y_train.std()),
-        )
+        spec = model_spec(trial_params.model, data)
         tags = {
             TAG_STUDY: job.study,
             TAG_TRIAL: str(trial.number),

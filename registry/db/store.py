@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlops import db
+from mlops import db, migrations
 from mlops.errors import StoreError
+from mlops.owners import Owner
 
 HEAD_REVISION = "0001"
-_MIGRATED: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -87,44 +87,13 @@ class Intent:
     entry: Entry
 
 
-def _migrate(url: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    with db.engine(url).connect() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
-        conn.commit()
-
-
-def _revision(url: str) -> str | None:
-    from sqlalchemy import text
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        with db.engine(url).connect() as conn:
-            row = conn.execute(text("SELECT version_num FROM registry_alembic_version")).first()
-            conn.rollback()
-    except SQLAlchemyError:
-        return None
-    return str(row[0]) if row else None
+MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "registry_alembic_version"
 
 
 def ensure_schema(url: str) -> None:
     """Create or upgrade the registry's tables (idempotent, safe to race)."""
-    if url in _MIGRATED:
-        return
-    if _revision(url) != HEAD_REVISION:
-        from sqlalchemy.exc import SQLAlchemyError
-
-        try:
-            _migrate(url)
-        except SQLAlchemyError as exc:
-            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            raise StoreError(f"database {db.describe(url)}: {detail}") from None
-    _MIGRATED.add(url)
+    migrations.ensure_schema(url, MIGRATIONS, VERSION_TABLE, HEAD_REVISION)
 
 
 def _version(row: Any) -> Version:
@@ -379,16 +348,16 @@ class RegistryStore:
     def _try_lock(self, name: str, owner: str, ttl: float) -> bool:
         from registry.db.models import LockRow
 
-        pid = os.getpid()
+        me = Owner.current()
         try:
             with db.session(self.url) as s:
                 s.add(
                     LockRow(
                         name=name,
                         owner=owner,
-                        host=socket.gethostname(),
-                        pid=pid,
-                        pid_started=_process_started(pid) or 0.0,
+                        host=me.host,
+                        pid=me.pid,
+                        pid_started=me.started,
                         expires_at=time.time() + ttl,
                     )
                 )
@@ -420,23 +389,8 @@ class RegistryStore:
             s.execute(delete(LockRow).where(LockRow.name == name, LockRow.owner == owner))
 
 
-def _process_started(pid: int) -> float | None:
-    """Start time of a live process (None if gone or a zombie awaiting its parent)."""
-    import psutil
-
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return float(process.create_time())
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
-        return None
-
-
 def _stale(holder: dict[str, Any]) -> bool:
     if holder["expires_at"] < time.time():
         return True
-    if holder["host"] != socket.gethostname():
-        return False
-    started = _process_started(int(holder["pid"]))
-    return started is None or abs(started - float(holder["pid_started"])) > 1.0
+    owner = Owner(holder["host"], int(holder["pid"]), float(holder["pid_started"]))
+    return owner.alive() is False

@@ -309,6 +309,7 @@ def test_as_dict_uses_params_yaml_keys() -> None:
         "register",
         "registry",
         "tune",
+        "schedule",
     }
     assert data["train"]["model"]["family"] == "mlp"
     assert data["train"]["model"]["mlp"]["hidden_sizes"] == [256, 128]

@@ -1,0 +1,277 @@
+"""`mlops schedule …` (manage schedules, read their history) and `mlops scheduler …`
+(the long-running scheduler). Imports only typer and rich at import time."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mlops import console
+
+schedule_app = typer.Typer(
+    help="Scheduled sweeps: add, list, pause, history.", no_args_is_help=True
+)
+scheduler_app = typer.Typer(help="The scheduler that fires scheduled sweeps.", no_args_is_help=True)
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+NameArg = Annotated[str, typer.Argument(help="The schedule's name.", show_default=False)]
+
+
+def _open() -> tuple[Any, Any]:
+    from mlops.scheduling.store import ScheduleStore
+    from mlops.settings import Settings
+
+    settings = Settings.from_env()
+    return settings, ScheduleStore(settings.database_url)
+
+
+def _when(ts: float | None, timezone: str | None = None) -> str:
+    if ts is None:
+        return "—"
+    if timezone is None:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    from mlops.scheduling.cron import Timetable
+
+    return Timetable.of("* * * * *", timezone).format(ts)
+
+
+def _value(v: float | None) -> str:
+    return "—" if v is None else f"{v:.4f}"
+
+
+@schedule_app.command("add")
+def add_cmd(
+    name: NameArg,
+    pipeline: Annotated[str, typer.Option("--pipeline", help="params.yaml pipeline.name.")],
+    cron: Annotated[str, typer.Option("--cron", help='5 fields, e.g. "0 2 * * *", or @daily.')],
+    trials: Annotated[int, typer.Option("--trials", min=1, help="New trials per run.")] = 20,
+    timeout: Annotated[float | None, typer.Option(min=1, help="Stop a run after S s.")] = None,
+    timezone: Annotated[str | None, typer.Option(help="IANA zone (default: local).")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
+    grace: Annotated[
+        float, typer.Option(min=0, help="Catch up a missed run up to S s late.")
+    ] = 3600.0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Add a schedule; shows its next fire times."""
+    from mlops.scheduling import service
+    from mlops.scheduling.cron import local_timezone
+    from mlops.scheduling.store import Schedule
+
+    settings, store = _open()
+    draft = Schedule(
+        name, pipeline, cron, timezone or local_timezone(), trials, workers, timeout, grace
+    )
+    added = service.add(store, settings, draft)
+    if as_json:
+        console.emit_json({"schedule": asdict(added.schedule), "upcoming": added.upcoming})
+        return
+    s = added.schedule
+    console.out.print(
+        f"schedule [bold]{s.name}[/]: sweep {s.pipeline} with {s.trials} trial(s) "
+        f"on {s.cron!r} ({s.timezone}); next fire times:"
+    )
+    for when in added.upcoming:
+        console.out.print(f"  {when}")
+    console.out.print("runs when a scheduler is running: `mlops scheduler start`")
+
+
+@schedule_app.command("list")
+def list_cmd(as_json: JsonFlag = False) -> None:
+    """Schedules, their next fire time and last status, and whether a scheduler runs."""
+    from mlops.scheduling.scheduler import others
+
+    _settings, store = _open()
+    schedules, last = store.schedules(), store.last_runs()
+    live = others(store, None, time.time())
+    if as_json:
+        console.emit_json({
+            "schedules": [asdict(s) for s in schedules],
+            "last_runs": {k: asdict(v) for k, v in last.items()},
+            "schedulers": live,
+        })  # fmt: skip
+        return
+    if not schedules:
+        console.out.print("no schedules; add one with `mlops schedule add`")
+    else:
+        rows = []
+        for s in schedules:
+            run = last.get(s.name)
+            rows.append((
+                s.name, s.pipeline, s.cron, s.timezone, s.trials,
+                "paused" if s.paused else "active",
+                "—" if s.paused else _when(s.next_fire_at, s.timezone),
+                f"{run.status} ({_when(run.started_at)})" if run else "never ran",
+            ))  # fmt: skip
+        console.table(
+            "Schedules",
+            ["name", "pipeline", "cron", "timezone", "trials", "state", "next fire", "last run"],
+            rows,
+        )
+    if live:
+        console.out.print("scheduler running: " + ", ".join(live))
+    else:
+        console.out.print("no scheduler is running: start one with `mlops scheduler start`")
+
+
+@schedule_app.command("pause")
+def pause_cmd(name: NameArg) -> None:
+    """Stop firing a schedule (a run in progress goes on)."""
+    from mlops.scheduling import service
+
+    _settings, store = _open()
+    service.pause(store, name)
+    console.out.print(f"schedule {name}: paused")
+
+
+@schedule_app.command("resume")
+def resume_cmd(name: NameArg) -> None:
+    """Fire a paused schedule again, from its next fire time after now."""
+    from mlops.scheduling import service
+
+    _settings, store = _open()
+    s = service.resume(store, name)
+    console.out.print(f"schedule {name}: active; next fire {_when(s.next_fire_at, s.timezone)}")
+
+
+@schedule_app.command("remove")
+def remove_cmd(name: NameArg) -> None:
+    """Remove a schedule (its history stays readable)."""
+    from mlops.scheduling import service
+
+    _settings, store = _open()
+    service.remove(store, name)
+    console.out.print(f"schedule {name}: removed")
+
+
+@schedule_app.command("history")
+def history_cmd(
+    name: NameArg,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="The last N runs.")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """Every run of a schedule: times, trials added, best value before/after, status."""
+    from mlops.scheduling.service import check_name
+
+    _settings, store = _open()
+    runs = store.runs(check_name(name), limit)
+    if as_json:
+        console.emit_json([asdict(r) for r in runs])
+        return
+    if not runs:
+        console.out.print(f"schedule {name}: no runs yet")
+        return
+    rows = [
+        (
+            r.id,
+            r.kind,
+            r.status,
+            _when(r.fire_time),
+            _when(r.started_at),
+            _when(r.ended_at),
+            "—" if r.trials_added is None else r.trials_added,
+            f"{_value(r.best_before)} → {_value(r.best_after)}",
+            r.mlflow_run_id or "—",
+            (r.data_version.get("train") or "—")[:10],
+            r.registered_version or "—",
+            r.error + (f" ({r.coalesced} coalesced)" if r.coalesced else ""),
+        )
+        for r in runs
+    ]
+    console.table(
+        f"History of {name}",
+        ["run", "kind", "status", "fire time", "start", "end", "trials", "best",
+         "MLflow run", "data (train md5)", "version", "note"],
+        rows,
+    )  # fmt: skip
+
+
+@schedule_app.command("run-now")
+def run_now_cmd(
+    name: NameArg,
+    from_cron: Annotated[
+        bool, typer.Option("--from-cron", help="Record the run as started by cron.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run the schedule's sweep now, here (recorded in its history as manual, or cron)."""
+    from mlops.scheduling import service
+
+    settings, store = _open()
+    run = service.run_now(settings, store, name, "cron" if from_cron else "manual")
+    if as_json:
+        console.emit_json(asdict(run))
+    else:
+        console.out.print(
+            f"run {run.id} of {name}: {run.status}; {run.trials_added} trial(s) added, best "
+            f"{_value(run.best_before)} → {_value(run.best_after)}; MLflow run {run.mlflow_run_id}"
+        )
+    if run.status != "succeeded":
+        from mlops.errors import MlopsError
+
+        raise MlopsError(f"run {run.id} of {name} {run.status}: {run.error}")
+
+
+@scheduler_app.command("start")
+def start_cmd(
+    tick: Annotated[float, typer.Option(min=0.1, max=60, help="Seconds between checks.")] = 5.0,
+    log_file: Annotated[
+        Path | None, typer.Option(help="Also log here (default: .mlops/scheduler/scheduler.log).")
+    ] = None,
+) -> None:
+    """Run the scheduler in the foreground until SIGTERM or Ctrl-C."""
+    import signal
+    import threading
+
+    from mlops.scheduling.scheduler import Scheduler, log, log_to, others
+
+    settings, store = _open()
+    log_to(log_file or settings.home / "scheduler" / "scheduler.log")
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        if not stop.is_set():
+            stop.set()
+            log.info("signal %d: stopping (runs in progress are stopped cleanly)", signum)
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    live = others(store, None, time.time())
+    if live:
+        log.warning(
+            "another scheduler is running on this database (%s): each fire time still runs "
+            "once, but one scheduler is enough", ", ".join(live)
+        )  # fmt: skip
+    Scheduler(settings, store, _Interruptible(stop), tick=tick).serve(stop.is_set)
+
+
+class _Interruptible:
+    """The system clock, with a sleep a stop request cuts short."""
+
+    def __init__(self, stop: Any) -> None:
+        self.stop = stop
+
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        self.stop.wait(seconds)
+
+
+@scheduler_app.command("status")
+def status_cmd(as_json: JsonFlag = False) -> None:
+    """Schedulers running on this database and the runs in progress."""
+    from mlops.scheduling.scheduler import others
+
+    _settings, store = _open()
+    live = others(store, None, time.time())
+    running = store.runs(status="running")
+    if as_json:
+        console.emit_json({"schedulers": live, "running": [asdict(r) for r in running]})
+        return
+    console.out.print("schedulers: " + (", ".join(live) if live else "none running"))
+    for r in running:
+        console.out.print(f"  run {r.id} of {r.schedule} ({r.kind}) since {_when(r.started_at)}")

@@ -1,0 +1,136 @@
+"""One scheduled run: resume the schedule's study with N more trials on the data in
+the workspace now, record the outcome in the run's history entry, and (with
+`schedule.register_best: true`) register the best trial's model as a challenger.
+
+`python -m mlops.scheduling.fire RUN_ID` is what the scheduler starts; `mlops schedule
+run-now` calls `execute` in its own process. SIGTERM stops the sweep cleanly (the
+workers fail their current trial) and the run ends `interrupted`.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+import traceback
+from typing import Any
+
+from mlops.errors import Interrupted, MlopsError, UserError
+from mlops.scheduling.store import Run, ScheduleStore
+from mlops.settings import Settings
+
+SPLITS = ("train", "val", "test")
+
+
+def data_version(settings: Settings) -> dict[str, str]:
+    """DVC md5 of the workspace's splits: the data this run tunes on."""
+    from mlops.lineage import data_hashes
+
+    split = settings.root / "data" / "split"
+    found = {n: split / f"{n}.parquet" for n in SPLITS if (split / f"{n}.parquet").is_file()}
+    return data_hashes(found)
+
+
+def _study_state(settings: Settings, params: Any) -> tuple[str, int, float | None]:
+    from mlops.optuna_store import counts, open_study
+    from mlops.tuning import study_name
+
+    name = study_name(params)
+    c = counts(open_study(settings.optuna_storage, name, params.tune, heartbeat=False))
+    return name, c.finished, c.best
+
+
+def execute(settings: Settings, store: ScheduleStore, run_id: int) -> Run:
+    """Carry out run `run_id` (recorded as running) and record how it ended."""
+    run = store.run(run_id)
+    if run is None:
+        raise UserError(f"scheduled run {run_id}: not found")
+    try:
+        outcome = _sweep(settings, store, run)
+    except (KeyboardInterrupt, Interrupted):
+        store.finish_run(run_id, "interrupted", time.time(), error="stopped by a signal")
+        raise
+    except MlopsError as exc:
+        store.finish_run(run_id, "failed", time.time(), error=str(exc))
+    except Exception as exc:  # a run must end recorded, whatever happened
+        traceback.print_exc()
+        store.finish_run(run_id, "failed", time.time(), error=f"{type(exc).__name__}: {exc}")
+    else:
+        store.finish_run(run_id, "succeeded", time.time(), **outcome)
+    ended = store.run(run_id)
+    assert ended is not None
+    return ended
+
+
+def _sweep(settings: Settings, store: ScheduleStore, run: Run) -> dict[str, Any]:
+    from mlops.params_file import load_params
+    from mlops.sweep import run_sweep
+
+    schedule = store.get(run.schedule)
+    if schedule is None:
+        raise UserError(f"schedule {run.schedule!r}: removed before its run started")
+    params = load_params(settings.root / "params.yaml")
+    if params.pipeline.name != schedule.pipeline:
+        raise UserError(
+            f"schedule {schedule.name}: pipeline {schedule.pipeline!r}, but params.yaml "
+            f"defines {params.pipeline.name!r}"
+        )
+    if not params.tune.space:
+        raise UserError("params.yaml: tune.space is empty: nothing to search")
+    hashes = data_version(settings)
+    study, before, best_before = _study_state(settings, params)
+    store.update_run(run.id, study=study, data_version=hashes, best_before=best_before)
+    tags = {
+        "mlops.schedule": schedule.name,
+        "mlops.schedule.run": str(run.id),
+        "mlops.schedule.kind": run.kind,
+        **{f"mlops.data.{k}.md5": v for k, v in hashes.items()},
+    }
+    summary = run_sweep(
+        settings, params, schedule.trials, schedule.workers,
+        schedule.timeout or params.tune.timeout, tags,
+        on_start=lambda _study, parent: store.update_run(run.id, mlflow_run_id=parent),
+    )  # fmt: skip
+    outcome: dict[str, Any] = {
+        "mlflow_run_id": summary.parent_run_id,
+        "trials_added": summary.counts.finished - before,
+        "best_after": summary.counts.best,
+    }
+    if params.schedule.register_best and summary.counts.best is not None:
+        from registry.challenger import register_best_trial
+
+        reason = f"schedule {schedule.name} run {run.id}"
+        outcome["registered_version"] = register_best_trial(
+            settings, params, study, summary.parent_run_id, reason, hashes
+        )
+    return outcome
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the run process the scheduler starts."""
+    from mlops import console
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or not args[0].isdigit():
+        console.error("usage: python -m mlops.scheduling.fire RUN_ID")
+        return 2
+
+    def _stop(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGTERM, _stop)
+    settings = Settings.from_env()
+    try:
+        run = execute(settings, ScheduleStore(settings.database_url), int(args[0]))
+    except (KeyboardInterrupt, Interrupted):
+        console.error("interrupted")
+        return 130
+    except MlopsError as exc:
+        console.error(str(exc))
+        return exc.exit_code
+    print(f"run {run.id} of {run.schedule}: {run.status}" + (f": {run.error}" if run.error else ""))
+    return 0 if run.status == "succeeded" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

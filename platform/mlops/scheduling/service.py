@@ -1,0 +1,135 @@
+"""What `mlops schedule …` does: add (checked, with a preview), pause, resume, remove,
+run now. The CLI parses and prints; this module decides."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import time
+from dataclasses import dataclass
+
+from mlops.errors import MlopsError, UserError
+from mlops.scheduling.cron import Timetable
+from mlops.scheduling.store import Run, Schedule, ScheduleStore
+from mlops.settings import Settings
+
+NAME_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,63}"
+DEFAULT_GRACE_S = 3600.0
+
+
+def check_name(name: str) -> str:
+    """A schedule name: lower case letters, digits, `_ . -`, at most 64."""
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise UserError(
+            f"schedule name {name!r}: use lower-case letters, digits, '_', '.', '-' "
+            "(at most 64, starting with a letter or digit)"
+        )
+    return name
+
+
+def _actor() -> str:
+    return os.environ.get("MLOPS_USER", "").strip() or getpass.getuser()
+
+
+@dataclass(frozen=True)
+class Added:
+    """A new schedule and its next fire times."""
+
+    schedule: Schedule
+    upcoming: list[str]
+
+
+def _pipeline_of(settings: Settings) -> tuple[str, bool]:
+    from mlops.params_file import load_params
+
+    params = load_params(settings.root / "params.yaml")
+    return params.pipeline.name, bool(params.tune.space)
+
+
+def add(
+    store: ScheduleStore,
+    settings: Settings,
+    draft: Schedule,
+    now: float | None = None,
+) -> Added:
+    """Check and store a schedule; its first fire time is the first one after now."""
+    now = time.time() if now is None else now
+    check_name(draft.name)
+    timetable = Timetable.of(draft.cron, draft.timezone)
+    upcoming = timetable.upcoming(now, 5)
+    if not upcoming:
+        raise UserError(f"cron {draft.cron!r}: never fires (no such date)")
+    pipeline, has_space = _pipeline_of(settings)
+    if draft.pipeline != pipeline:
+        raise UserError(
+            f"pipeline {draft.pipeline!r}: params.yaml defines {pipeline!r} "
+            "(schedules sweep this project's pipeline)"
+        )
+    if not has_space:
+        raise UserError("params.yaml: tune.space is empty: a scheduled sweep has nothing to search")
+    schedule = Schedule(
+        draft.name, draft.pipeline, timetable.cron.expression, draft.timezone, draft.trials,
+        draft.workers, draft.timeout, draft.grace, False, now, _actor(), upcoming[0],
+    )  # fmt: skip
+    store.add(schedule)
+    return Added(schedule, [timetable.format(t) for t in upcoming])
+
+
+def existing(store: ScheduleStore, name: str) -> Schedule:
+    """The schedule `name`; a `UserError` naming it if there is none."""
+    found = store.get(check_name(name))
+    if found is None:
+        known = ", ".join(s.name for s in store.schedules()) or "none yet"
+        raise UserError(f"schedule {name!r}: not found (schedules: {known})")
+    return found
+
+
+def pause(store: ScheduleStore, name: str) -> Schedule:
+    """Stop firing (a run in progress goes on)."""
+    schedule = existing(store, name)
+    store.set_paused(name, True, schedule.next_fire_at)
+    return existing(store, name)
+
+
+def resume(store: ScheduleStore, name: str, now: float | None = None) -> Schedule:
+    """Fire again from the next fire time after now (paused time is not caught up)."""
+    schedule = existing(store, name)
+    now = time.time() if now is None else now
+    following = Timetable.of(schedule.cron, schedule.timezone).next_after(now)
+    store.set_paused(name, False, following)
+    return existing(store, name)
+
+
+def remove(store: ScheduleStore, name: str) -> None:
+    """Forget a schedule; its history stays. Refused while one of its runs is going."""
+    existing(store, name)
+    holder = store.holder(name)
+    if holder is not None and holder.owner.alive() is not False:
+        raise MlopsError(
+            f"schedule {name}: run {holder.run_id} is going ({holder.owner}); "
+            "pause the schedule, wait for the run, then remove it"
+        )
+    store.remove(name)
+
+
+def run_now(settings: Settings, store: ScheduleStore, name: str, kind: str = "manual") -> Run:
+    """Run the schedule here, now, holding its lock like a scheduled run; `kind` is
+    recorded in the history (`manual`, or `cron` from a crontab line)."""
+    from mlops.scheduling.fire import execute
+    from mlops.scheduling.scheduler import LOCK_TTL_S
+
+    schedule = existing(store, name)
+    now = time.time()
+    # The lock's expiry covers a long foreground run: this process is its holder and
+    # is checked for life on this host; other hosts wait for the expiry.
+    ttl = max(LOCK_TTL_S, (schedule.timeout or 0) + LOCK_TTL_S, 24 * 3600.0)
+    run_id = store.start_run(schedule, kind, None, now, 0, now + ttl)
+    if run_id is None:
+        holder = store.holder(name)
+        who = f"run {holder.run_id} ({holder.owner})" if holder else "another run"
+        raise MlopsError(f"schedule {name}: {who} is going; try again when it ends")
+    try:
+        return execute(settings, store, run_id)
+    finally:
+        store.release(name, run_id)

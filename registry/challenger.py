@@ -1,0 +1,71 @@
+"""A scheduled sweep's best trial as a challenger version: retrained from the trial's
+params (the engine is deterministic on CPU, so this is the trial's model), logged with
+its lineage, and registered in stage `none` with `mlops.role=challenger`. It is never
+promoted here: people compare it with the holder (`mlops registry compare`) and
+promote it through the gates."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from mlops.params import Params
+from mlops.settings import Settings
+
+
+def register_best_trial(
+    settings: Settings,
+    params: Params,
+    study_name: str,
+    parent_run_id: str,
+    reason: str,
+    data_hashes: dict[str, str],
+) -> str:
+    """Retrain the study's best trial in a child run of `parent_run_id`, register it;
+    returns the version number."""
+    import optuna
+
+    from mlops import tracking
+    from mlops.lineage import git_commit, params_hash
+    from mlops.models import SPEC_FILE, WEIGHTS_FILE, build_model, save_model
+    from mlops.optuna_store import storage
+    from mlops.search_space import derive
+    from mlops.training import train_model
+    from mlops.tuning import TAG_STUDY, TAG_TRIAL, load_data, model_spec
+    from registry.context import Context
+    from registry.registration import register_run
+
+    study = optuna.load_study(study_name=study_name, storage=storage(settings.optuna_storage))
+    best = study.best_trial
+    p = derive(params.train, best.params, params.tune.epochs)
+    data = load_data(settings.root)
+    spec = model_spec(p.model, data)
+    tags = {
+        TAG_STUDY: study_name,
+        TAG_TRIAL: str(best.number),
+        "mlops.role": "challenger",
+        "mlops.challenger_of": reason,
+        "mlops.family": p.model.family,
+        "mlops.task": data.schema.task,
+        "mlops.git_commit": git_commit(settings.root),
+        "mlops.params_hash": params_hash(params.as_dict()),
+        **{f"mlops.data.{k}.md5": v for k, v in data_hashes.items()},
+    }
+    with tracking.stage_run(
+        settings, params.pipeline.name, "challenger", parent_run_id, tags
+    ) as run_id:
+        tracking.log_params({k: str(v) for k, v in best.params.items()})
+        buffer = tracking.MetricsBuffer(run_id)
+        result = train_model(
+            lambda: build_model(spec), p, data.train, data.val,
+            lambda r: buffer.add(r.as_dict(), r.epoch), task=data.schema.task,
+        )  # fmt: skip
+        buffer.flush()
+        with tempfile.TemporaryDirectory() as tmp:
+            sha = save_model(result.model, spec, tmp)
+            tracking.log_artifacts(
+                Path(tmp, WEIGHTS_FILE), Path(tmp, SPEC_FILE), artifact_path="weights"
+            )
+        tracking.set_tags({tracking.TAG_MODEL_SHA: sha})
+    ctx = Context(settings, params.registry, params.evaluate.primary_metric)
+    return register_run(ctx, run_id, params.model_name).version
