@@ -13,7 +13,8 @@ explicit values: minutes and days as numbers, weekdays by name.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from mlops.errors import UserError
@@ -57,7 +58,7 @@ def _value(text: str, field: str, low: int, high: int, names: list[str]) -> int:
     lowered = text.lower()
     if lowered in names:
         return names.index(lowered) + low
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise ValueError(f"{field}: {text!r} is not a number" + (" or a name" if names else ""))
     value = int(text)
     if not low <= value <= high:
@@ -70,10 +71,10 @@ def _expand(text: str, field: str, low: int, high: int, names: list[str]) -> set
     for item in text.split(","):
         if not item:
             raise ValueError(f"{field}: empty item in {text!r}")
-        base, _, step_text = item.partition("/")
+        base, slash, step_text = item.partition("/")
         step = 1
-        if step_text:
-            if not step_text.isdigit() or int(step_text) == 0:
+        if slash:
+            if not (step_text.isascii() and step_text.isdigit()) or int(step_text) == 0:
                 raise ValueError(f"{field}: step {step_text!r} must be a positive number")
             step = int(step_text)
         if base == "*":
@@ -85,7 +86,7 @@ def _expand(text: str, field: str, low: int, high: int, names: list[str]) -> set
                 raise ValueError(f"{field}: range {base!r} runs backwards")
         else:
             first = _value(base, field, low, high, names)
-            last = high if step_text else first
+            last = high if slash else first
         found.update(range(first, last + 1, step))
     return found
 
@@ -156,8 +157,10 @@ def trigger(cron: Cron, timezone: str) -> Any:
     tz = ZoneInfo(timezone)
     common: dict[str, Any] = {"minute": _numbers(cron.minutes), "hour": _numbers(cron.hours)}
     common |= {"month": _numbers(cron.months), "timezone": tz}
-    days = _numbers(cron.days) if cron.days_restricted else "*"
-    weekdays = ",".join(_DAYS[d] for d in cron.weekdays) if cron.weekdays_restricted else "*"
+    # A field starting with `*` (`*/2` too) is "unrestricted" for the OR rule below, but
+    # its values still apply.
+    days = "*" if len(cron.days) == 31 else _numbers(cron.days)
+    weekdays = "*" if len(cron.weekdays) == 7 else ",".join(_DAYS[d] for d in cron.weekdays)
     if cron.days_restricted and cron.weekdays_restricted:
         return OrTrigger(
             [
@@ -166,6 +169,12 @@ def trigger(cron: Cron, timezone: str) -> Any:
             ]
         )
     return CronTrigger(day=days, day_of_week=weekdays, **common)
+
+
+def _repeated(local: datetime) -> bool:
+    """True when this wall-clock time also happened an hour earlier (clocks went back)."""
+    first = local.replace(fold=0)
+    return first.utcoffset() != local.utcoffset()
 
 
 @dataclass(frozen=True)
@@ -180,15 +189,32 @@ class Timetable:
         """Check both; one-line `UserError` otherwise."""
         return cls(parse(expression), check_timezone(timezone))
 
+    @cached_property
+    def _trigger(self) -> Any:
+        return trigger(self.cron, self.timezone)
+
     def next_after(self, when: float) -> float | None:
-        """The first fire time strictly after `when` (epoch seconds), None if never."""
+        """The first fire time strictly after `when` (epoch seconds), None if never.
+
+        When clocks go back, a job at a fixed hour runs in the first of the two repeated
+        hours only (as in Vixie cron); a job on every hour runs in both.
+        """
         from zoneinfo import ZoneInfo
 
         tz = ZoneInfo(self.timezone)
-        start = datetime.fromtimestamp(when, tz) + timedelta(seconds=1)
-        start = start.replace(microsecond=0)
-        found = trigger(self.cron, self.timezone).get_next_fire_time(None, start)
-        return None if found is None else float(found.timestamp())
+        at = float(int(when)) + 1.0  # fire times are whole minutes; `fold` kept by fromtimestamp
+        while True:
+            found = self._trigger.get_next_fire_time(None, datetime.fromtimestamp(at, tz))
+            if found is None:
+                return None
+            ts = float(found.timestamp())
+            if ts <= when:  # never go backwards, whatever the library does around DST
+                at = max(at, when) + 60.0
+                continue
+            if found.fold == 1 and len(self.cron.hours) < 24 and _repeated(found):
+                at = ts + 1.0
+                continue
+            return ts
 
     def upcoming(self, after: float, count: int = 5) -> list[float]:
         """The next `count` fire times after `after`."""

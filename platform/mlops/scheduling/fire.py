@@ -31,6 +31,24 @@ def data_version(settings: Settings) -> dict[str, str]:
     return data_hashes(found)
 
 
+def ensure_splits(settings: Settings) -> None:
+    """A fresh clone has no splits yet: make them with `dvc repro split` (the data stages
+    only). Splits already in the workspace are used as they are, never refreshed."""
+    import os
+    import subprocess
+
+    split = settings.root / "data" / "split"
+    if all((split / f"{n}.parquet").is_file() for n in SPLITS):
+        return
+    print("no data splits in the workspace yet: running `dvc repro split`", flush=True)
+    env = {k: v for k, v in os.environ.items() if k != "DVC_ROOT"}
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", "split"], cwd=settings.root, env=env, check=False
+    )
+    if done.returncode != 0:
+        raise MlopsError(f"`dvc repro split` failed (exit {done.returncode}); see the run's log")
+
+
 def _study_state(settings: Settings, params: Any) -> tuple[str, int, float | None]:
     from mlops.optuna_store import counts, open_study
     from mlops.tuning import study_name
@@ -77,6 +95,7 @@ def _sweep(settings: Settings, store: ScheduleStore, run: Run) -> dict[str, Any]
         )
     if not params.tune.space:
         raise UserError("params.yaml: tune.space is empty: nothing to search")
+    ensure_splits(settings)
     hashes = data_version(settings)
     study, before, best_before = _study_state(settings, params)
     store.update_run(run.id, study=study, data_version=hashes, best_before=best_before)
