@@ -202,18 +202,21 @@ class Scheduler:
         """Ask running runs to stop (SIGTERM: they fail their current trial cleanly), wait
         for them, record them, release their locks."""
         self.stopping = True
+        stopped = set()
         for child in self.children.values():
             if child.process.poll() is None:
                 child.process.terminate()
+                stopped.add(child.run_id)
         deadline = time.monotonic() + STOP_WAIT_S
         for child in list(self.children.values()):
             try:
                 child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 child.process.kill()
-            self.store.finish_run(
-                child.run_id, "interrupted", self.clock.now(), error="the scheduler stopped"
-            )
+            if child.run_id in stopped:  # one that had ended on its own is reaped as such
+                self.store.finish_run(
+                    child.run_id, "interrupted", self.clock.now(), error="the scheduler stopped"
+                )
             self._reap(child)
         self.store.leave(self.id)
         log.info("scheduler %s stopped", self.id[:8])

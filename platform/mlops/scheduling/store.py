@@ -193,13 +193,17 @@ class ScheduleStore:
         """Record a running run and take the schedule's lock, in one transaction. A lock
         whose holder is dead (this host) or expired (another host's) is recovered first.
         None, and nothing written, if a live holder has it."""
-        run_id = self._insert_run(schedule, kind, fire_time, now, coalesced, expires_at)
-        if run_id is None:
+        for _attempt in range(3):
+            run_id = self._insert_run(schedule, kind, fire_time, now, coalesced, expires_at)
+            if run_id is not None:
+                return run_id
             holder = self.holder(schedule.name)
-            if holder is not None and holder.dead(now):
+            if holder is not None and not holder.dead(now):
+                return None
+            if holder is not None:
                 self.recover(schedule.name, holder, now, f"its holder ({holder.owner}) died")
-                run_id = self._insert_run(schedule, kind, fire_time, now, coalesced, expires_at)
-        return run_id
+            # else: released between our insert and our read; try again
+        return None
 
     def _insert_run(
         self, schedule: Schedule, kind: str, fire_time: float | None, now: float,
