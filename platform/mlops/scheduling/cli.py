@@ -164,28 +164,29 @@ def history_cmd(
     if not runs:
         console.out.print(f"schedule {name}: no runs yet")
         return
-    rows = [
-        (
-            r.id,
-            r.kind,
-            r.status,
-            _when(r.fire_time),
-            _when(r.started_at),
-            _when(r.ended_at),
-            "—" if r.trials_added is None else r.trials_added,
-            f"{_value(r.best_before)} → {_value(r.best_after)}",
-            r.mlflow_run_id or "—",
-            (r.data_version.get("train") or "—")[:10],
-            r.registered_version or "—",
-            r.error + (f" ({r.coalesced} coalesced)" if r.coalesced else ""),
-        )
-        for r in runs
-    ]
     console.table(
-        f"History of {name}",
-        ["run", "kind", "status", "fire time", "start", "end", "trials", "best",
-         "MLflow run", "data (train md5)", "version", "note"],
-        rows,
+        f"History of {name} (local times; --json for every field)",
+        ["run", "kind", "status", "fire time", "started", "took", "trials", "best before → after",
+         "MLflow run", "train md5", "note"],
+        [_history_row(r) for r in runs],
+    )  # fmt: skip
+
+
+def _history_row(r: Any) -> tuple[Any, ...]:
+    short = "%m-%d %H:%M"
+    took = "—" if r.ended_at is None else f"{r.ended_at - r.started_at:.0f} s"
+    notes = [r.error] if r.error else []
+    if r.registered_version:
+        notes.append(f"registered version {r.registered_version} (challenger)")
+    if r.coalesced:
+        notes.append(f"{r.coalesced} earlier fire time(s) coalesced")
+    return (
+        r.id, r.kind, r.status,
+        "—" if r.fire_time is None else time.strftime(short, time.localtime(r.fire_time)),
+        time.strftime(short, time.localtime(r.started_at)), took,
+        "—" if r.trials_added is None else r.trials_added,
+        f"{_value(r.best_before)} → {_value(r.best_after)}",
+        r.mlflow_run_id[:12] or "—", (r.data_version.get("train") or "—")[:8], "; ".join(notes),
     )  # fmt: skip
 
 
