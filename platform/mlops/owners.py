@@ -4,8 +4,30 @@ still lives. Locks and runs record an owner so a dead holder can be recovered.""
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` for children that must get SIGTERM when their parent dies, so a
+    killed coordinator leaves no orphan running on its own (Linux; None elsewhere).
+
+    `prctl` is looked up here, in the parent: between fork and exec the child only calls
+    it (no import, no dlopen, no lock another thread could have held)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, sigterm)
+
+    return preexec
 
 
 def process_started(pid: int) -> float | None:

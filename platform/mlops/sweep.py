@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops.errors import Interrupted, MlopsError
 from mlops.optuna_store import Counts, counts, open_study
+from mlops.owners import die_with_parent
 from mlops.params import Params
 from mlops.settings import Settings
 
@@ -123,6 +124,11 @@ def _worker_cmd(
     return cmd
 
 
+def _start_worker(cmd: list[str], root: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    preexec = die_with_parent()  # only calls prctl in the child: safe with threads
+    return subprocess.Popen(cmd, cwd=root, env=env, start_new_session=True, preexec_fn=preexec)  # noqa: PLW1509
+
+
 def _progress(
     study: optuna.Study, before: int, n_trials: int, procs: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -180,12 +186,12 @@ def run_sweep(
             on_start(name, parent)
         tracking.log_params(params.tune.model_dump(mode="json", exclude={"space"}), "tune")
         cmd = _worker_cmd(name, target, parent, threads_per_worker(workers), deadline)
-        # Own sessions: a terminal's Ctrl-C reaches the workers once, through us.
-        procs = [
-            subprocess.Popen(cmd, cwd=settings.root, env=env, start_new_session=True)
-            for _ in range(workers)
-        ]
+        procs: list[subprocess.Popen[bytes]] = []
         try:
+            for _ in range(workers):
+                # Own sessions: a terminal's Ctrl-C reaches the workers once, through us;
+                # they stop (SIGTERM) if we die.
+                procs.append(_start_worker(cmd, settings.root, env))
             _progress(study, before, n_trials, procs)
         except (KeyboardInterrupt, Interrupted):
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # one stop is enough

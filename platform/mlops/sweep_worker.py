@@ -15,7 +15,8 @@ from types import FrameType
 
 
 def _stop(_signum: int, _frame: FrameType | None) -> None:
-    # Graceful: the trial stops at its next epoch (FAIL), no new trial starts.
+    # Graceful: the trial stops at its next epoch (FAIL), no new trial starts. Imported
+    # before the handler is installed: importing here could meet a half-imported module.
     from mlops.tuning import STOP
 
     STOP.set()
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--deadline", type=float, default=None, help="epoch seconds")
     args = parser.parse_args(argv)
+    import mlops.tuning  # noqa: F401 - see _stop
+
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
 

@@ -158,6 +158,10 @@ def history_cmd(
 
     _settings, store = _open()
     runs = store.runs(check_name(name), limit)
+    if not runs and store.get(name) is None:
+        from mlops.scheduling.service import existing
+
+        existing(store, name)  # one line: not found, and the schedules there are
     if as_json:
         console.emit_json([asdict(r) for r in runs])
         return

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from mlops.owners import die_with_parent
 from mlops.scheduling import planner
 from mlops.scheduling.cron import Timetable
 from mlops.scheduling.store import Run, Schedule, ScheduleStore
@@ -55,14 +55,6 @@ class SystemClock:
     def sleep(self, seconds: float) -> None:
         """`time.sleep()`."""
         time.sleep(seconds)
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def fire_command(run: Run) -> list[str]:
@@ -167,7 +159,7 @@ class Scheduler:
         process = subprocess.Popen(
             self.command(run), cwd=self.settings.root, env=env, stdout=log_file,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only, no Python state
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - only calls prctl in the child
         )  # fmt: skip
         self.children[run_id] = _Child(name, run_id, process, log_file)
 
