@@ -401,6 +401,10 @@ def test_sweep_run_cli(root: Path, backend: dict[str, str]) -> None:
 # d. Ctrl-C --------------------------------------------------------------------------
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt_sweep(root: Path, env: dict[str, str], group: bool) -> None:
     """Start `mlops sweep run digits --trials 200 --workers 2`, send SIGINT once a few
     trials finished (to the CLI process, or to its whole process group as a terminal's
@@ -414,6 +418,9 @@ def _interrupt_sweep(root: Path, env: dict[str, str], group: bool) -> None:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=group,  # its own group, so killpg reaches only the sweep
+            # As from a terminal, whatever this test runs under (a shell's background job
+            # ignores SIGINT, and its children inherit that).
+            preexec_fn=_sigint_default,  # noqa: PLW1509
         )
     children: list[psutil.Process] = []
     try:
