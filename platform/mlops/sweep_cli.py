@@ -91,7 +91,10 @@ def worker_cmd(
 
 @app.command("status")
 def status_cmd(
-    study: Annotated[str, typer.Argument(help="The study.")], as_json: JsonFlag = False
+    study: Annotated[
+        str | None, typer.Argument(help="The study (default: the one of params.yaml).")
+    ] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Trial counts by state and the best trials of a study."""
     from dataclasses import asdict

@@ -362,6 +362,9 @@ def test_sweep_run_cli(root: Path, backend: dict[str, str]) -> None:
     assert report["best"][0]["number"] == best.number
     assert report["best"][0]["params"] == best.params
     assert report["best"][0]["mlflow_run_id"] == best.user_attrs[RUN_ATTR]
+    default = _cli(root, backend, "sweep", "status", "--json")  # the study of params.yaml
+    assert default.returncode == 0, default.stderr
+    assert json.loads(default.stdout) == report
 
     runs = _runs_by_id(root, backend)
     parents = [r for r in runs.values() if r.data.tags.get(tracking.TAG_STAGE) == "sweep"]
