@@ -26,6 +26,8 @@ app = typer.Typer(
 )
 params_app = typer.Typer(help="Check params.yaml.", no_args_is_help=True)
 app.add_typer(params_app, name="params")
+db_app = typer.Typer(help="Schemas of the stores: status and upgrade.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 _VERSIONED = ("torch", "mlflow", "optuna", "dvc", "sqlalchemy", "pydantic", "typer")
@@ -87,6 +89,59 @@ def doctor(as_json: JsonFlag = False) -> None:
                 console.error(f"{c.name}: {c.detail}")
     if not all(c.ok for c in checks):
         raise typer.Exit(1)
+
+
+def _schema_rows(pairs: list[tuple[object, object]]) -> list[tuple[str, ...]]:
+    from mlops.schemas import Schema
+    from mlops.settings import redact
+
+    rows: list[tuple[str, ...]] = []
+    for before, after in pairs:
+        assert isinstance(before, Schema) and isinstance(after, Schema)
+        rows.append((
+            after.name, redact(after.url), before.current or "—", after.current or "—",
+            after.head, "[green]ok[/]" if after.ok else "[red]behind[/]",
+        ))  # fmt: skip
+    return rows
+
+
+@db_app.command("status")
+def db_status(as_json: JsonFlag = False) -> None:
+    """Each store's schema revision and the one this code expects (exit 1 if behind)."""
+    from dataclasses import asdict
+
+    from mlops.schemas import status
+    from mlops.settings import Settings, redact
+
+    found = status(Settings.from_env())
+    if as_json:
+        console.emit_json([asdict(s) | {"url": redact(s.url), "ok": s.ok} for s in found])
+    else:
+        rows = [r[:2] + r[3:] for r in _schema_rows([(s, s) for s in found])]
+        console.table("Schemas", ["store", "where", "revision", "expected", ""], rows)
+    if not all(s.ok for s in found):
+        raise MlopsError("a store's schema is behind this code: run `mlops db upgrade`")
+
+
+@db_app.command("upgrade")
+def db_upgrade(as_json: JsonFlag = False) -> None:
+    """Create or upgrade every store's schema (MLflow, Optuna, ours); idempotent."""
+    from mlops.schemas import upgrade
+    from mlops.settings import Settings, redact
+
+    pairs = upgrade(Settings.from_env())
+    if as_json:
+        console.emit_json([
+            {"store": a.name, "url": redact(a.url), "before": b.current, "after": a.current,
+             "head": a.head, "ok": a.ok}
+            for b, a in pairs
+        ])  # fmt: skip
+        return
+    console.table(
+        "Schemas upgraded",
+        ["store", "where", "before", "after", "expected", ""],
+        _schema_rows(list(pairs)),
+    )
 
 
 @app.command("ui")

@@ -144,6 +144,27 @@ def check_artifacts(url: str) -> Check:
     return Check("artifact root", ok, str(path) if ok else f"{path}: not writable")
 
 
+def check_schemas(settings: Settings) -> list[Check]:
+    """Each SQL store's schema revision is the one this code expects (or not made yet)."""
+    from mlops.errors import MlopsError
+    from mlops.schemas import status
+
+    try:
+        found = status(settings)
+    except (MlopsError, ImportError, OSError) as exc:
+        return [Check("schemas", False, str(exc).splitlines()[0])]
+    checks = []
+    for s in found:
+        if s.current is None:
+            detail = f"not created yet (created on first use, revision {s.head})"
+        elif s.ok:
+            detail = f"revision {s.current} (current)"
+        else:
+            detail = f"revision {s.current}, this code expects {s.head}: run `mlops db upgrade`"
+        checks.append(Check(f"schema: {s.name}", s.ok, detail))
+    return checks
+
+
 def run_checks(settings: Settings) -> list[Check]:
     """Every check, in display order."""
     return [
@@ -156,4 +177,5 @@ def run_checks(settings: Settings) -> list[Check]:
         check_artifacts(settings.artifact_root),
         check_store("optuna storage", settings.optuna_storage),
         check_store("platform database", settings.database_url),
+        *check_schemas(settings),
     ]

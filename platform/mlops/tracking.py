@@ -45,8 +45,11 @@ def connect(settings: Settings) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # Our commands print their own progress; MLflow's per-download bars are noise.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
+    from mlops.db import driver_url
+
+    uri = driver_url(settings.tracking_uri)  # postgresql:// → the psycopg 3 driver we ship
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
 
 
 def ensure_experiment(name: str, settings: Settings) -> str:

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 
 from mlops.config import Settings
+from mlops.db import driver_url
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -25,7 +26,7 @@ def server_command(settings: Settings, host: str, port: int, workers: int = 1) -
     """The `mlflow server` command line for these settings, sized for a small machine."""
     return [
         sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", settings.tracking_uri,
+        "--backend-store-uri", driver_url(settings.tracking_uri),
         "--default-artifact-root", settings.artifact_root,
         "--host", host,
         "--port", str(port),
