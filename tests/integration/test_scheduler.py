@@ -664,3 +664,71 @@ def test_shutdown_records_a_run_that_ended_before_it_as_failed(bench: Bench) -> 
     run = bench.run(run_id)
     assert run.status == "failed", f"{run.status}: {run.error}"
     assert "(exit code 3)" in run.error
+
+
+# robustness of the loop
+
+
+def test_a_broken_schedule_does_not_stop_the_others(bench: Bench) -> None:
+    from sqlalchemy import update
+
+    from mlops.scheduling.db.models import ScheduleRow
+
+    bench.add("broken", "*/5 * * * *", at(10, 2))
+    bench.add("fine", "*/5 * * * *", at(10, 2))
+    with db.session(bench.url) as s:  # e.g. edited by hand in the database
+        s.execute(update(ScheduleRow).where(ScheduleRow.name == "broken").values(cron="99 * * * *"))
+    scheduler = bench.scheduler(exits(0))
+    started = bench.tick(scheduler, at(10, 5, 1))
+    assert [bench.run(r).schedule for r in started] == ["fine"]
+    assert bench.store.runs("broken") == []
+
+
+def test_serve_rides_out_a_database_outage(
+    project: Path, template: Path, pg_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import psycopg
+
+    from tests.integration.conftest import PG
+
+    shutil.copyfile(template / "params.yaml", project / "params.yaml")
+    shutil.copytree(template / "data", project / "data")
+    bench = Bench(*_pg_parts(project, pg_database))
+    bench.add("every5", "*/5 * * * *", at(10, 2))
+    scheduler = bench.scheduler(exits(0))
+    name = pg_database.rsplit("/", 1)[1]
+
+    def connections(allowed: bool) -> None:
+        with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allowed).lower()}')
+            if not allowed:
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,),
+                )
+
+    calls = 0
+
+    def should_stop() -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            connections(True)  # two ticks failed; the database is back
+        return calls > 5
+
+    bench.clock.set(at(10, 5, 1))
+    connections(False)
+    try:
+        scheduler.serve(should_stop)  # ticks at 10:05:01 and :06 fail, :11 fires
+    finally:
+        connections(True)
+    failed = [r for r in caplog.records if r.getMessage().startswith("tick failed")]
+    assert len(failed) == 2, [r.getMessage() for r in caplog.records]
+    assert name in failed[0].getMessage()  # the store is named (password-free URL)
+    runs = bench.store.runs("every5")
+    assert [(r.kind, r.fire_time) for r in runs] == [("scheduled", at(10, 5))]
+
+
+def _pg_parts(project: Path, url: str) -> tuple[Settings, ScheduleStore, FakeClock]:
+    settings = sp.settings(project, {"MLOPS_DATABASE_URL": url})
+    return settings, ScheduleStore(url), FakeClock(at(9, 0))

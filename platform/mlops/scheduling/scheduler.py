@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from mlops.errors import MlopsError, UserError
 from mlops.owners import die_with_parent
 from mlops.scheduling import planner
 from mlops.scheduling.cron import Timetable
@@ -106,7 +107,11 @@ class Scheduler:
         for schedule in self.store.schedules():
             if schedule.paused or self.stopping:
                 continue
-            run_id = self._fire_if_due(schedule, now)
+            try:
+                run_id = self._fire_if_due(schedule, now)
+            except UserError as exc:  # one broken schedule must not stop the others
+                log.error("%s: %s", schedule.name, exc)
+                continue
             if run_id is not None:
                 started.append(run_id)
         return started
@@ -185,7 +190,10 @@ class Scheduler:
                  self.store.url.split("://")[0])  # fmt: skip
         try:
             while not should_stop():
-                self.tick()
+                try:
+                    self.tick()
+                except MlopsError as exc:  # e.g. the database is unreachable for a while
+                    log.error("tick failed, trying again in %g s: %s", self.tick_s, exc)
                 self.clock.sleep(self.tick_s)
         finally:
             self.shutdown()
