@@ -3,21 +3,15 @@ the primary metric, and who is acting."""
 
 from __future__ import annotations
 
-import getpass
-import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from mlops.owners import current_actor
 from mlops.registry_params import RegistryParams
 from mlops.settings import Settings
 from registry.db.store import RegistryStore
 from registry.stages import StagePolicy
-
-
-def current_actor() -> str:
-    """`MLOPS_USER`, else the OS user."""
-    return os.environ.get("MLOPS_USER", "").strip() or getpass.getuser()
 
 
 @dataclass

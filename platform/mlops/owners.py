@@ -11,6 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 
+def current_actor() -> str:
+    """Who acts, for ledgers and schedules: `MLOPS_USER`, else the OS user."""
+    import getpass
+
+    return os.environ.get("MLOPS_USER", "").strip() or getpass.getuser()
+
+
 def die_with_parent() -> Callable[[], None] | None:
     """A `preexec_fn` for children that must get SIGTERM when their parent dies, so a
     killed coordinator leaves no orphan running on its own (Linux; None elsewhere).

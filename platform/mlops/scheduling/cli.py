@@ -33,9 +33,9 @@ def _when(ts: float | None, timezone: str | None = None) -> str:
         return "—"
     if timezone is None:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-    from mlops.scheduling.cron import Timetable
+    from mlops.scheduling.cron import format_time
 
-    return Timetable.of("* * * * *", timezone).format(ts)
+    return format_time(ts, timezone)
 
 
 def _value(v: float | None) -> str:
@@ -82,11 +82,11 @@ def add_cmd(
 @schedule_app.command("list")
 def list_cmd(as_json: JsonFlag = False) -> None:
     """Schedules, their next fire time and last status, and whether a scheduler runs."""
-    from mlops.scheduling.scheduler import others
+    from mlops.scheduling.scheduler import live_schedulers
 
     _settings, store = _open()
     schedules, last = store.schedules(), store.last_runs()
-    live = others(store, None, time.time())
+    live = live_schedulers(store, time.time())
     if as_json:
         console.emit_json({
             "schedules": [asdict(s) for s in schedules],
@@ -231,7 +231,7 @@ def start_cmd(
     import signal
     import threading
 
-    from mlops.scheduling.scheduler import Scheduler, log, log_to, others
+    from mlops.scheduling.scheduler import Scheduler, SystemClock, live_schedulers, log, log_to
 
     settings, store = _open()
     log_to(log_file or settings.home / "scheduler" / "scheduler.log")
@@ -244,35 +244,22 @@ def start_cmd(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    live = others(store, None, time.time())
+    live = live_schedulers(store, time.time())
     if live:
         log.warning(
             "another scheduler is running on this database (%s): each fire time still runs "
             "once, but one scheduler is enough", ", ".join(live)
         )  # fmt: skip
-    Scheduler(settings, store, _Interruptible(stop), tick=tick).serve(stop.is_set)
-
-
-class _Interruptible:
-    """The system clock, with a sleep a stop request cuts short."""
-
-    def __init__(self, stop: Any) -> None:
-        self.stop = stop
-
-    def now(self) -> float:
-        return time.time()
-
-    def sleep(self, seconds: float) -> None:
-        self.stop.wait(seconds)
+    Scheduler(settings, store, SystemClock(stop), tick=tick).serve(stop.is_set)
 
 
 @scheduler_app.command("status")
 def status_cmd(as_json: JsonFlag = False) -> None:
     """Schedulers running on this database and the runs in progress."""
-    from mlops.scheduling.scheduler import others
+    from mlops.scheduling.scheduler import live_schedulers
 
     _settings, store = _open()
-    live = others(store, None, time.time())
+    live = live_schedulers(store, time.time())
     running = store.runs(status="running")
     if as_json:
         console.emit_json({"schedulers": live, "running": [asdict(r) for r in running]})

@@ -228,8 +228,11 @@ class Timetable:
 
     def format(self, when: float) -> str:
         """A fire time as people read it, in the schedule's time zone."""
-        from zoneinfo import ZoneInfo
+        return format_time(when, self.timezone)
 
-        return datetime.fromtimestamp(when, ZoneInfo(self.timezone)).strftime(
-            "%Y-%m-%d %H:%M %Z (%a)"
-        )
+
+def format_time(when: float, timezone: str) -> str:
+    """A time as people read it, in `timezone` (e.g. `2026-11-30 02:00 CET (Mon)`)."""
+    from zoneinfo import ZoneInfo
+
+    return datetime.fromtimestamp(when, ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M %Z (%a)")

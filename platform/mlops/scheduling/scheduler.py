@@ -17,6 +17,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -47,15 +48,18 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real time."""
+    """The real time; a set `stop` event cuts a sleep short."""
+
+    def __init__(self, stop: threading.Event | None = None) -> None:
+        self.stop = stop or threading.Event()
 
     def now(self) -> float:
         """`time.time()`."""
         return time.time()
 
     def sleep(self, seconds: float) -> None:
-        """`time.sleep()`."""
-        time.sleep(seconds)
+        """Wait `seconds`, or until `stop` is set."""
+        self.stop.wait(seconds)
 
 
 def fire_command(run: Run) -> list[str]:
@@ -222,9 +226,9 @@ class Scheduler:
         log.info("scheduler %s stopped", self.id[:8])
 
 
-def others(store: ScheduleStore, me: str | None, now: float) -> list[str]:
-    """Other live schedulers on this database, for a warning."""
-    return [str(o) for o, _ in store.schedulers(now, within=4 * LOCK_TTL_S) if str(o) != me]
+def live_schedulers(store: ScheduleStore, now: float) -> list[str]:
+    """Scheduler processes alive on this database, for people and for a warning."""
+    return [str(o) for o, _ in store.schedulers(now, within=4 * LOCK_TTL_S)]
 
 
 def log_to(path: Path | None, level: int = logging.INFO) -> None:

@@ -3,13 +3,12 @@ run now. The CLI parses and prints; this module decides."""
 
 from __future__ import annotations
 
-import getpass
-import os
 import re
 import time
 from dataclasses import dataclass
 
 from mlops.errors import MlopsError, UserError
+from mlops.owners import current_actor
 from mlops.scheduling.cron import Timetable
 from mlops.scheduling.store import Run, Schedule, ScheduleStore
 from mlops.settings import Settings
@@ -26,10 +25,6 @@ def check_name(name: str) -> str:
             "(at most 64, starting with a letter or digit)"
         )
     return name
-
-
-def _actor() -> str:
-    return os.environ.get("MLOPS_USER", "").strip() or getpass.getuser()
 
 
 @dataclass(frozen=True)
@@ -70,7 +65,7 @@ def add(
         raise UserError("params.yaml: tune.space is empty: a scheduled sweep has nothing to search")
     schedule = Schedule(
         draft.name, draft.pipeline, timetable.cron.expression, draft.timezone, draft.trials,
-        draft.workers, draft.timeout, draft.grace, False, now, _actor(), upcoming[0],
+        draft.workers, draft.timeout, draft.grace, False, now, current_actor(), upcoming[0],
     )  # fmt: skip
     store.add(schedule)
     return Added(schedule, [timetable.format(t) for t in upcoming])
@@ -123,7 +118,7 @@ def run_now(settings: Settings, store: ScheduleStore, name: str, kind: str = "ma
     now = time.time()
     # The lock's expiry covers a long foreground run: this process is its holder and
     # is checked for life on this host; other hosts wait for the expiry.
-    ttl = max(LOCK_TTL_S, (schedule.timeout or 0) + LOCK_TTL_S, 24 * 3600.0)
+    ttl = max(24 * 3600.0, (schedule.timeout or 0) + LOCK_TTL_S)
     run_id = store.start_run(schedule, kind, None, now, 0, now + ttl)
     if run_id is None:
         holder = store.holder(name)
