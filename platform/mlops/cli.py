@@ -36,6 +36,7 @@ _VERSIONED = ("torch", "mlflow", "optuna", "dvc", "sqlalchemy", "pydantic", "typ
 def _mount_registry() -> None:
     # The sub-apps import only typer and rich at import time.
     from mlops.scheduling.cli import schedule_app, scheduler_app
+    from mlops.server.cli import app as server_app
     from mlops.sweep_cli import app as sweep_app
     from registry.cli import app as registry_app
 
@@ -43,6 +44,7 @@ def _mount_registry() -> None:
     app.add_typer(sweep_app, name="sweep")
     app.add_typer(schedule_app, name="schedule")
     app.add_typer(scheduler_app, name="scheduler")
+    app.add_typer(server_app, name="server")
 
 
 @app.command("version")

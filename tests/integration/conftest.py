@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -38,13 +38,27 @@ PG = "postgresql://postgres@127.0.0.1:5432"
 
 
 @pytest.fixture
-def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database on the local server, dropped afterwards."""
-    name = f"mlops_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+def pg_databases() -> Iterator[Callable[[], str]]:
+    """A factory of fresh PostgreSQL databases on the local server, all dropped afterwards
+    (MLflow and Optuna each need their own: both keep an `alembic_version` table)."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"mlops_test_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return f"{PG}/{name}"
+
     try:
-        yield f"{PG}/{name}"
+        yield make
     finally:
         with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for name in made:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_database(pg_databases: Callable[[], str]) -> str:
+    """A fresh PostgreSQL database on the local server, dropped afterwards."""
+    return pg_databases()
