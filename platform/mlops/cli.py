@@ -93,6 +93,11 @@ def doctor(as_json: JsonFlag = False) -> None:
         raise typer.Exit(1)
 
 
+def _schema_state(schema: object) -> str:
+    error, ok = getattr(schema, "error", None), getattr(schema, "ok", False)
+    return "[red]unreachable[/]" if error else "[green]ok[/]" if ok else "[red]behind[/]"
+
+
 def _schema_rows(pairs: list[tuple[object, object]]) -> list[tuple[str, ...]]:
     from mlops.schemas import Schema
     from mlops.settings import redact
@@ -102,7 +107,7 @@ def _schema_rows(pairs: list[tuple[object, object]]) -> list[tuple[str, ...]]:
         assert isinstance(before, Schema) and isinstance(after, Schema)
         rows.append((
             after.name, redact(after.url), before.current or "—", after.current or "—",
-            after.head, "[green]ok[/]" if after.ok else "[red]behind[/]",
+            after.head, _schema_state(after),
         ))  # fmt: skip
     return rows
 
@@ -121,6 +126,9 @@ def db_status(as_json: JsonFlag = False) -> None:
     else:
         rows = [r[:2] + r[3:] for r in _schema_rows([(s, s) for s in found])]
         console.table("Schemas", ["store", "where", "revision", "expected", ""], rows)
+    unreachable = [s.error for s in found if s.error]
+    if unreachable:
+        raise MlopsError(str(unreachable[0]))
     if not all(s.ok for s in found):
         raise MlopsError("a store's schema is behind this code: run `mlops db upgrade`")
 

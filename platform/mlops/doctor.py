@@ -68,7 +68,11 @@ def check_python() -> Check:
 def check_dvc(settings: Settings) -> Check:
     """The project root holds an initialised DVC repository."""
     ok = (settings.root / ".dvc" / "config").is_file()
-    return Check("dvc repository", ok, str(settings.root) if ok else f"no .dvc/ in {settings.root}")
+    return Check(
+        "dvc repository",
+        ok,
+        str(settings.root) if ok else f"no .dvc/config in {settings.root} (`dvc init`)",
+    )
 
 
 def check_params(settings: Settings) -> Check:
@@ -144,8 +148,9 @@ def check_artifacts(url: str) -> Check:
     return Check("artifact root", ok, str(path) if ok else f"{path}: not writable")
 
 
-def check_schemas(settings: Settings) -> list[Check]:
-    """Each SQL store's schema revision is the one this code expects (or not made yet)."""
+def check_schemas(settings: Settings, unreachable: frozenset[str] = frozenset()) -> list[Check]:
+    """Each SQL store's schema revision is the one this code expects (or not made yet);
+    stores in `unreachable` were reported already and are left out."""
     from mlops.errors import MlopsError
     from mlops.schemas import status
 
@@ -155,7 +160,11 @@ def check_schemas(settings: Settings) -> list[Check]:
         return [Check("schemas", False, str(exc).splitlines()[0])]
     checks = []
     for s in found:
-        if s.current is None:
+        if s.error is not None and s.url in unreachable:
+            continue
+        if s.error is not None:
+            detail = s.error
+        elif s.current is None:
             detail = f"not created yet (created on first use, revision {s.head})"
         elif s.ok:
             detail = f"revision {s.current} (current)"
@@ -166,16 +175,23 @@ def check_schemas(settings: Settings) -> list[Check]:
 
 
 def run_checks(settings: Settings) -> list[Check]:
-    """Every check, in display order."""
+    """Every check, in display order (an unreachable store is reported once)."""
+    stores = {
+        "tracking store": settings.tracking_uri,
+        "optuna storage": settings.optuna_storage,
+        "platform database": settings.database_url,
+    }
+    reached = {name: check_store(name, url) for name, url in stores.items()}
+    unreachable = frozenset(stores[name] for name, check in reached.items() if not check.ok)
     return [
         check_python(),
         check_platform_module(),
         *check_versions(),
         check_dvc(settings),
         check_params(settings),
-        check_store("tracking store", settings.tracking_uri),
+        reached["tracking store"],
         check_artifacts(settings.artifact_root),
-        check_store("optuna storage", settings.optuna_storage),
-        check_store("platform database", settings.database_url),
-        *check_schemas(settings),
+        reached["optuna storage"],
+        reached["platform database"],
+        *check_schemas(settings, unreachable),
     ]

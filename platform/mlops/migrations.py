@@ -14,16 +14,20 @@ _CURRENT: set[tuple[str, str]] = set()
 
 
 def revision(url: str, version_table: str) -> str | None:
-    """The revision recorded in `version_table`, None if the table is missing or empty."""
-    from sqlalchemy import text
+    """The revision recorded in `version_table`, None if the table is missing or empty;
+    a store that cannot be reached is a `StoreError` naming it (password hidden)."""
+    from sqlalchemy import inspect, text
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
         with db.engine(url).connect() as conn:
+            if not inspect(conn).has_table(version_table):
+                return None
             row = conn.execute(text(f"SELECT version_num FROM {version_table}")).first()
             conn.rollback()
-    except SQLAlchemyError:
-        return None
+    except SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise StoreError(f"database {db.describe(url)}: {detail}") from None
     return str(row[0]) if row else None
 
 

@@ -24,11 +24,12 @@ class Schema:
     url: str
     current: str | None  # None: not created yet (it is on first use)
     head: str
+    error: str | None = None  # the store could not be read (unreachable)
 
     @property
     def ok(self) -> bool:
-        """Current, or not created yet."""
-        return self.current is None or self.current == self.head
+        """Readable, and current or not created yet."""
+        return self.error is None and (self.current is None or self.current == self.head)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,12 @@ def _optuna_head() -> str:
 
 def _read(name: str, url: str, version_table: str, head: str) -> Schema:
     # Read only: a status check never creates tables (MLflow and Optuna would).
-    current = migrations.revision(url, version_table) if _exists(url) else None
+    from mlops.errors import StoreError
+
+    try:
+        current = migrations.revision(url, version_table) if _exists(url) else None
+    except StoreError as exc:
+        return Schema(name, url, None, head, error=str(exc))
     return Schema(name, url, current, head)
 
 
@@ -100,6 +106,11 @@ def upgrade(settings: Settings) -> list[tuple[Schema, Schema]]:
     from mlops.optuna_store import storage
 
     before = status(settings)
+    unreachable = [s.error for s in before if s.error]
+    if unreachable:
+        from mlops.errors import StoreError
+
+        raise StoreError(unreachable[0])
     if not settings.tracking_uri.startswith(("http://", "https://")):
         from mlflow.store.db.utils import _upgrade_db
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore

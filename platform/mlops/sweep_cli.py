@@ -79,14 +79,51 @@ def worker_cmd(
         int, typer.Option("--trials", min=1, help="Stop when the study has this many in total.")
     ] = 20,
     parent: Annotated[str | None, typer.Option(help="The sweep's MLflow run id.")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Torch threads (default: the cores of this host).")
+    ] = None,
 ) -> None:
-    """Join a running study (e.g. from another host with the same MLOPS_* settings)."""
+    """Join a running study (e.g. from another host with the same MLOPS_* settings).
+
+    SIGTERM or Ctrl-C stops it gracefully: the current trial ends at its next epoch (FAIL,
+    retried by another worker with the same params), no new trial starts, exit 130."""
+    import signal
+
+    import mlops.tuning  # noqa: F401 - imported before the handlers, which import nothing
     from mlops.sweep import threads_per_worker
-    from mlops.tuning import Job, work
+    from mlops.tuning import STOP, Job, work
+
+    def _stop(_signum: int, _frame: object) -> None:
+        STOP.set()
 
     settings, params = _load()
-    ran = work(Job(settings, params, study, parent, threads_per_worker(1)), trials)
-    console.out.print(f"worker: ran {ran} trial(s) of {study}")
+    _require_study(settings.optuna_storage, study)
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        ran = work(Job(settings, params, study, parent, threads or threads_per_worker(1)), trials)
+        console.out.print(f"worker: ran {ran} trial(s) of {study}")
+    except KeyboardInterrupt:  # the trial's epoch callback saw STOP
+        if not STOP.is_set():
+            raise
+    if STOP.is_set():
+        console.error("worker: stopped by a signal")
+        raise typer.Exit(130)
+
+
+def _require_study(url: str, name: str) -> None:
+    """A worker joins a study; it never creates one (a typo would start a new sweep)."""
+    from mlops.errors import UserError
+    from mlops.optuna_store import storage
+    from mlops.settings import redact
+
+    try:
+        storage(url, heartbeat=False).get_study_id_from_name(name)
+    except KeyError:
+        raise UserError(
+            f"study {name!r}: not found in {redact(url)}; start it with `mlops sweep run` "
+            "(or the tune stage) first"
+        ) from None
 
 
 @app.command("status")

@@ -41,6 +41,18 @@ def listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _get_with_host(port: int, host: str) -> int:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/api/2.0/mlflow/experiments/search?max_results=1",
+                     headers={"Host": host})  # fmt: skip
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
 def one_error_line(done: Any) -> str:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
@@ -203,10 +215,12 @@ def test_auth_on_postgresql_honours_registry_permissions(
 
 
 def test_foreground_server_stops_on_sigterm(project: Path) -> None:
-    """As systemd and compose run it: attached, SIGTERM stops it and its state goes."""
+    """As systemd and compose run it: attached, SIGTERM stops it and its state goes.
+    `--allowed-hosts` adds a name to MLflow's defaults (localhost stays allowed)."""
     port = free_port()
     proc = subprocess.Popen(
-        [MLOPS, "server", "start", "--foreground", "--port", str(port)], cwd=project,
+        [MLOPS, "server", "start", "--foreground", "--port", str(port),
+         "--allowed-hosts", "mlflow.team.example:*"], cwd=project,
         env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
@@ -219,6 +233,15 @@ def test_foreground_server_stops_on_sigterm(project: Path) -> None:
         assert listening(port), "".join(seen)
         code, state = status(project)
         assert code == 0 and state["pid"] != proc.pid, state
+        answers = {host: _get_with_host(port, host) for host in
+                   ("localhost", f"127.0.0.1:{port}", f"mlflow.team.example:{port}",
+                    f"evil.example:{port}")}  # fmt: skip
+        assert answers == {
+            "localhost": 200,
+            f"127.0.0.1:{port}": 200,
+            f"mlflow.team.example:{port}": 200,
+            f"evil.example:{port}": 403,
+        }
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=60)[0]
     finally:

@@ -96,3 +96,38 @@ def test_three_hosts_share_postgresql_and_a_tracking_server(
     finally:
         stopped = _mlops(server, server_env, "server", "stop")
         assert stopped.returncode == 0, stopped.stderr
+
+
+def test_worker_cli_refuses_an_unknown_study_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """What the systemd unit relies on: a typo'd study is refused (a worker never starts
+    a sweep of its own), and SIGTERM ends the current trial as FAIL and exits 130."""
+    import signal
+    import time
+
+    root = tmp_path / "host"
+    sp.write_project(root, sp.params_yaml(epochs=200))
+    unknown = _mlops(root, {}, "sweep", "worker", "no-such-study", "--trials", "2")
+    assert unknown.returncode == 2, unknown.stderr
+    assert unknown.stderr.strip().splitlines() == [
+        f"error: study 'no-such-study': not found in sqlite:///{root}/.mlops/optuna.db; "
+        "start it with `mlops sweep run` (or the tune stage) first"
+    ]
+    study = sp.open_study(root)
+    proc = subprocess.Popen(
+        [MLOPS, "sweep", "worker", study.study_name, "--trials", "50", "--threads", "1"],
+        cwd=root, env=sp.clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not sp.trials(study, ("RUNNING",)):
+            assert proc.poll() is None and time.monotonic() < deadline, "no trial started"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=120)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert out.strip().splitlines()[-1] == "error: worker: stopped by a signal", out
+    states = [t.state.name for t in sp.trials(study)]
+    assert "RUNNING" not in states and states.count("FAIL") == 1, states

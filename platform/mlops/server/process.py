@@ -127,10 +127,19 @@ def command(
         "--workers", "1",
     ]  # fmt: skip
     if allowed_hosts:
-        cmd += ["--allowed-hosts", allowed_hosts]
+        cmd += ["--allowed-hosts", with_default_hosts(allowed_hosts)]
     if auth:
         cmd += ["--app-name", "basic-auth"]
     return cmd
+
+
+def with_default_hosts(allowed_hosts: str) -> str:
+    """`allowed_hosts` added to MLflow's defaults (localhost and private IPs): MLflow's
+    `--allowed-hosts` replaces them, which would lock out the browser on localhost."""
+    from mlflow.server.security_utils import get_default_allowed_hosts
+
+    given = [h.strip() for h in allowed_hosts.split(",") if h.strip()]
+    return ",".join(dict.fromkeys([*get_default_allowed_hosts(), *given]))
 
 
 def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
