@@ -7,6 +7,7 @@ models of `mlops.config`: commands import what they need.
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -236,6 +237,10 @@ def summary(as_json: JsonFlag = False) -> None:
 def main() -> None:
     """Console-script entry point with the platform's exit codes and one-line errors."""
     _mount_registry()
+    if "--json" in sys.argv[1:]:
+        # stdout is the JSON document: no "View run at" links from MLflow (its own and
+        # those of the workers we start, which inherit the setting).
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     try:
         app()  # standalone: usage errors exit 2 with Typer's message
     except MlopsError as exc:

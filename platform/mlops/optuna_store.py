@@ -4,7 +4,8 @@ Embedded storage is SQLite through Optuna's RDBStorage, in WAL mode with a 60 s 
 timeout, so parallel workers on one machine queue for the write lock instead of
 failing with "database is locked"; the same class runs on PostgreSQL for many hosts.
 RDBStorage (unlike the journal file storage) supports heartbeats: a trial whose worker
-stops beating for `GRACE_S` is marked FAIL and retried with the same params.
+stops beating for `GRACE_S` is marked FAIL and retried with the same params. Every call
+is retried through a short outage of the database (`mlops.optuna_retry`).
 """
 
 from __future__ import annotations
@@ -29,11 +30,17 @@ MAX_RETRY = 3
 
 
 def storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
-    """RDBStorage on `url` with heartbeats and retry of failed (stale) trials."""
+    """RDBStorage on `url` with heartbeats and retry of failed (stale) trials, whose
+    calls retry through a database outage of up to `MLOPS_STORE_RETRY_S`."""
     import warnings
 
     import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    from mlops.optuna_retry import RetryingRDBStorage
+    from mlops.retry import budget_s
+
+    budget_s()  # a bad MLOPS_STORE_RETRY_S is refused before any work
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Heartbeats and their retry callback are marked experimental; we rely on them.
@@ -48,8 +55,9 @@ def storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
     else:
         kwargs = {"pool_pre_ping": True}
     try:
-        return RDBStorage(
+        return RetryingRDBStorage(
             driver_url(url),
+            shown_url=url,
             engine_kwargs=kwargs,
             heartbeat_interval=HEARTBEAT_S if heartbeat else None,
             grace_period=GRACE_S if heartbeat else None,

@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +71,8 @@ def finalize(study: optuna.Study, parent_run_id: str) -> None:
     import mlflow
     from optuna.visualization import matplotlib as ovm
 
+    from mlops.tracking import retried
+
     client = mlflow.tracking.MlflowClient()
     c = counts(study)
     metrics: dict[str, float] = {
@@ -81,10 +84,10 @@ def finalize(study: optuna.Study, parent_run_id: str) -> None:
         metrics["best_value"] = c.best
         best = study.best_trial
         for k, v in best.params.items():
-            client.log_param(parent_run_id, f"best.{k}", v)
-        client.set_tag(parent_run_id, "mlops.best_trial", str(best.number))
+            retried(partial(client.log_param, parent_run_id, f"best.{k}", v))
+        retried(partial(client.set_tag, parent_run_id, "mlops.best_trial", str(best.number)))
     for k, v in metrics.items():
-        client.log_metric(parent_run_id, k, float(v))
+        retried(partial(client.log_metric, parent_run_id, k, float(v)))
     with tempfile.TemporaryDirectory() as tmp:
         for name, plot in (
             ("optimization_history", ovm.plot_optimization_history),
@@ -100,7 +103,7 @@ def finalize(study: optuna.Study, parent_run_id: str) -> None:
             path = Path(tmp, f"{name}.png")
             fig.savefig(path, dpi=90, bbox_inches="tight")
             plt.close(fig)
-            client.log_artifact(parent_run_id, str(path), artifact_path="optuna")
+            retried(partial(client.log_artifact, parent_run_id, str(path), artifact_path="optuna"))
 
 
 def _worker_cmd(
@@ -143,7 +146,7 @@ def _progress(
         TextColumn("{task.fields[states]}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console.out, transient=False) as bar:
+    with Progress(*columns, console=console.err, transient=False) as bar:
         task = bar.add_task("trials", total=n_trials, states="")
         while True:
             c = counts(study)

@@ -3,7 +3,9 @@
 Every MLflow call of the pipeline goes through here. A stage run records the host,
 pid and process start time that own it; when a later stage starts, RUNNING runs
 whose owner process is gone (killed with SIGKILL, a crashed machine) are closed
-as KILLED.
+as KILLED. Every store call is retried through a short outage of the database (see
+`mlops.retry`); a run whose logging gave up still ends FAILED if the store comes back
+within the retry budget.
 """
 
 from __future__ import annotations
@@ -12,18 +14,22 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from mlops import retry
 from mlops.config import Settings, redact
 from mlops.errors import Interrupted, StoreError
 from mlops.owners import Owner
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
+
+T = TypeVar("T")
 
 TAG_STAGE = "mlops.stage"
 TAG_HOST = "mlops.host"
@@ -42,7 +48,10 @@ def connect(settings: Settings) -> None:
         Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
             parents=True, exist_ok=True
         )
+    retry.budget_s()  # a bad MLOPS_STORE_RETRY_S is refused before any work
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # MLflow logs a traceback for every failed attempt; we log one line per outage.
+    logging.getLogger("mlflow.store.db.utils").addFilter(retry.quiet_mlflow)
     # Our commands print their own progress; MLflow's per-download bars are noise.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlops.db import driver_url
@@ -52,6 +61,14 @@ def connect(settings: Settings) -> None:
     mlflow.set_registry_uri(uri)
 
 
+def retried(fn: Callable[[], T]) -> T:
+    """`fn()` (a call to the tracking store), retried through a short outage."""
+    import mlflow
+
+    url = mlflow.get_tracking_uri().replace("+psycopg://", "://", 1)  # as configured
+    return retry.call(fn, "tracking store", url)
+
+
 def ensure_experiment(name: str, settings: Settings) -> str:
     """The id of the experiment `name`, created with artifacts under the artifact root."""
     from mlflow.exceptions import MlflowException
@@ -59,19 +76,20 @@ def ensure_experiment(name: str, settings: Settings) -> str:
 
     client = MlflowClient()
     try:
-        found = client.get_experiment_by_name(name)
+        found = retried(lambda: client.get_experiment_by_name(name))
         if found is not None:
             if found.lifecycle_stage == "deleted":
-                client.restore_experiment(found.experiment_id)
+                retried(partial(client.restore_experiment, found.experiment_id))
             return str(found.experiment_id)
         location = f"{settings.artifact_root.rstrip('/')}/{name}"
-        return str(client.create_experiment(name, artifact_location=location))
+        return str(retried(lambda: client.create_experiment(name, artifact_location=location)))
     except MlflowException as exc:
         if "already exists" in str(exc):
-            found = client.get_experiment_by_name(name)
+            found = retried(lambda: client.get_experiment_by_name(name))
             if found is not None:
                 return str(found.experiment_id)
-        raise StoreError(f"tracking store {redact(settings.tracking_uri)}: {exc}") from None
+        detail = retry.detail(exc, settings.tracking_uri)
+        raise StoreError(f"tracking store {redact(settings.tracking_uri)}: {detail}") from None
 
 
 def _owner_alive(run: Run) -> bool:
@@ -89,14 +107,17 @@ def close_stale_runs(experiment_id: str) -> list[str]:
 
     client = MlflowClient()
     closed: list[str] = []
-    runs = client.search_runs(
-        [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+    runs = retried(
+        lambda: client.search_runs(
+            [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+        )
     )
     for run in runs:
         if not _owner_alive(run):
-            client.set_tag(run.info.run_id, TAG_CLOSED_BY, "stale-run-recovery")
-            client.set_terminated(run.info.run_id, status="KILLED")
-            closed.append(run.info.run_id)
+            run_id = run.info.run_id
+            retried(partial(client.set_tag, run_id, TAG_CLOSED_BY, "stale-run-recovery"))
+            retried(partial(client.set_terminated, run_id, status="KILLED"))
+            closed.append(run_id)
     return closed
 
 
@@ -118,7 +139,8 @@ def _create_run(settings: Settings, experiment_id: str, name: str, tags: dict[st
     commit = git_commit(settings.root)
     if commit != "unknown":
         context["mlflow.source.git.commit"] = commit
-    run = MlflowClient().create_run(experiment_id, run_name=name, tags=context | tags)
+    client = MlflowClient()
+    run = retried(lambda: client.create_run(experiment_id, run_name=name, tags=context | tags))
     return str(run.info.run_id)
 
 
@@ -161,7 +183,7 @@ def stage_run(
     nested = mlflow.active_run() is not None  # a trial's run inside the tune stage's run
     run_id = _create_run(settings, experiment_id, stage, own)
     try:
-        mlflow.start_run(run_id=run_id, nested=nested)
+        retried(lambda: mlflow.start_run(run_id=run_id, nested=nested))
         yield run_id
     except (KeyboardInterrupt, Interrupted):
         _end_run(run_id, "KILLED")
@@ -170,22 +192,28 @@ def stage_run(
         _end_run(run_id, "FAILED")
         raise
     else:
-        mlflow.end_run(status="FINISHED")
+        _end_run(run_id, "FINISHED")
     finally:
         if previous in (signal.SIG_DFL, None):
             signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)
 
 
 def _end_run(run_id: str, status: str) -> None:
-    """End `run_id` with `status`, whether or not it became the active run."""
+    """End `run_id` with `status`, whether or not it became the active run; retried
+    (a fresh budget, even after logging gave up) so the run never stays RUNNING if the
+    store comes back in time."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    active = mlflow.active_run()
-    if active is not None and active.info.run_id == run_id:
-        mlflow.end_run(status=status)
-    else:
-        MlflowClient().set_terminated(run_id, status=status)
+    def end() -> None:
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            # Pops the run before it writes: a retry finds it gone and writes below.
+            mlflow.end_run(status=status)
+        else:
+            MlflowClient().set_terminated(run_id, status=status)
+
+    retried(end)
 
 
 def log_params(values: dict[str, Any], prefix: str = "") -> None:
@@ -202,7 +230,7 @@ def log_params(values: dict[str, Any], prefix: str = "") -> None:
             flat[key] = node
 
     walk(values, prefix)
-    mlflow.log_params(flat)
+    retried(lambda: mlflow.log_params(flat))
 
 
 def find_run_by_tag(experiment: str, key: str, value: str, stage: str) -> str | None:
@@ -210,17 +238,19 @@ def find_run_by_tag(experiment: str, key: str, value: str, stage: str) -> str | 
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
-    found = client.get_experiment_by_name(experiment)
+    found = retried(lambda: client.get_experiment_by_name(experiment))
     if found is None:
         return None
-    runs = client.search_runs(
-        [found.experiment_id],
-        filter_string=(
-            f"tags.`{key}` = '{value}' and tags.`{TAG_STAGE}` = '{stage}' "
-            "and attributes.status = 'FINISHED'"
-        ),
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
+    runs = retried(
+        lambda: client.search_runs(
+            [found.experiment_id],
+            filter_string=(
+                f"tags.`{key}` = '{value}' and tags.`{TAG_STAGE}` = '{stage}' "
+                "and attributes.status = 'FINISHED'"
+            ),
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
     )
     return runs[0].info.run_id if runs else None
 
@@ -233,18 +263,18 @@ def log_metrics(
     from mlflow.tracking import MlflowClient
 
     if run_id is None:
-        mlflow.log_metrics({k: float(v) for k, v in values.items()}, step=step)
+        retried(lambda: mlflow.log_metrics({k: float(v) for k, v in values.items()}, step=step))
         return
     client = MlflowClient()
     for key, value in values.items():
-        client.log_metric(run_id, key, float(value), step=step or 0)
+        retried(partial(client.log_metric, run_id, key, float(value), step=step or 0))
 
 
 def set_tags(tags: dict[str, Any]) -> None:
     """Tag the active run."""
     import mlflow
 
-    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+    retried(lambda: mlflow.set_tags({k: str(v) for k, v in tags.items()}))
 
 
 def log_artifacts(*files: str | Path, artifact_path: str | None = None) -> None:
@@ -252,13 +282,14 @@ def log_artifacts(*files: str | Path, artifact_path: str | None = None) -> None:
     import mlflow
 
     for file in files:
-        mlflow.log_artifact(str(file), artifact_path=artifact_path)
+        retried(partial(mlflow.log_artifact, str(file), artifact_path=artifact_path))
 
 
 class MetricsBuffer:
     """Collects per-epoch metrics in memory and sends them in one `log_batch` call per
     time window (and at `flush`), so logging never slows training down while the UI
-    still shows live progress on long jobs."""
+    still shows live progress on long jobs. Through a store outage a flush retries;
+    what could not be sent stays queued."""
 
     def __init__(self, run_id: str, window_seconds: float = 2.0) -> None:
         self.run_id = run_id
@@ -281,6 +312,8 @@ class MetricsBuffer:
 
         client = MlflowClient()
         while self.pending:
-            chunk, self.pending = self.pending[:1000], self.pending[1000:]
-            client.log_batch(self.run_id, metrics=chunk, synchronous=True)
+            chunk = self.pending[:1000]
+            # The same Metric objects on a retry: MLflow skips the ones already stored.
+            retried(partial(client.log_batch, self.run_id, metrics=chunk, synchronous=True))
+            del self.pending[: len(chunk)]
         self.last_flush = time.monotonic()

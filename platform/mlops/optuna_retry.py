@@ -1,0 +1,86 @@
+"""Optuna's RDBStorage with every database call retried through a short outage.
+
+A subclass, not a proxy: Optuna wraps an `RDBStorage` in its trial cache and checks
+`isinstance(storage, BaseHeartbeat)` for heartbeats, so both keep working. The methods
+that reach the database, public ones and the private ones the cache calls, are
+retried by `mlops.retry`; a heartbeat that cannot be recorded is logged and skipped
+(the thread beats again at its next interval). Imported only when a storage is built.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from optuna.storages import RDBStorage
+
+from mlops import retry
+from mlops.errors import StoreError
+
+STORE = "optuna storage"
+# Every RDBStorage method that runs a transaction (each one is a whole transaction).
+CALLS = (
+    "create_new_study",
+    "delete_study",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "get_study_id_from_name",
+    "get_study_name_from_id",
+    "get_study_directions",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "get_trial_user_attrs",
+    "get_trial_system_attrs",
+    "get_all_studies",
+    "create_new_trial",
+    "_create_new_trial",
+    "set_trial_param",
+    "_set_trial_param",
+    "get_trial_param",
+    "set_trial_state_values",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "get_trial_id_from_study_id_trial_number",
+    "get_trial",
+    "get_all_trials",
+    "_get_trials",
+    "get_best_trial",
+    "_get_best_trial_id",
+    "get_current_version",
+    "_get_stale_trial_ids",
+)
+
+log = logging.getLogger("mlops.retry")
+
+
+class RetryingRDBStorage(RDBStorage):
+    """`RDBStorage` whose calls ride out a database outage of `MLOPS_STORE_RETRY_S`."""
+
+    def __init__(self, url: str, *args: Any, shown_url: str = "", **kwargs: Any) -> None:
+        super().__init__(url, *args, **kwargs)
+        self.shown_url = shown_url or url  # the URL as configured, for messages
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        """Record the heartbeat; log and skip it when the store stays unreachable."""
+        try:
+            retry.call(lambda: super(RetryingRDBStorage, self).record_heartbeat(trial_id),
+                       STORE, self.shown_url)  # fmt: skip
+        except StoreError as exc:
+            log.warning("%s; heartbeat of trial %d skipped", exc, trial_id)
+
+
+def _retrying(name: str) -> Callable[..., Any]:
+    method = getattr(RDBStorage, name)
+
+    @functools.wraps(method)
+    def call(self: RetryingRDBStorage, *args: Any, **kwargs: Any) -> Any:
+        return retry.call(lambda: method(self, *args, **kwargs), STORE, self.shown_url)
+
+    return call
+
+
+for _name in CALLS:
+    setattr(RetryingRDBStorage, _name, _retrying(_name))
