@@ -22,6 +22,7 @@ class Evidence:
     actual_artifact_sha256: str = ""
     size_mb: float | None = None
     latency_ms: float | None = None
+    exports: dict[str, str] = field(default_factory=dict)  # passing export → its format
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,11 @@ def evaluate(
                 "p50 latency ms", _fmt(candidate.latency_ms), f"≤ {gate.max_latency_ms:g}", ok
             )
         )
+    if gate.require_export is not None:
+        fmt = gate.require_export
+        ok = fmt in candidate.exports.values()
+        found = ", ".join(sorted(candidate.exports)) or "none"
+        results.append(GateResult("export", found, f"a passing {fmt} export", ok))
     return results
 
 

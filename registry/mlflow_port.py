@@ -156,3 +156,21 @@ def run_data(run_id: str) -> tuple[dict[str, str], dict[str, float]]:
     except MlflowException:
         return {}, {}
     return dict(run.data.params), dict(run.data.metrics)
+
+
+def log_artifacts(run_id: str, local_dir: Path, artifact_path: str) -> str:
+    """Upload a folder's files under `artifact_path` of a run; return its `runs:/` URI."""
+    client().log_artifacts(run_id, str(local_dir), artifact_path)
+    return f"runs:/{run_id}/{artifact_path}"
+
+
+def download_artifact(uri: str, dest: Path) -> Path:
+    """Download one artifact (`runs:/RUN/PATH`) into `dest`; one line if it is unreadable."""
+    import mlflow.artifacts
+
+    if not uri.startswith("runs:/") or any(p in uri for p in ("..", "%2e", "%2E", "\\", "\x00")):
+        raise UserError(f"refusing artifact location {uri!r}")
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+    except Exception as exc:  # mlflow raises several unrelated types for a missing artifact
+        raise StoreError(f"{uri}: artifact unreadable: {exc}") from None

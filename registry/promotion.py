@@ -133,6 +133,7 @@ def needs_evidence(gate: GateParams) -> bool:
             gate.max_size_mb,
             gate.beat_holder_by is not None,
             gate.max_latency_ms,
+            gate.require_export,
         )
     )
 
@@ -152,6 +153,12 @@ def gather(
         if holder is not None and (gate.signature or gate.beat_holder_by is not None):
             local = mlflow_port.download(holder.model, holder.version, Path(tmp, "b"))
             theirs = score(holder, local, split)
+    if gate.require_export is not None:
+        from registry.export import passing_exports
+
+        found = mlflow_port.get_version(candidate.model, candidate.version)
+        exports = passing_exports(found.tags if found is not None else {})
+        mine = replace(mine, evidence=replace(mine.evidence, exports=exports))
     return mine, theirs
 
 

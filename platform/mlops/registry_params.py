@@ -3,7 +3,7 @@ and who may promote where. Validated like every other section (one line, exit 2)
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -29,6 +29,7 @@ class GateParams(_Section):
     integrity: bool = True
     max_size_mb: Annotated[float, Field(gt=0)] | None = None
     max_latency_ms: Annotated[float, Field(gt=0)] | None = None
+    require_export: Literal["onnx", "torchscript"] | None = None
 
     @model_validator(mode="after")
     def _known_metrics(self) -> GateParams:

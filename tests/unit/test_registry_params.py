@@ -261,6 +261,11 @@ BAD_REGISTRY: list[tuple[str, dict[str, Any], list[str]]] = [
         {"gates": {"staging": {"integrity": 1}}},
         ["registry.gates.staging.integrity", "1"],
     ),
+    (
+        "export-unknown-format",
+        {"gates": {"production": {"require_export": "tflite"}}},
+        ["registry.gates.production.require_export", "'tflite'", "'onnx' or 'torchscript'"],
+    ),
     ("gate-unknown-key", {"gates": {"staging": {"bogus": 1}}}, ["gates.staging.bogus", "unknown"]),
     ("unknown-key", {"stage": ["x"]}, ["registry.stage", "unknown key"]),
 ]

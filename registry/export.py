@@ -1,0 +1,275 @@
+"""`mlops export`: convert a registered version to ONNX or TorchScript (optionally int8,
+optionally pruned), hold the file to parity with the PyTorch model on the test split,
+measure it, and attach it to the version.
+
+MLflow model versions have no artifacts of their own: the file and its report go to the
+version's source run under `exports/MODEL-vN/VARIANT/`, and tags on the model version
+(`mlops.export.VARIANT.*`) record the sha256, the artifact URI and the numbers. A refused
+export (parity failed) writes nothing; the tags are written last, so they never name a
+file that is not there.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops.errors import DataError, MlopsError, UserError
+from registry import export_parity
+
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import nn
+
+    from registry.context import Context
+    from registry.db.store import Version
+
+FORMATS = ("onnx", "torchscript")
+QUANTIZE = ("int8",)
+TAG = "mlops.export"
+PASSED = "passed"
+REPORT_FILE = "export.json"
+# PyTorch's dynamic quantization breaks nn.TransformerEncoderLayer (its fast-path check
+# reads `linear.weight.device`, a method on quantized Linear layers).
+UNSUPPORTED = {("torchscript", "int8", "transformer"): "use --format onnx for an int8 transformer"}
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to export: format, quantization, pruning, and the accuracy an export may lose."""
+
+    fmt: str = "onnx"
+    quantize: str | None = None
+    prune: float | None = None
+    max_drop: float = export_parity.MAX_DROP
+
+    @property
+    def variant(self) -> str:
+        """The export's name: `onnx`, `onnx-int8`, `torchscript-pruned50`, …"""
+        return variant(self.fmt, self.quantize, self.prune)
+
+
+def variant(fmt: str, quantize: str | None = None, prune: float | None = None) -> str:
+    """`FORMAT[-int8][-prunedPCT]`."""
+    name = fmt + (f"-{quantize}" if quantize else "")
+    return name + (f"-pruned{prune * 100:g}" if prune else "")
+
+
+def tag(variant_name: str, key: str) -> str:
+    """The model-version tag holding `key` of an export."""
+    return f"{TAG}.{variant_name}.{key}"
+
+
+def check_request(
+    fmt: str, quantize: str | None, prune: float | None, max_drop: float = export_parity.MAX_DROP
+) -> Request:
+    """Validate the options before any work (one line, exit 2)."""
+    fmt, quantize = fmt.strip().lower(), (quantize.strip().lower() if quantize else None)
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if quantize is not None and quantize not in QUANTIZE:
+        raise UserError(f"--quantize {quantize!r}: expected {', '.join(QUANTIZE)}")
+    if prune is not None and not 0.0 < prune < 1.0:
+        raise UserError(f"--prune {prune:g}: expected a fraction between 0 and 1 (exclusive)")
+    if not max_drop >= 0.0:
+        raise UserError(f"--max-drop {max_drop:g}: expected a number ≥ 0")
+    return Request(fmt, quantize, prune, max_drop)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One row of the report: a model file and how it did on the test split."""
+
+    label: str
+    file: str
+    size_bytes: int
+    p50_ms: float
+    metric: float
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything one export measured, and where it went (empty `artifact` if refused)."""
+
+    model: str
+    version: int
+    variant: str
+    format: str
+    quantize: str | None
+    prune: float | None
+    sparsity: float | None
+    metric: str
+    rows: int
+    test_md5: str
+    baseline: Measured
+    exported: Measured
+    sha256: str
+    parity: export_parity.Parity
+    passed: bool
+    artifact: str = ""
+    report: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, with the verdict of every check."""
+        return asdict(self)
+
+
+class ExportRefused(MlopsError):
+    """Parity failed (exit 1): nothing was written. Carries the report for printing."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, report: Report) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def export(
+    ctx: Context, target: str, request: Request, step: Callable[[str], None] = lambda _: None
+) -> Report:
+    """Export the version `target` names (`digits@production`, `digits@3`)."""
+    from registry.evaluation import load_test_split
+    from registry.loading import load, parse_target, resolve
+    from registry.stages import check_model_name
+
+    name, ref = parse_target(target)
+    check_model_name(name)
+    if ref.stage is not None:
+        ctx.policy.check_stage(ref.stage, exclusive=True)
+    split = load_test_split(ctx.settings.root)
+    step(f"resolving {target}")
+    version = resolve(ctx, name, ref)
+    with tempfile.TemporaryDirectory(prefix="mlops-export-") as tmp:
+        step(f"loading {name} version {version.version}")
+        loaded = load(ctx, version, Path(tmp, "model"))
+        why = UNSUPPORTED.get((request.fmt, request.quantize or "", loaded.spec.family))
+        if why:
+            raise UserError(
+                f"--format {request.fmt} --quantize {request.quantize}: not supported for "
+                f"the {loaded.spec.family} family; {why}"
+            )
+        if split.x.shape[1] != loaded.spec.in_features or split.task != loaded.spec.task:
+            raise DataError(
+                f"{name} version {version.version} reads {loaded.spec.in_features} features "
+                f"({loaded.spec.task}); the workspace's test split has {split.x.shape[1]} "
+                f"({split.task})"
+            )
+        from registry.export_run import convert_and_measure
+
+        report = convert_and_measure(loaded, split, request, Path(tmp, "out"), step)
+        if not report.passed:
+            failed = report.parity.failed()
+            assert failed is not None
+            raise ExportRefused(
+                f"{name} version {version.version}: {request.variant} export refused by "
+                f"parity check '{failed.check}': {failed.value} (needs {failed.threshold}); "
+                "nothing was written",
+                report,
+            )
+        step("attaching the file and the report to the version")
+        return _attach(ctx, version, report, Path(tmp, "out"), actor=ctx.actor)
+
+
+def _attach(ctx: Context, version: Version, report: Report, folder: Path, actor: str) -> Report:
+    from dataclasses import replace
+
+    from mlops.io import write_json
+    from registry import mlflow_port
+
+    where = f"exports/{version.model}-v{version.version}/{report.variant}"
+    uri = f"runs:/{version.run_id}/{where}"
+    report = replace(
+        report,
+        artifact=f"{uri}/{report.exported.file}",
+        report=f"{uri}/{REPORT_FILE}",
+    )
+    tags = _tags(report, actor)
+    report = replace(report, tags=tags)
+    write_json(folder / REPORT_FILE, report.as_dict())
+    if not version.run_id:
+        raise DataError(f"{version.model} version {version.version} has no source run to hold it")
+    mlflow_port.log_artifacts(version.run_id, folder, where)
+    mlflow_port.set_tags(version.model, version.version, tags)
+    return report
+
+
+def _tags(report: Report, actor: str) -> dict[str, str]:
+    p = report.parity
+    values: dict[str, Any] = {
+        "format": report.format,
+        "quantize": report.quantize or "none",
+        "prune": "none" if report.prune is None else f"{report.prune:g}",
+        "parity": PASSED,
+        "sha256": report.sha256,
+        "artifact": report.artifact,
+        "report": report.report,
+        "size_bytes": report.exported.size_bytes,
+        "p50_ms": f"{report.exported.p50_ms:.4g}",
+        p.metric: f"{p.exported:.6g}",
+        f"{p.metric}_delta": f"{p.delta:+.4g}",
+        "max_abs_diff": f"{p.max_abs_diff:.3g}",
+        "agreement": f"{p.agreement:.6g}",
+        "test_md5": report.test_md5,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "by": actor,
+    }
+    if report.sparsity is not None:
+        values["sparsity"] = f"{report.sparsity:.4g}"
+    return {tag(report.variant, k): str(v) for k, v in values.items()}
+
+
+def passing_exports(tags: dict[str, str]) -> dict[str, str]:
+    """Variant → format of every export whose parity passed, from a version's tags."""
+    found: dict[str, str] = {}
+    prefix = f"{TAG}."
+    for key, value in tags.items():
+        if key.startswith(prefix) and key.endswith(".parity") and value == PASSED:
+            name = key[len(prefix) : -len(".parity")]
+            fmt = tags.get(tag(name, "format"))
+            if fmt and tags.get(tag(name, "sha256")):
+                found[name] = fmt
+    return found
+
+
+def to_onnx(module: nn.Module, example: np.ndarray, path: Path) -> Path:
+    """One self-contained ONNX file of `module` with a dynamic batch dimension (see
+    `registry.export_formats.to_onnx`)."""
+    from registry.export_formats import to_onnx as convert
+
+    return convert(module, example, path)
+
+
+def exported_file(
+    ctx: Context,
+    version: Version,
+    fmt: str = "onnx",
+    quantize: str | None = None,
+    dest: Path | None = None,
+) -> Path | None:
+    """The file of a passing `fmt` export of `version` (unpruned; `quantize="int8"` for the
+    int8 one), downloaded into `dest` (default: a new temporary folder the caller owns) and
+    verified against the sha256 recorded at export. None when there is no such export."""
+    from mlops.io import file_digest
+    from registry import mlflow_port
+
+    request = check_request(fmt, quantize, None)
+    ctx.connect_mlflow()
+    found = mlflow_port.get_version(version.model, version.version)
+    tags = found.tags if found is not None else {}
+    name = request.variant
+    if tags.get(tag(name, "parity")) != PASSED or not tags.get(tag(name, "artifact")):
+        return None
+    dest = Path(dest) if dest is not None else Path(tempfile.mkdtemp(prefix="mlops-exported-"))
+    path = mlflow_port.download_artifact(tags[tag(name, "artifact")], dest)
+    actual, recorded = file_digest(path), tags.get(tag(name, "sha256"), "")
+    if actual != recorded:
+        raise DataError(
+            f"{version.model} version {version.version}: exported {name} file sha256 "
+            f"{actual[:12]} differs from the recorded {recorded[:12] or 'none'}; refusing it"
+        )
+    return path
