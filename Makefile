@@ -51,6 +51,7 @@ bench: install
 	python benchmarks/train_overhead.py
 	python benchmarks/registry_speed.py
 	python benchmarks/sweep_speed.py
+	python benchmarks/serving_speed.py
 	python benchmarks/report.py
 
 lock: install

@@ -95,6 +95,31 @@ def lines() -> list[str]:
                 f"{c['sqlite_ms_per_trial']} ms | in memory {c['in_memory_ms_per_trial']} ms | "
                 f"+{c['overhead_ms_per_trial']} ms | {r['measured_at']} |"
             )
+    if "serving_speed" in results:
+        r = results["serving_speed"]
+        base = r["servers"]["mlflow"]
+        goal = (
+            "≥ 2× the requests/s of `mlflow models serve`, p99 and peak RSS no higher "
+            "(batch 1, one keep-alive client)"
+        )
+        cases = (
+            ("mlops_onnx_exported", f"`mlops serve --backend onnx` (an exported file) {goal}"),
+            ("mlops_onnx", f"`mlops serve --backend onnx` (converted at start) {goal}"),
+            ("mlops_torch", "`mlops serve` with the torch backend, the same load (reported)"),
+        )
+        for server, label in cases:
+            if server not in r["servers"]:
+                continue
+            c, q = r["servers"][server], r["ratios"][server]
+            rows.append(
+                f"| {label} | "
+                f"{c['batch_1']['requests_per_s']:.0f} req/s, p99 {c['batch_1']['p99_ms']:.2f} "
+                f"ms, {c['peak_rss_mb']:.0f} MB | {base['batch_1']['requests_per_s']:.0f} "
+                f"req/s, p99 {base['batch_1']['p99_ms']:.2f} ms, {base['peak_rss_mb']:.0f} MB | "
+                f"{q['throughput_over_mlflow_batch_1']}× req/s, "
+                f"{q['p99_over_mlflow_batch_1']}× p99, {q['peak_rss_over_mlflow']}× RSS | "
+                f"{r['measured_at']} |"
+            )
     return rows
 
 

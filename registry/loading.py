@@ -51,13 +51,11 @@ def resolve(ctx: Context, name: str, ref: Ref) -> Version:
     return resolve_ref(ctx, name, ref)
 
 
-def load(ctx: Context, version: Version, dest: Path) -> Loaded:
-    """Download `version` into `dest`, verify its weights and rebuild the module."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+def fetch(ctx: Context, version: Version, dest: Path) -> tuple[Path, ModelSpec]:
+    """Download `version` into `dest` and verify its weights' sha256; its folder and spec.
+    Imports neither torch nor the module: the weights are checked, not loaded."""
     from mlops.io import file_digest, read_json
-    from mlops.models import ModelSpec, build_model
+    from mlops.models import ModelSpec
     from registry import mlflow_port
     from registry.evaluation import SPEC, WEIGHTS
 
@@ -74,10 +72,24 @@ def load(ctx: Context, version: Version, dest: Path) -> Loaded:
             f"{version.sha256[:12]}; refusing to load them"
         )
     try:
-        spec = ModelSpec(**read_json(spec_file))
-        module = build_model(spec)
-        module.load_state_dict(load_file(str(weights)))
-    except (SafetensorError, TypeError, ValueError, RuntimeError) as exc:
+        return directory, ModelSpec(**read_json(spec_file))
+    except (TypeError, ValueError) as exc:
         raise DataError(f"{what}: {exc}") from None
+
+
+def load(ctx: Context, version: Version, dest: Path) -> Loaded:
+    """Download `version` into `dest`, verify its weights and rebuild the module."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from mlops.models import build_model
+    from registry.evaluation import WEIGHTS
+
+    directory, spec = fetch(ctx, version, dest)
+    try:
+        module = build_model(spec)
+        module.load_state_dict(load_file(str(directory / WEIGHTS)))
+    except (SafetensorError, TypeError, ValueError, RuntimeError) as exc:
+        raise DataError(f"model {version.model} version {version.version}: {exc}") from None
     module.eval()
     return Loaded(version, directory, module, spec)

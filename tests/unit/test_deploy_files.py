@@ -421,3 +421,46 @@ def test_crontab_lines_are_valid_cron_running_run_now() -> None:
         assert "--from-cron" in command
         words = shlex.split(command.split(".venv/bin/mlops", 1)[1].split(">>")[0])
         assert _parse(["mlops", *words])[0] == ["schedule", "run-now"]
+
+
+# --- serving: Prometheus scrape config and Grafana dashboard -------------------------
+
+SERVING_LABELS = {"endpoint", "status", "model", "version", "class", "stage", "backend",
+                  "sha256", "le"}  # fmt: skip
+
+
+def test_prometheus_config_scrapes_mlops_serve_on_its_default_port() -> None:
+    import inspect
+
+    from mlops.serving.cli import serve
+
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "mlops-serve"]
+    defaults = inspect.signature(serve).parameters
+    target = f"{defaults['host'].default}:{defaults['port'].default}"
+    assert target == "127.0.0.1:8000"
+    assert job["metrics_path"] == "/metrics"
+    assert [t for c in job["static_configs"] for t in c["targets"]] == [target]
+
+
+def test_grafana_dashboard_charts_metrics_the_server_exports() -> None:
+    import json
+
+    from mlops.serving.metrics import NAMES
+
+    dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    exprs = [t["expr"] for p in panels for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"\bmlops_\w+", e)}
+    series = {f"{n}_{s}" for n in NAMES for s in ("bucket", "sum", "count")} | set(NAMES)
+    assert used and used <= series, used - series
+    wanted = {"mlops_requests_total", "mlops_request_latency_seconds_bucket",
+              "mlops_batch_size_bucket", "mlops_predictions_total",
+              "mlops_model_version"}  # fmt: skip
+    assert wanted <= used
+    labels = {lab for e in exprs for group in re.findall(r"by \(([^)]*)\)", e)
+              for lab in map(str.strip, group.split(","))}  # fmt: skip
+    labels |= {lab for e in exprs for lab in re.findall(r"(\w+)=~?\"", e)}
+    assert labels <= SERVING_LABELS, labels - SERVING_LABELS
+    assert all(p["datasource"]["uid"] == "${DS_PROMETHEUS}" for p in panels)

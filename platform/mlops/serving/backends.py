@@ -1,0 +1,137 @@
+"""The two backends behind one small interface: a callable from a float32 batch to the
+model's raw outputs (logits, or regression values). Chosen at start (`--backend`).
+
+- torch: the verified module itself, in inference mode on `threads` intra-op threads.
+- onnx: ONNX Runtime on the version's exported file when `mlops export` made one, else
+  on a file converted from the verified weights at load time in a child process, which
+  checks it against the module on a few rows. The server itself never imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mlops.errors import DataError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import nn
+
+BACKENDS = ("torch", "onnx")
+PARITY_ATOL = 1e-4
+
+
+class Predictor(Protocol):
+    """Raw outputs (rows x outputs, float32) of a float32 batch (rows x features)."""
+
+    backend: str
+
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+
+class TorchPredictor:
+    """A PyTorch module in eval mode, run under `torch.inference_mode`."""
+
+    backend = "torch"
+
+    def __init__(self, module: nn.Module, threads: int = 1) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self._torch = torch
+        self._module = module.eval()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        with self._torch.inference_mode():
+            out: np.ndarray = self._module(self._torch.from_numpy(x)).float().numpy()
+        return out
+
+
+class OnnxPredictor:
+    """One ONNX Runtime session on the CPU, reused by every request."""
+
+    backend = "onnx"
+
+    def __init__(self, path: Path, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_cpu_mem_arena = False  # small batches: no arena growing with peaks
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+        self._run = self._session.run
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out: np.ndarray = self._run(None, {self._input: x})[0]
+        return out
+
+
+@dataclass(frozen=True)
+class Built:
+    """A predictor and where its model came from (for /metadata)."""
+
+    predictor: Predictor
+    source: str
+    file_sha256: str | None = None
+
+
+def build_torch(module: nn.Module, threads: int = 1) -> Built:
+    """The torch backend: the verified module itself."""
+    return Built(TorchPredictor(module, threads), "module")
+
+
+def build_onnx(
+    weights_dir: Path, sha256: str, workdir: Path, threads: int = 1, exported: Path | None = None
+) -> Built:
+    """The onnx backend on `exported` (a file `mlops export` wrote, parity-checked and
+    sha256-verified for this version), else on a file converted from the verified weights
+    in a child process (see `mlops.serving.convert`)."""
+    from mlops.io import file_digest
+    from mlops.serving.convert import convert
+
+    if exported is not None:
+        return Built(OnnxPredictor(exported, threads), "exported", file_digest(exported))
+    path = workdir / "model.onnx"
+    expected = convert(weights_dir, path, sha256)
+    actual = file_digest(path)
+    if actual != expected:
+        raise DataError(f"{path.name}: sha256 {actual[:12]} is not the converted file's")
+    return Built(OnnxPredictor(path, threads), "converted at load", actual)
+
+
+def check_parity(reference: Predictor, candidate: Predictor, example: np.ndarray) -> float:
+    """The largest difference of the two on `example`; a `DataError` above the tolerance."""
+    import numpy as np
+
+    diff = float(np.max(np.abs(reference(example) - candidate(example))))
+    if not diff <= PARITY_ATOL:
+        raise DataError(
+            f"the {candidate.backend} backend differs from the verified module by {diff:.3g} "
+            f"(> {PARITY_ATOL}); refusing to serve it"
+        )
+    return diff
+
+
+def example_rows(mean: list[float], std: list[float], rows: int = 8) -> np.ndarray:
+    """Deterministic rows around the training distribution, for warm-up and parity."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    m, s = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    noise = rng.standard_normal((rows, len(mean))).astype(np.float32)
+    return np.ascontiguousarray(m + noise * s, dtype=np.float32)
+
+
+def describe(built: Built) -> dict[str, Any]:
+    """What /metadata says about the backend."""
+    found: dict[str, Any] = {"backend": built.predictor.backend, "source": built.source}
+    if built.file_sha256:
+        found["file_sha256"] = built.file_sha256
+    return found

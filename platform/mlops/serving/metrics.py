@@ -1,0 +1,137 @@
+"""Prometheus metrics of one server, in their own registry (never the process-wide one).
+
+Names (the Grafana dashboard in platform/deploy/ reads these):
+
+- `mlops_requests_total{endpoint, status}`: HTTP requests answered
+- `mlops_request_latency_seconds{endpoint}`: a histogram of server-side latency
+- `mlops_batch_size`: a histogram of rows per `/predict` request that was answered
+- `mlops_predictions_total{model, version, class}`: predicted classes (classification)
+- `mlops_model_info{model, version, stage, backend, sha256}`: 1 for the version served
+- `mlops_model_version{model}`: the version number served
+- `mlops_model_swaps_total{model}` · `mlops_model_swap_failures_total{model}`: hot swaps
+- `mlops_sink_rows_total` · `mlops_sink_dropped_total`: rows sampled to the sink
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mlops.serving.model import Served
+
+ENDPOINTS = ("/predict", "/health", "/ready", "/metadata", "/metrics")
+LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                   1.0, 2.5)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
+NAMES = (
+    "mlops_requests_total",
+    "mlops_request_latency_seconds",
+    "mlops_batch_size",
+    "mlops_predictions_total",
+    "mlops_model_info",
+    "mlops_model_version",
+    "mlops_model_swaps_total",
+    "mlops_model_swap_failures_total",
+    "mlops_sink_rows_total",
+    "mlops_sink_dropped_total",
+)
+
+
+class ServingMetrics:
+    """The server's collectors, with the children of the hot path resolved once."""
+
+    def __init__(self, model: str) -> None:
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            Histogram,
+            disable_created_metrics,
+        )
+
+        disable_created_metrics()  # no `_created` series: the server owns its process
+        self.model = model
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "mlops_requests", "HTTP requests answered", ["endpoint", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "mlops_request_latency_seconds", "Server-side latency", ["endpoint"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch = Histogram(
+            "mlops_batch_size", "Rows per answered /predict", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.predictions = Counter(
+            "mlops_predictions", "Predictions by class", ["model", "version", "class"], registry=r
+        )
+        self.info = Gauge(
+            "mlops_model_info", "The version served (value 1)",
+            ["model", "version", "stage", "backend", "sha256"], registry=r,
+        )  # fmt: skip
+        self.version = Gauge("mlops_model_version", "Version served", ["model"], registry=r)
+        self.swaps = Counter(
+            "mlops_model_swaps", "Hot swaps to a new version", ["model"], registry=r
+        ).labels(model)
+        self.swap_failures = Counter(
+            "mlops_model_swap_failures", "New versions not loaded", ["model"], registry=r
+        ).labels(model)
+        self.sink_rows = Counter("mlops_sink_rows", "Rows written to the sink", registry=r)
+        self.sink_dropped = Counter(
+            "mlops_sink_dropped", "Sampled rows dropped (sink behind)", registry=r
+        )
+        self._status: dict[tuple[str, int], Any] = {}
+        self._latency = {e: self.latency.labels(e) for e in (*ENDPOINTS, "other")}
+        self._classes: tuple[int, list[Any]] = (-1, [])
+        self._info_labels: tuple[str, ...] | None = None
+
+    def endpoint(self, path: str) -> str:
+        """The endpoint label of a path (unknown paths share one label)."""
+        return path if path in self._latency else "other"
+
+    def answered(self, endpoint: str, status: int, seconds: float) -> None:
+        """Count a request and observe its latency."""
+        child = self._status.get((endpoint, status))
+        if child is None:
+            child = self._status[endpoint, status] = self.requests.labels(endpoint, str(status))
+        child.inc()
+        self._latency[endpoint].observe(seconds)
+
+    def predicted(self, served: Served, rows: int, index: np.ndarray) -> None:
+        """Observe a batch and count its predicted classes under the served version."""
+        import numpy as np
+
+        self.batch.observe(rows)
+        if not served.classification:
+            return
+        version, children = self._classes
+        if version != served.version:
+            children = [
+                self.predictions.labels(self.model, str(served.version), str(c))
+                for c in served.spec.classes
+            ]
+            self._classes = (served.version, children)
+        if rows == 1:
+            children[int(index[0])].inc()
+            return
+        counts = np.bincount(index, minlength=len(children))
+        for i in np.flatnonzero(counts):
+            children[i].inc(float(counts[i]))
+
+    def serving(self, served: Served, stage: str | None) -> None:
+        """Label the served version (the previous one's info series is removed)."""
+        labels = (self.model, str(served.version), stage or "", served.built.predictor.backend,
+                  served.sha256)  # fmt: skip
+        if self._info_labels is not None and self._info_labels != labels:
+            self.info.remove(*self._info_labels)
+        self.info.labels(*labels).set(1)
+        self._info_labels = labels
+        self.version.labels(self.model).set(served.version)
+
+    def exposition(self) -> bytes:
+        """The text format Prometheus scrapes."""
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)

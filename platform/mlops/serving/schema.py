@@ -1,0 +1,169 @@
+"""Request validation for `POST /predict`, against the served model's signature.
+
+A body is `{"inputs": [[…], …]}` (rows of numbers: flat, `in_features` long, or shaped
+like the model's input, e.g. 8 by 8) or `{"records": [{"px_0_0": 0.0, …}, …]}` (objects keyed
+by the training schema's feature names). The hot path is numpy on what orjson parsed: no
+model object per row. Every refusal is a `BadRequest` with an HTTP status and one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+JSON_TYPES = ("application/json",)
+KEYS = ("inputs", "records")
+_HOW = 'send {"inputs": [[numbers…], …]} or {"records": [{feature: number, …}, …]}'
+
+
+class BadRequest(Exception):
+    """A request the server refuses: an HTTP status (4xx) and a one-line message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a request must match: the feature names, the input shape, the batch limit."""
+
+    features: tuple[str, ...]
+    input_shape: tuple[int, ...]
+    max_batch: int
+
+    @property
+    def in_features(self) -> int:
+        """Values per row."""
+        return len(self.features)
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest body worth parsing: a full batch of long numbers with their keys."""
+        longest = max((len(f) for f in self.features), default=0)
+        return self.max_batch * self.in_features * (32 + longest) + (1 << 20)
+
+
+def check_content_type(value: str | None) -> None:
+    """Refuse a body that does not say it is JSON (415)."""
+    media = (value or "").split(";", 1)[0].strip().lower()
+    if media not in JSON_TYPES:
+        shown = media or "none"
+        raise BadRequest(415, f"content type {shown!r}: send Content-Type: application/json")
+
+
+def parse_request(body: bytes, spec: InputSpec) -> np.ndarray:
+    """The batch of a `/predict` body as a float32 matrix (rows x in_features)."""
+    import orjson
+
+    if len(body) > spec.max_body_bytes:
+        raise BadRequest(413, f"body of {len(body)} bytes exceeds {spec.max_body_bytes}")
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(400, f"invalid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadRequest(400, f"the body must be a JSON object: {_HOW}")
+    unknown = [k for k in doc if k not in KEYS]
+    if unknown:
+        raise BadRequest(400, f"unknown key {unknown[0]!r}: {_HOW}")
+    if len(doc) != 1:
+        raise BadRequest(400, f"both `inputs` and `records` given: {_HOW}" if doc else _HOW)
+    key, batch = next(iter(doc.items()))
+    if not isinstance(batch, list):
+        raise BadRequest(422, f"`{key}` must be a list (a batch), not {_kind(batch)}")
+    if not batch:
+        raise BadRequest(422, f"`{key}` is an empty batch")
+    if len(batch) > spec.max_batch:
+        raise BadRequest(413, f"batch of {len(batch)} rows exceeds the limit of {spec.max_batch}")
+    rows = batch if key == "inputs" else _records(batch, spec.features)
+    return to_matrix(rows, spec, key)
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    return "null" if value is None else names.get(type(value), "a number")
+
+
+def _records(records: list[Any], features: Sequence[str]) -> list[list[Any]]:
+    rows = []
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise BadRequest(422, f"records[{i}] must be an object, not {_kind(record)}")
+        try:
+            rows.append([record[name] for name in features])
+        except KeyError as exc:
+            raise BadRequest(422, f"records[{i}]: missing feature {exc.args[0]!r}") from None
+        if len(record) != len(features):
+            known = set(features)
+            extra = next(k for k in record if k not in known)
+            raise BadRequest(422, f"records[{i}]: unknown feature {extra!r}")
+    return rows
+
+
+def to_matrix(rows: list[Any], spec: InputSpec, key: str = "inputs") -> np.ndarray:
+    """Numbers only (no strings, booleans or nulls), one shape per row, finite in float32."""
+    import numpy as np
+
+    try:
+        array = np.asarray(rows)
+    except ValueError:
+        if _depth(rows) > 1 + max(1, len(spec.input_shape)):
+            raise BadRequest(422, f"`{key}`: rows nested too deep") from None
+        raise BadRequest(422, f"`{key}`: rows of different lengths or shapes") from None
+    if array.dtype.kind not in "iuf" or any(bool in set(map(type, r)) for r in rows
+                                            if isinstance(r, list)):  # fmt: skip
+        array = _numbers(rows, array, key)
+    shape = array.shape[1:]
+    n = array.shape[0]
+    if shape not in ((spec.in_features,), spec.input_shape):
+        if array.ndim == 1:
+            raise BadRequest(422, f"`{key}` must be a list of rows, each a list of numbers")
+        if array.ndim > 1 + max(1, len(spec.input_shape)):
+            raise BadRequest(422, f"`{key}`: rows nested too deep (shape {list(shape)})")
+        expected = f"{spec.in_features} values"
+        if len(spec.input_shape) > 1:
+            expected += f" or shape {list(spec.input_shape)}"
+        raise BadRequest(422, f"`{key}`: rows of shape {list(shape)}, expected {expected}")
+    with np.errstate(over="ignore"):
+        matrix = array.astype(np.float32, copy=False).reshape(n, spec.in_features)
+    if not np.isfinite(matrix).all():
+        raise BadRequest(422, f"`{key}`: a value is beyond float32's range")
+    return np.ascontiguousarray(matrix)
+
+
+def _numbers(rows: list[Any], array: np.ndarray, key: str) -> np.ndarray:
+    """The same rows as float64, or a 422 naming the first value that is not a number."""
+    import numpy as np
+    import orjson
+
+    for i, row in enumerate(rows):
+        for value in _leaves(row):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                shown = orjson.dumps(value).decode()[:40]
+                raise BadRequest(422, f"`{key}`[{i}]: {shown} is not a number")
+    try:
+        return np.asarray(rows, dtype=np.float64)  # e.g. an int beyond int64
+    except (OverflowError, ValueError):
+        raise BadRequest(422, f"`{key}`: a value is beyond float32's range") from None
+
+
+def _depth(value: Any) -> int:
+    depth = 0
+    while isinstance(value, list) and depth < 100:
+        depth, value = depth + 1, value[0] if value else None
+    return depth
+
+
+def _leaves(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        return [value]
+    found: list[Any] = []
+    for item in value:
+        found.extend(_leaves(item))
+    return found

@@ -1,0 +1,213 @@
+"""`mlops serve`: resolve and verify the version, bind the port, then run uvicorn (one
+worker) until SIGTERM or Ctrl-C, with the swap watcher and the sink alongside.
+
+Everything that can fail because of the user's input (target, port, options) fails
+before the server starts, with one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops.errors import MlopsError, UserError
+
+if TYPE_CHECKING:
+    from mlops.serving.metrics import ServingMetrics
+    from mlops.serving.model import Served
+    from mlops.serving.sink import Sink
+    from mlops.serving.swap import State, Watcher
+    from mlops.settings import Settings
+
+log = logging.getLogger("mlops.serve")
+GRACEFUL_S = 10
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What `mlops serve` was asked to do."""
+
+    target: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    backend: str = "torch"
+    poll_s: float = 5.0
+    log_inputs: float = 0.0
+    sink: Path | None = None
+    max_batch: int = 1024
+    threads: int = 1
+
+
+@dataclass
+class Prepared:
+    """A verified version behind a bound socket, ready to run."""
+
+    state: State
+    sock: socket.socket
+    workdir: Path
+    watcher: Watcher | None = None
+    signals: list[int] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        host, port = self.sock.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+
+def check(options: ServeOptions) -> None:
+    """Refuse bad options before any work (exit 2)."""
+    from mlops.serving.backends import BACKENDS
+
+    if options.backend not in BACKENDS:
+        raise UserError(f"--backend {options.backend!r}: expected one of {', '.join(BACKENDS)}")
+    if not 0.0 <= options.log_inputs <= 1.0:
+        raise UserError(f"--log-inputs {options.log_inputs}: expected a fraction in [0, 1]")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket (port 0: a free one), or one line saying why not."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY on accepted sockets only when
+        # their proto says TCP (0 would leave Nagle on: 40 ms per keep-alive request).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        raise MlopsError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def prepare(settings: Settings, options: ServeOptions) -> Prepared:
+    """Resolve the target, load and verify it, bind the port; nothing is served yet."""
+    from mlops.serving.metrics import ServingMetrics
+    from mlops.serving.model import load_version
+    from mlops.serving.swap import State
+    from registry.context import Context
+    from registry.loading import parse_target, resolve
+
+    check(options)
+    name, ref = parse_target(options.target)
+    ctx = Context.load(settings)
+    if ref.stage is not None:
+        ctx.policy.check_stage(ref.stage, exclusive=True)
+    sock = bind(options.host, options.port)
+    workdir = Path(tempfile.mkdtemp(prefix="mlops-serve-"))
+    try:
+        version = resolve(ctx, name, ref)
+        served = load_version(ctx, version, options.backend, workdir, options.max_batch,
+                              options.threads)  # fmt: skip
+        metrics = ServingMetrics(name)
+        sink = None
+        if options.log_inputs > 0:
+            path = options.sink or settings.home / "serving" / f"{name}.db"
+            sink = _open_sink(path, options.log_inputs, metrics)
+            sink.describe(name, served.input.features)
+        state = State(served, options.target, ref.stage, metrics, sink, options.poll_s)
+        metrics.serving(served, ref.stage)
+    except BaseException:
+        sock.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    prepared = Prepared(state, sock, workdir)
+    if ref.stage is not None and options.poll_s > 0:
+        prepared.watcher = _watcher(ctx, state, options, workdir)
+    return prepared
+
+
+def _open_sink(path: Path, fraction: float, metrics: ServingMetrics) -> Sink:
+    import sqlite3
+
+    from mlops.serving.sink import Sink
+
+    try:
+        return Sink(path, fraction, metrics.sink_rows.inc, metrics.sink_dropped.inc)
+    except (OSError, sqlite3.Error) as exc:
+        raise UserError(f"--sink {path}: cannot write there ({exc})") from None
+
+
+def _watcher(ctx: Any, state: State, options: ServeOptions, workdir: Path) -> Watcher:
+    from mlops.serving.model import load_version
+    from mlops.serving.swap import Watcher
+    from registry.loading import resolve
+    from registry.stages import Ref
+
+    name, stage = state.current.name, state.stage
+    assert stage is not None
+
+    def holder() -> int | None:
+        return ctx.store.holders(name).get(stage)
+
+    def load(version: int) -> Served:
+        keep = {f"v{state.current.version}", f"v{version}"}
+        for old in workdir.iterdir():  # files of versions swapped out earlier
+            if old.name not in keep:
+                shutil.rmtree(old, ignore_errors=True)
+        record = resolve(ctx, name, Ref(version=version))
+        return load_version(ctx, record, options.backend, workdir, options.max_batch,
+                            options.threads)  # fmt: skip
+
+    return Watcher(state, holder, load, options.poll_s)
+
+
+def _log_to_stderr() -> None:
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def run(prepared: Prepared) -> list[int]:
+    """Serve until SIGTERM or Ctrl-C (in-flight requests finish); the signals received."""
+    import uvicorn
+
+    from mlops.serving.app import create_app
+
+    _log_to_stderr()
+    state = prepared.state
+    config = uvicorn.Config(
+        create_app(state),
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_S,
+    )
+    server = uvicorn.Server(config)
+
+    # uvicorn re-raises the signal that stopped it once it has shut down: these handlers
+    # take it, so a stop by SIGTERM or Ctrl-C is a clean exit.
+    def received(signum: int, _frame: object) -> None:
+        prepared.signals.append(signum)
+
+    previous = {s: signal.signal(s, received) for s in (signal.SIGINT, signal.SIGTERM)}
+    if prepared.watcher is not None:
+        prepared.watcher.start()
+    try:
+        server.run(sockets=[prepared.sock])
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        close(prepared)
+    return prepared.signals
+
+
+def close(prepared: Prepared) -> None:
+    """Stop the watcher and the sink, release the socket and the downloaded files."""
+    if prepared.watcher is not None:
+        prepared.watcher.stop()
+    if prepared.state.sink is not None:
+        prepared.state.sink.close()
+    prepared.sock.close()
+    shutil.rmtree(prepared.workdir, ignore_errors=True)
