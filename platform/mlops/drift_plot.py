@@ -1,0 +1,97 @@
+"""The drift PNG (matplotlib, Agg): PSI of every feature against its threshold, the
+predictions' shift, and reference-vs-current histograms of the features that moved most."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops.io import write_with
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mlops.drift import DriftReport
+
+_PNG_METADATA = {"Software": None}
+TOP_FEATURES = 6
+PSI_BARS = 30
+
+
+def drift_png(
+    report: DriftReport,
+    names: list[str],
+    reference: np.ndarray,
+    current: np.ndarray,
+    psi_threshold: float,
+    title: str,
+    path: str | Path,
+) -> None:
+    """Write the plot to `path` (atomically; the same inputs give the same bytes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(12, 9))
+    grid = fig.add_gridspec(3, 3, height_ratios=[1.2, 1, 1])
+    _psi_bars(fig.add_subplot(grid[0, :2]), report, psi_threshold)
+    _prediction(fig.add_subplot(grid[0, 2]), report)
+    column = {name: j for j, name in enumerate(names)}
+    for k, feature in enumerate(report.features[:TOP_FEATURES]):
+        ax = fig.add_subplot(grid[1 + k // 3, k % 3])
+        j = column[feature.name]
+        _histograms(ax, reference[:, j], current[:, j])
+        mark = " (drifted)" if feature.drifted else ""
+        ax.set_title(f"{feature.name}: PSI {feature.psi:.2f}{mark}", fontsize=9)
+    verdict = "DRIFT" if report.drift else "no drift"
+    fig.suptitle(f"{title}: {verdict}", fontsize=12)
+    fig.tight_layout()
+    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90, metadata=_PNG_METADATA))
+    plt.close(fig)
+
+
+def _psi_bars(ax: Any, report: DriftReport, threshold: float) -> None:
+    shown = report.features[:PSI_BARS]
+    colors = ["tab:red" if f.drifted else "tab:blue" for f in shown]
+    ax.bar(range(len(shown)), [f.psi for f in shown], color=colors)
+    ax.axhline(threshold, color="black", linestyle="--", linewidth=1, label=f"psi {threshold:g}")
+    ax.set_xticks(range(len(shown)), [f.name for f in shown], rotation=90, fontsize=7)
+    ax.set_ylabel("PSI")
+    total = len(report.features)
+    more = f" (top {len(shown)} of {total})" if total > len(shown) else ""
+    ax.set_title(f"PSI per feature{more}; red: drifted", fontsize=10)
+    ax.legend(fontsize=8)
+
+
+def _prediction(ax: Any, report: DriftReport) -> None:
+    shift = report.prediction
+    if shift is None:
+        ax.axis("off")
+        return
+    keys = list(shift.reference)
+    if shift.kind == "classes":
+        xs = range(len(keys))
+        ax.bar([x - 0.2 for x in xs], [shift.reference[k] for k in keys], 0.4, label="reference")
+        ax.bar([x + 0.2 for x in xs], [shift.current[k] for k in keys], 0.4, label="current")
+        ax.set_xticks(list(xs), keys, fontsize=7)
+        ax.set_ylabel("share of predictions")
+    else:
+        keys = [k for k in keys if k != "std"]
+        ax.plot(keys, [shift.reference[k] for k in keys], "o-", label="reference")
+        ax.plot(keys, [shift.current[k] for k in keys], "o-", label="current")
+    ax.set_title(f"predicted {shift.kind}: PSI {shift.psi:.2f}", fontsize=10)
+    ax.legend(fontsize=8)
+
+
+def _histograms(ax: Any, reference: np.ndarray, current: np.ndarray) -> None:
+    import numpy as np
+
+    low = float(min(reference.min(), current.min()))
+    high = float(max(reference.max(), current.max()))
+    edges = np.linspace(low, high if high > low else low + 1.0, 21)
+    for values, label in ((reference, "reference"), (current, "current")):
+        weights = np.full(len(values), 1.0 / max(len(values), 1))
+        ax.hist(values, bins=edges, weights=weights, alpha=0.5, label=label)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7)

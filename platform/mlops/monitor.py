@@ -1,0 +1,232 @@
+"""`mlops monitor drift`: what a served version sees now against what it was trained on.
+
+The current rows (a file, or the serving sink's sampled requests) are compared with the
+version's training split (found through its lineage, see `mlops.monitor_data`), feature
+by feature, and the version's predictions on both are compared too. Every input is read
+and checked before the model is loaded.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops.errors import DataError, UserError
+from mlops.monitor_data import PREDICTION, TARGET
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from mlops.drift import DriftReport, PredictionShift
+    from mlops.monitor_params import DriftParams
+    from mlops.settings import Settings
+    from registry.stages import Ref
+
+DEFAULT_STAGE = "production"
+
+
+@dataclass(frozen=True)
+class DriftCheck:
+    """The outcome of one check: what was compared, the report, and the plot."""
+
+    model: str
+    version: int
+    ref: str
+    reference: dict[str, Any]
+    current: dict[str, Any]
+    report: DriftReport
+    thresholds: dict[str, Any]
+    performance: dict[str, float] = field(default_factory=dict)
+    plot: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values for `--json`."""
+        return {
+            "model": self.model,
+            "version": self.version,
+            "ref": self.ref,
+            "reference": self.reference,
+            "current": self.current,
+            "thresholds": self.thresholds,
+            "performance": self.performance,
+            "plot": self.plot,
+            **self.report.as_dict(),
+        }
+
+
+def parse_model(text: str) -> tuple[str, Ref]:
+    """`digits`, `digits@staging` or `digits@3` (no reference: the production holder)."""
+    from registry.loading import parse_target
+
+    return parse_target(text if any(c in text for c in "@:") else f"{text}@{DEFAULT_STAGE}")
+
+
+def default_sink(settings: Settings, model: str) -> Path:
+    """Where `mlops serve` samples the requests of `model`."""
+    return settings.home / "serving" / f"{model}.db"
+
+
+def default_plot(settings: Settings, model: str, version: int) -> Path:
+    """`reports/drift/<model>-v<version>.png` under the project root."""
+    return settings.root / "reports" / "drift" / f"{model}-v{version}.png"
+
+
+def read_current(
+    settings: Settings, model: str, input_file: Path | None, sink: Path | None
+) -> tuple[pd.DataFrame, str]:
+    """The current rows and where they came from: `input_file`, else the sink."""
+    from mlops.monitor_data import read_table
+
+    if input_file is not None:
+        return read_table(input_file), str(input_file)
+    path = sink or default_sink(settings, model)
+    if not path.is_file():
+        raise UserError(
+            f"{path}: no serving sink; pass --input FILE, or serve {model} with sampling on"
+        )
+    import sqlite3
+
+    from mlops.serving.sink import read_sink
+
+    try:
+        return read_sink(path, model), str(path)
+    except (sqlite3.Error, ValueError) as exc:
+        raise UserError(f"{path}: cannot read the serving sink: {exc}") from None
+
+
+def check_drift(
+    settings: Settings,
+    target: str,
+    input_file: Path | None = None,
+    sink: Path | None = None,
+    plot: Path | None = None,
+    params_file: Path | None = None,
+) -> DriftCheck:
+    """Compare the current rows with the training split of the version `target` names."""
+    from mlops.drift import assess
+    from mlops.monitor_data import feature_matrix, load_reference
+    from mlops.params import Params
+    from mlops.params_file import load_params
+    from registry.context import Context
+    from registry.loading import load, resolve
+
+    name, ref = parse_model(target)
+    path = params_file or settings.root / "params.yaml"
+    params = load_params(path) if path.is_file() else Params()
+    thresholds = params.monitor.drift
+    frame, where = read_current(settings, name, input_file, sink)
+    ctx = Context(settings, params.registry, params.evaluate.primary_metric)
+    version = resolve(ctx, name, ref)
+    reference = load_reference(settings.root, version)
+    names = reference.features
+    x_ref = feature_matrix(reference.frame, names, str(reference.path), 2)
+    x_cur = feature_matrix(frame, names, where, thresholds.min_rows)
+    out = _plot_path(plot or default_plot(settings, name, version.version))
+    with tempfile.TemporaryDirectory(prefix="mlops-drift-") as tmp:
+        loaded = load(ctx, version, Path(tmp))
+    spec = loaded.spec
+    if spec.in_features != len(names):
+        raise DataError(
+            f"model {name} version {version.version} reads {spec.in_features} features, "
+            f"its training split has {len(names)}"
+        )
+    logged = _logged(frame, version.version, spec.classes, spec.task, where)
+    truth = _truth(frame, spec.classes, spec.task, where)
+    ref_out = _predict(loaded.module, spec.task, x_ref)
+    cur_out = logged if logged is not None else _predict(loaded.module, spec.task, x_cur)
+    shift = _shift(ref_out, cur_out, spec.classes, spec.task, thresholds)
+    report = assess(names, x_ref, x_cur, thresholds, shift)
+    performance = _performance(truth, cur_out, spec.task)
+    from mlops.drift_plot import drift_png
+
+    title = f"{name} v{version.version}: {Path(where).name} vs training split"
+    drift_png(report, names, x_ref, x_cur, thresholds.psi, title, out)
+    return DriftCheck(
+        model=name,
+        version=version.version,
+        ref=str(ref),
+        reference=reference.describe() | {"rows": len(x_ref)},
+        current={"source": where, "rows": len(x_cur)},
+        report=report,
+        thresholds=thresholds.model_dump(),
+        performance=performance,
+        plot=str(out),
+    )
+
+
+def _plot_path(path: Path) -> Path:
+    """`path`, once its folder exists and is writable (`UserError` otherwise)."""
+    import os
+
+    if path.suffix.lower() != ".png":
+        raise UserError(f"{path}: the plot is a PNG; give a path ending in .png")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write the plot: {exc.strerror or exc}") from None
+    if not os.access(path.parent, os.W_OK):
+        raise UserError(f"{path}: cannot write the plot: {path.parent} is not writable")
+    return path
+
+
+def _predict(module: Any, task: str, x: np.ndarray) -> np.ndarray:
+    from mlops.training import predict_proba, predict_values
+
+    if task == "regression":
+        return predict_values(module, x)
+    return predict_proba(module, x).argmax(axis=1)
+
+
+def _logged(
+    frame: pd.DataFrame, version: int, classes: list[Any], task: str, where: str
+) -> np.ndarray | None:
+    """The predictions the rows carry, when all of them came from this version."""
+    import numpy as np
+
+    from mlops.monitor_data import class_indices
+
+    if PREDICTION not in frame.columns or frame[PREDICTION].isna().any():
+        return None
+    if "version" in frame.columns and set(frame["version"].tolist()) != {version}:
+        return None
+    if task == "regression":
+        return np.asarray(frame[PREDICTION], dtype=np.float64)
+    return class_indices(frame[PREDICTION], classes, f"{where}: column {PREDICTION}")
+
+
+def _shift(
+    ref: np.ndarray, cur: np.ndarray, classes: list[Any], task: str, params: DriftParams
+) -> PredictionShift:
+    from mlops.drift import class_shift, value_shift
+
+    if task == "regression":
+        return value_shift(ref, cur, params)
+    return class_shift(ref, cur, classes, params)
+
+
+def _truth(frame: pd.DataFrame, classes: list[Any], task: str, where: str) -> np.ndarray | None:
+    """The target column as class indices (or values), when the rows carry a complete one."""
+    import numpy as np
+
+    from mlops.monitor_data import class_indices
+
+    if TARGET not in frame.columns or frame[TARGET].isna().any():
+        return None
+    if task == "regression":
+        return np.asarray(frame[TARGET], dtype=np.float64)
+    return class_indices(frame[TARGET], classes, f"{where}: column {TARGET}")
+
+
+def _performance(truth: np.ndarray | None, out: np.ndarray, task: str) -> dict[str, float]:
+    """Accuracy (or RMSE and MAE) on the current rows, when they carry a target."""
+    import numpy as np
+
+    if truth is None:
+        return {}
+    if task == "regression":
+        error = truth - out
+        return {"rmse": float(np.sqrt(np.mean(error**2))), "mae": float(np.mean(np.abs(error)))}
+    return {"accuracy": float(np.mean(truth == out))}
