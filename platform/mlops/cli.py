@@ -36,16 +36,22 @@ _VERSIONED = ("torch", "mlflow", "optuna", "dvc", "sqlalchemy", "pydantic", "typ
 
 def _mount_registry() -> None:
     # The sub-apps import only typer and rich at import time.
+    from mlops.monitor_cli import app as monitor_app
     from mlops.scheduling.cli import schedule_app, scheduler_app
     from mlops.server.cli import app as server_app
+    from mlops.serving.cli import serve
     from mlops.sweep_cli import app as sweep_app
     from registry.cli import app as registry_app
+    from registry.export_cli import export_cmd
 
     app.add_typer(registry_app, name="registry")
     app.add_typer(sweep_app, name="sweep")
     app.add_typer(schedule_app, name="schedule")
     app.add_typer(scheduler_app, name="scheduler")
     app.add_typer(server_app, name="server")
+    app.add_typer(monitor_app, name="monitor")
+    app.command("serve")(serve)
+    app.command("export")(export_cmd)
 
 
 @app.command("version")

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlops.model_params import TrainParams
+from mlops.monitor_params import MonitorParams
 from mlops.registry_params import RegistryParams
 from mlops.tune_params import TuneParams, check_space
 
@@ -113,6 +114,7 @@ class Params(_Section):
     register_: RegisterParams = Field(default=RegisterParams(), alias="register")
     registry: RegistryParams = RegistryParams()
     schedule: ScheduleParams = ScheduleParams()
+    monitor: MonitorParams = MonitorParams()
 
     @model_validator(mode="before")
     @classmethod

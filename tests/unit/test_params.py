@@ -310,6 +310,7 @@ def test_as_dict_uses_params_yaml_keys() -> None:
         "registry",
         "tune",
         "schedule",
+        "monitor",
     }
     assert data["train"]["model"]["family"] == "mlp"
     assert data["train"]["model"]["mlp"]["hidden_sizes"] == [256, 128]
