@@ -120,6 +120,18 @@ def lines() -> list[str]:
                 f"{q['p99_over_mlflow_batch_1']}× p99, {q['peak_rss_over_mlflow']}× RSS | "
                 f"{r['measured_at']} |"
             )
+    if "export_size" in results:
+        r = results["export_size"]
+        for fmt, label in (("onnx", "ONNX"), ("torchscript", "TorchScript")):
+            fp32, int8, q = r["variants"][fmt], r["variants"][f"{fmt}_int8"], r["ratios"][fmt]
+            rows.append(
+                f"| `mlops export --format {fmt} --quantize int8` against fp32 (reported) | "
+                f"{int8['size_kb']} kB, p50 {int8['p50_ms']} ms, accuracy {int8['accuracy']} | "
+                f"{label} fp32 {fp32['size_kb']} kB, p50 {fp32['p50_ms']} ms, accuracy "
+                f"{fp32['accuracy']} | {q['size_int8_over_fp32']}× size, "
+                f"{q['p50_int8_over_fp32']}× p50, {q['accuracy_int8_minus_fp32_points']:+} points "
+                f"| {r['measured_at']} |"
+            )
     return rows
 
 
