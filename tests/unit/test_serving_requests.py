@@ -163,6 +163,21 @@ def test_watcher_swaps_once_and_keeps_serving_when_a_load_fails() -> None:
     assert calls == [2, 3] and state.current.version == 2  # not retried until it moves
     assert state.poll_error == "v3 not loaded: sha256 differs"
 
+    from mlops.errors import StoreError
+
+    holder["version"] = 4
+
+    def flaky(version: int) -> Any:  # the store is down at the first attempt only
+        calls.append(version)
+        if calls.count(version) == 1:
+            raise StoreError("tracking store: unreachable for 60 s")
+        return _served(version)
+
+    flaky_watcher = Watcher(state, lambda: holder["version"], flaky, poll_s=1.0)
+    assert flaky_watcher.check() is False and state.current.version == 2
+    assert flaky_watcher.check() is True and state.current.version == 4  # retried
+    assert calls[-2:] == [4, 4]
+
     def down() -> int:
         raise ConnectionError("store unreachable")
 

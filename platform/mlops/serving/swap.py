@@ -4,7 +4,8 @@ A request reads `State.current` once when it starts, so requests in flight finis
 version they started with. When the stage's holder moves (a promotion or a rollback),
 the `Watcher` thread loads the new version (download, sha256 check, backend build,
 warm-up) while the old one keeps serving, then swaps the reference. A version that
-fails to load is not retried until the holder moves again; the old one keeps serving.
+fails to load (integrity, conversion) is not retried until the holder moves again; one
+that could not be fetched because the store was unreachable is retried at the next poll.
 """
 
 from __future__ import annotations
@@ -101,9 +102,13 @@ class Watcher(threading.Thread):
         try:
             new = self._load(wanted)
         except Exception as exc:  # DataError (sha256), StoreError, conversion failures
-            self._failed, self._failure = wanted, f"v{wanted} not loaded: {_line(exc)}"
+            from mlops.errors import StoreError
+
+            failure = f"v{wanted} not loaded: {_line(exc)}"
+            if not isinstance(exc, StoreError):  # a store outage is retried at the next poll
+                self._failed, self._failure = wanted, failure
             state.metrics.swap_failures.inc()
-            state.poll_error = self._failure
+            state.poll_error = failure
             log.error("%s v%s not loaded, still serving v%s: %s", state.current.name, wanted,
                       state.current.version, _line(exc))  # fmt: skip
             return False
