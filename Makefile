@@ -10,7 +10,7 @@ PIP_VERSION := 26.3
 export PATH := $(BIN):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: install run test lint unit integration e2e ui bench lock clean
+.PHONY: install run test lint browser unit integration e2e ui bench lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,19 @@ run: install
 	dvc repro
 	mlops summary
 
-test: install lint
+test: install lint browser
 	pytest
+
+# The browser tests (tests/e2e/test_ui_browser.py) drive the system Chromium: Playwright's
+# own browser download is not used. Installed here when missing (as root), else one line.
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; \
+	  else \
+	    echo "make: the browser tests need Chromium: sudo apt-get install chromium" >&2; exit 1; \
+	  fi; }
 
 lint: install
 	ruff check .
@@ -39,7 +50,7 @@ unit: install
 integration: install
 	pytest tests/integration
 
-e2e: install
+e2e: install browser
 	pytest tests/e2e
 
 ui: install
