@@ -142,14 +142,7 @@ def torchscript_runner(path: Path) -> Runner:
 
     with _quiet():
         loaded = torch.jit.load(str(path), map_location="cpu")
-    loaded.eval()
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            rows = torch.from_numpy(np.ascontiguousarray(x, np.float32))
-            return np.asarray(loaded(rows).float().numpy())
-
-    return run
+    return torch_runner(loaded)
 
 
 def torch_runner(module: nn.Module) -> Runner:
