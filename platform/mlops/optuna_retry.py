@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from optuna.storages import RDBStorage
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from mlops import retry
 from mlops.errors import StoreError
@@ -70,6 +70,19 @@ class RetryingRDBStorage(RDBStorage):
                        STORE, self.shown_url)  # fmt: skip
         except StoreError as exc:
             log.warning("%s; heartbeat of trial %d skipped", exc, trial_id)
+
+
+class CountingRetryCallback(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a stale trial (queued WAITING with the same params), counting
+    the retries this process queued so the worker that queued one can run it itself."""
+
+    queued = 0
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        tries = len(trial.system_attrs.get("retry_history", []))  # super() appends to it
+        super().__call__(study, trial)
+        if self._max_retry is None or tries < self._max_retry:
+            self.queued += 1
 
 
 def _retrying(name: str) -> Callable[..., Any]:

@@ -35,9 +35,8 @@ def storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
     import warnings
 
     import optuna
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    from mlops.optuna_retry import RetryingRDBStorage
+    from mlops.optuna_retry import CountingRetryCallback, RetryingRDBStorage
     from mlops.retry import budget_s
 
     budget_s()  # a bad MLOPS_STORE_RETRY_S is refused before any work
@@ -61,7 +60,7 @@ def storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
             engine_kwargs=kwargs,
             heartbeat_interval=HEARTBEAT_S if heartbeat else None,
             grace_period=GRACE_S if heartbeat else None,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+            heartbeat_stale_trial_callback=CountingRetryCallback(max_retry=MAX_RETRY)
             if heartbeat
             else None,
         )
@@ -109,6 +108,17 @@ def pruner(p: TuneParams) -> optuna.pruners.BasePruner:
     if p.pruner == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=2)
     return optuna.pruners.NopPruner()
+
+
+def fail_stale(study: optuna.Study) -> int:
+    """Fail the study's stale trials (their workers stopped beating) and return how many
+    retries this call queued: a trial fails once, so exactly one caller queues its retry."""
+    from optuna.storages import fail_stale_trials
+
+    callback = study._storage.get_heartbeat_stale_trial_callback()  # type: ignore[attr-defined]
+    before = getattr(callback, "queued", 0)
+    fail_stale_trials(study)
+    return getattr(callback, "queued", 0) - before
 
 
 def open_study(url: str, name: str, p: TuneParams, heartbeat: bool = True) -> optuna.Study:

@@ -192,44 +192,54 @@ def work(job: Job, n_trials: int, deadline: float | None = None) -> int:
     pruned) trials or the deadline passes; return how many this worker ran.
 
     Trials of dead workers are failed by heartbeat and re-queued with the same params;
-    a waiting retry is taken before any new trial.
+    a waiting retry is taken before any new trial, and the worker that queued a retry
+    runs it even when the others have reached the target meanwhile, so no trial is
+    left WAITING when the sweep ends.
     """
-    from optuna.storages import fail_stale_trials
-
     from mlops.errors import MlopsError
-    from mlops.optuna_store import counts, open_study
+    from mlops.optuna_store import counts, fail_stale, open_study
 
     study = open_study(job.settings.optuna_storage, job.study, job.params.tune)
     fn = objective(job, load_data(job.settings.root))
-    ran = 0
+    ran = owed = 0
     while not STOP.is_set() and (deadline is None or time.time() < deadline):
         c = counts(study)
-        if c.finished >= n_trials:
+        if c.finished >= n_trials and not (owed and c.waiting):
             break
         if c.fail >= max(n_trials, 10) * (1 + MAX_FAILED_RATIO):
             raise MlopsError(f"study {job.study}: {c.fail} failed trials; see their MLflow runs")
         if c.waiting == 0 and c.finished + c.running >= n_trials:
             # The rest are running elsewhere; a dead worker's trial comes back as a retry.
-            fail_stale_trials(study)
+            owed += fail_stale(study)
             time.sleep(0.5)
             continue
-        study.optimize(fn, n_trials=1, catch=(ValueError,))
+        study.optimize(fn, n_trials=1, catch=(ValueError,))  # takes a waiting trial first
         ran += 1
-    _settle(study)
-    return ran
+        owed = max(0, owed - 1)
+    return ran + _settle(study, fn, deadline)
 
 
-def _settle(study: optuna.Study) -> None:
+def _settle(
+    study: optuna.Study, fn: Callable[[optuna.Trial], float], deadline: float | None
+) -> int:
     """Before leaving, wait for trials still RUNNING to finish or to be failed by
-    heartbeat (a dead worker's), so none is left RUNNING when the sweep ends."""
-    from optuna.storages import fail_stale_trials
+    heartbeat (a dead worker's), so none is left RUNNING when the sweep ends; a retry
+    this worker queues meanwhile it runs itself. Return how many trials it ran."""
+    from mlops.optuna_store import GRACE_S, HEARTBEAT_S, fail_stale
 
-    from mlops.optuna_store import GRACE_S, HEARTBEAT_S
-
-    deadline = time.time() + GRACE_S + 4 * HEARTBEAT_S
-    while time.time() < deadline and counts_running(study):
-        fail_stale_trials(study)
+    ran = 0
+    until = time.time() + GRACE_S + 4 * HEARTBEAT_S
+    while time.time() < until:
+        queued = fail_stale(study)
+        if queued and not STOP.is_set() and (deadline is None or time.time() < deadline):
+            for _ in range(queued):
+                study.optimize(fn, n_trials=1, catch=(ValueError,))
+            ran += queued
+            continue
+        if not counts_running(study):
+            break
         time.sleep(0.5)
+    return ran
 
 
 def counts_running(study: optuna.Study) -> int:

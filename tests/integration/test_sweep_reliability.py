@@ -308,6 +308,45 @@ def test_killed_worker_trial_is_failed_and_retried(
     assert not [r for r in runs.values() if r.info.status == "RUNNING"]
 
 
+def test_retry_queued_after_the_target_is_still_run(
+    root: Path, backend: dict[str, str], template: Path
+) -> None:
+    """The race the kill test can lose: the survivors reach the target while a dead
+    worker's trial is still RUNNING. The worker that fails it by heartbeat (here on its
+    way out) queues the retry and runs it itself, so no trial is left WAITING."""
+    import datetime
+
+    import sqlalchemy
+
+    target = 2
+    study = sp.open_study(root, backend)
+    _tracking_ready(root, backend, template)
+    with workers(root, study.study_name, target, backend, n=1) as procs:
+        _join(procs)
+    _assert_clean_exit(root, procs)
+    assert sp.finished(study) == target
+
+    # A dead worker's trial: RUNNING, its last heartbeat long ago.
+    dead = study.ask()
+    storage = study._storage._backend  # the RDBStorage behind Optuna's trial cache
+    storage.record_heartbeat(dead._trial_id)
+    with storage.engine.begin() as conn:
+        conn.execute(
+            sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = :t WHERE trial_id = :i"),
+            {"t": datetime.datetime(2000, 1, 1), "i": dead._trial_id},
+        )
+
+    with workers(root, study.study_name, target, backend, n=1) as procs:
+        _join(procs)
+    _assert_clean_exit(root, procs)
+    by_number = {t.number: t for t in sp.trials(study)}
+    assert by_number[dead.number].state.name == "FAIL"
+    retries = [t for t in by_number.values() if t.system_attrs.get("failed_trial") == dead.number]
+    assert [t.state.name for t in retries] == ["COMPLETE"], _describe(by_number.values())
+    assert sp.finished(study) == target + 1
+    assert sp.count(study, "RUNNING", "WAITING") == 0, _describe(by_number.values())
+
+
 # c. `mlops sweep run` end to end ----------------------------------------------------
 
 
