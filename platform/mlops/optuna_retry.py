@@ -63,6 +63,24 @@ class RetryingRDBStorage(RDBStorage):
         super().__init__(url, *args, **kwargs)
         self.shown_url = shown_url or url  # the URL as configured, for messages
 
+    def count_trials(self, study_id: int) -> dict[str, int]:
+        """Trials of the study by state name, in one aggregate query: polling a study
+        this way stays cheap however many trials (with their per-epoch values) it has."""
+        from optuna.storages._rdb import models
+        from sqlalchemy import func, select
+
+        query = (
+            select(models.TrialModel.state, func.count())
+            .where(models.TrialModel.study_id == study_id)
+            .group_by(models.TrialModel.state)
+        )
+
+        def read() -> dict[str, int]:
+            with self.engine.connect() as conn:
+                return {state.name: int(n) for state, n in conn.execute(query)}
+
+        return retry.call(read, STORE, self.shown_url)
+
     def record_heartbeat(self, trial_id: int) -> None:
         """Record the heartbeat; log and skip it when the store stays unreachable."""
         try:

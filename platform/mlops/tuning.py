@@ -201,6 +201,7 @@ def work(job: Job, n_trials: int, deadline: float | None = None) -> int:
 
     study = open_study(job.settings.optuna_storage, job.study, job.params.tune)
     fn = objective(job, load_data(job.settings.root))
+    _warm_up(job)
     ran = owed = 0
     while not STOP.is_set() and (deadline is None or time.time() < deadline):
         c = counts(study)
@@ -217,6 +218,20 @@ def work(job: Job, n_trials: int, deadline: float | None = None) -> int:
         ran += 1
         owed = max(0, owed - 1)
     return ran + _settle(study, fn, deadline)
+
+
+def _warm_up(job: Job) -> None:
+    """Pay the worker's one-time costs before its first trial starts: the imports a
+    first training job triggers (torch, and the compiler stack deterministic mode
+    loads, about 3 s together) and opening the tracking store. Otherwise they land
+    inside trial 0, whose heartbeat and duration they distort."""
+    from mlops import tracking
+    from mlops.training import seed_everything
+
+    threads = job.threads if job.threads is not None else job.params.train.threads
+    seed_everything(job.params.train.seed, threads)
+    tracking.connect(job.settings)
+    tracking.ensure_experiment(job.params.pipeline.name, job.settings)
 
 
 def _settle(
