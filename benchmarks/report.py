@@ -66,11 +66,11 @@ def lines() -> list[str]:
         if "pruning" in r:
             p = r["pruning"]
             n = len(p["seeds"])
-            for name in [k for k in ("median", "hyperband", "successive_halving") if k in p]:
+            for name in [k for k in ("successive_halving", "median", "hyperband") if k in p]:
                 rows.append(
                     f"| pruning ({name}): ≤ 0.5× the epochs, best within 0.5 points "
                     f"(30 trials × 20 epochs, {n} seeds) | {p[name]['epochs_ratio']}× epochs "
-                    f"| no pruning | {p[name]['mean_best_delta_points']:+} points (mean) | "
+                    f"| no pruning | {p[name]['mean_best_delta_points'] + 0.0:+} points (mean) | "
                     f"{r['measured_at']} |"
                 )
         if "scaling" in r:

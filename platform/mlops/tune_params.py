@@ -64,7 +64,7 @@ class TuneParams(_Section):
         "val_accuracy"
     )
     sampler: Literal["tpe", "random", "cmaes", "grid"] = "tpe"
-    pruner: Literal["median", "hyperband", "successive_halving", "none"] = "median"
+    pruner: Literal["median", "hyperband", "successive_halving", "none"] = "successive_halving"
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     epochs: Annotated[int, Field(ge=1)] | None = None
     study_name: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")

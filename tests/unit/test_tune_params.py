@@ -128,7 +128,7 @@ def test_tune_defaults_search_nothing() -> None:
     t = TuneParams()
     assert t.n_trials == 0
     assert t.space == {}
-    assert t.sampler == "tpe" and t.pruner == "median"
+    assert t.sampler == "tpe" and t.pruner == "successive_halving"
     assert t.space_paths() == []
 
 
