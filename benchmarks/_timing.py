@@ -43,12 +43,17 @@ def summary(times: list[float]) -> dict[str, float]:
     }
 
 
+def now() -> str:
+    """The current UTC time as results record it."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def write_result(name: str, result: dict[str, Any]) -> Path:
     """Write a result file with the machine it was measured on."""
     RESULTS.mkdir(exist_ok=True)
     result = {
         "benchmark": name,
-        "measured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "measured_at": now(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         **result,
     }

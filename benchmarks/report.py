@@ -44,7 +44,8 @@ def lines() -> list[str]:
                 f"| training job ≤ 1.05× time, ≤ 1.10× peak memory of a bare loop ({case}, "
                 f"{c['epochs']} epochs) | {c['platform_s']:.2f} s, {c['platform_peak_mb']:.0f} MB"
                 f" | bare loop {c['bare_s']:.2f} s, {c['bare_peak_mb']:.0f} MB | "
-                f"{c['time_ratio']}× time, {c['memory_ratio']}× memory | {r['measured_at']} |"
+                f"{c['time_ratio']}× time, {c['memory_ratio']}× memory | "
+                f"{c.get('measured_at', r['measured_at'])} |"
             )
     if "registry_speed" in results:
         r = results["registry_speed"]
