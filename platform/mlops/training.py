@@ -74,10 +74,7 @@ def seed_everything(seed: int, threads: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    # The switch `torch.use_deterministic_algorithms` flips, without the import of
-    # torch's compiler stack it does only to set inductor's flag too (0.9 s and 67 MB
-    # per job here); `_Job` sets that flag too when torch.compile is on.
-    torch._C._set_deterministic_algorithms(True, warn_only=True)
+    torch.use_deterministic_algorithms(True, warn_only=True)
     if threads > 0:
         torch.set_num_threads(threads)
 
@@ -192,7 +189,6 @@ class _Job:
             ids = [device.index] if device.type == "cuda" else None
             self.model = DistributedDataParallel(raw, device_ids=ids)
         if params.compile:
-            torch.use_deterministic_algorithms(True, warn_only=True)  # inductor's flag too
             self.model = torch.compile(self.model)  # type: ignore[assignment]
         self.batch = max(1, params.batch_size // ctx.world_size)
         steps = math.ceil(math.ceil(n_train / ctx.world_size) / self.batch)
