@@ -11,8 +11,8 @@ torch), so the time ratio measures training and its tracking. Peak RSS cannot le
 imports out: the platform's includes MLflow's SQL store (SQLAlchemy, its ORM models,
 Alembic; about 50 MB) that the bare loop never loads. The MLflow store is created once
 per case by a separate setup process before the measured runs, as in a pipeline whose
-store already exists: its one-time schema migrations are not per-job cost. The order of the two
-variants alternates per round so neither always runs on a warmer machine.
+store already exists: its one-time schema migrations are not per-job cost. The order of
+the two variants alternates per round so neither always runs on a warmer machine.
 Targets: time ratio <= 1.05, peak-memory ratio <= 1.10. Writes results/train_overhead.json
 (`python benchmarks/train_overhead.py [ROUNDS [CASE ...]]`: ROUNDS 0 keeps each case's
 own count; named cases are re-measured, the others' figures kept).
@@ -52,12 +52,13 @@ from mlops.training import seed_everything, train_model
 variant, family, data, epochs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 home = Path(sys.argv[5])
 settings = Settings.from_env(env={}, cwd=home)
-if variant == "setup":  # a new store: its schema migrations run once, not per job
+if variant != "bare":  # setup creates the store (migrations, once); platform opens it
     from mlops import tracking
     tracking.connect(settings)
     tracking.ensure_experiment("bench", settings)
-    print(json.dumps({}))
-    sys.exit(0)
+    if variant == "setup":
+        print(json.dumps({}))
+        sys.exit(0)
 if data == "digits":
     from sklearn.datasets import load_digits
     bunch = load_digits()
@@ -98,17 +99,12 @@ def bare():
             float(F.cross_entropy(logits, yv)), float((logits.argmax(1) == yv).float().mean())
 
 def platform():
-    from mlops import tracking
     with tracking.stage_run(settings, "bench", "train") as run_id:
         buffer = tracking.MetricsBuffer(run_id)
         train_model(lambda: build_model(spec), p, train, val,
                     lambda r: buffer.add(r.as_dict(), r.epoch))
         buffer.flush()
 
-if variant == "platform":  # open the existing store (imports), as a bare loop imports torch
-    from mlops import tracking
-    tracking.connect(settings)
-    tracking.ensure_experiment("bench", settings)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 (bare if variant == "bare" else platform)()
