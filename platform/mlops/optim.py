@@ -12,17 +12,72 @@ if TYPE_CHECKING:
     from mlops.model_params import EarlyStoppingParams, TrainParams
 
 
+# Devices whose fused optimizer kernels (one kernel per parameter for the whole update)
+# torch ships for Adam, AdamW and SGD. torch's default there is still the per-tensor loop.
+FUSED_DEVICES = ("cpu", "cuda")
+
+
 def make_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
-    """Adam, AdamW or SGD with momentum, with the configured weight decay."""
+    """Adam, AdamW or SGD with momentum, with the configured weight decay.
+
+    On CPU and CUDA the update runs torch's fused kernels: the same algorithm in one
+    kernel per parameter instead of a dozen, 5% (CNN) to 25% (MLP) off a digits
+    training step here, deterministic from run to run (float results differ from the
+    per-tensor loop in the last bits, as any change of kernel does). Unless the model is
+    compiled, the optimizer is torch's own class with its methods unguarded
+    (`eager_class`): no import of torch's compiler stack on the first call.
+    """
     import torch
 
+    kind: type[torch.optim.Optimizer]
+    options: dict[str, Any] = {"lr": params.learning_rate, "weight_decay": params.weight_decay}
     if params.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=params.learning_rate, momentum=params.momentum,
-            weight_decay=params.weight_decay,
-        )  # fmt: skip
-    cls = torch.optim.AdamW if params.optimizer == "adamw" else torch.optim.Adam
-    return cls(model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
+        kind, options["momentum"] = torch.optim.SGD, params.momentum
+    else:
+        kind = torch.optim.AdamW if params.optimizer == "adamw" else torch.optim.Adam
+    devices = {p.device.type for p in model.parameters()}
+    if devices and devices <= set(FUSED_DEVICES):
+        options["fused"] = True
+    if not params.compile:
+        kind = eager_class(kind)
+    return kind(model.parameters(), **options)
+
+
+_EAGER: dict[type, type] = {}
+
+
+def eager_class(kind: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
+    """A subclass of the optimizer `kind` without the guards that keep torch.compile from
+    tracing into it.
+
+    `torch.optim` wraps `step`, `zero_grad`, `add_param_group`, `state_dict` and
+    `load_state_dict` in guards that import `torch._dynamo` on their first call (about
+    0.9 s and 68 MB per process here, before a single step). In eager mode the guards do
+    nothing else but turn gradients off around `step`; this class calls the methods they
+    wrap and turns gradients off itself. The parameters after each step and the state
+    dicts are the same as `kind`'s (tests/unit/test_optim.py checks both, bit for bit).
+    Not for a compiled model: there the guards matter, and `make_optimizer` uses `kind`.
+    """
+    import inspect
+
+    import torch
+
+    if kind not in _EAGER:
+        base = torch.optim.Optimizer
+        step = inspect.unwrap(kind.step)
+
+        def eager_step(self: torch.optim.Optimizer, closure: Any = None) -> Any:
+            with torch.no_grad():  # the guard's one eager effect (differentiable=False)
+                return step(self, closure)
+
+        methods: dict[str, Any] = {
+            name: inspect.unwrap(getattr(base, name))
+            for name in ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
+        }
+        methods["step"] = eager_step
+        methods["__doc__"] = f"torch.optim.{kind.__name__} without torch.compile's guards."
+        _EAGER[kind] = type(kind.__name__, (kind,), {"__module__": __name__, **methods})
+    return _EAGER[kind]
 
 
 class Schedule:

@@ -221,10 +221,9 @@ def work(job: Job, n_trials: int, deadline: float | None = None) -> int:
 
 
 def _warm_up(job: Job) -> None:
-    """Pay the worker's one-time costs before its first trial starts: the imports a
-    first training job triggers (torch, and the compiler stack deterministic mode
-    loads, about 3 s together) and opening the tracking store. Otherwise they land
-    inside trial 0, whose heartbeat and duration they distort."""
+    """Pay the worker's one-time costs before its first trial starts: importing torch
+    (about 2 s) and opening the tracking store. Otherwise they land inside trial 0,
+    whose heartbeat and duration they distort."""
     from mlops import tracking
     from mlops.training import seed_everything
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from mlops.checkpoint import load_checkpoint, save_checkpoint
 from mlops.config import EarlyStoppingParams, TrainParams
-from mlops.optim import EarlyStopping, Schedule, make_optimizer
+from mlops.optim import EarlyStopping, Schedule, eager_class, make_optimizer
 
 # these unit tests step schedules without training steps in between, on purpose
 pytestmark = pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step:UserWarning")
@@ -48,15 +48,116 @@ def _epoch_lrs(schedule: Schedule, epochs: int, loss: float = 1.0) -> list[float
 def test_make_optimizer_kinds_and_settings() -> None:
     model = nn.Linear(2, 2)
     adamw = make_optimizer(model, _params(optimizer="adamw", weight_decay=0.01))
-    assert type(adamw) is torch.optim.AdamW
+    assert type(adamw) is eager_class(torch.optim.AdamW)
+    assert isinstance(adamw, torch.optim.AdamW)
     assert adamw.param_groups[0]["weight_decay"] == 0.01
     assert adamw.param_groups[0]["lr"] == 0.1
-    assert type(make_optimizer(model, _params(optimizer="adam"))) is torch.optim.Adam
+    assert type(make_optimizer(model, _params(optimizer="adam"))) is eager_class(torch.optim.Adam)
     sgd = make_optimizer(model, _params(optimizer="sgd", momentum=0.5, weight_decay=0.0))
-    assert type(sgd) is torch.optim.SGD
+    assert type(sgd) is eager_class(torch.optim.SGD)
     assert sgd.param_groups[0]["momentum"] == 0.5
     assert sgd.param_groups[0]["weight_decay"] == 0.0
     assert {id(p) for p in sgd.param_groups[0]["params"]} == {id(p) for p in model.parameters()}
+    assert all(o.param_groups[0]["fused"] is True for o in (adamw, sgd))  # on CPU
+
+
+def test_fused_kernels_only_where_torch_has_them() -> None:
+    elsewhere = make_optimizer(nn.Linear(2, 2, device="meta"), _params(optimizer="adam"))
+    assert not elsewhere.param_groups[0]["fused"]
+
+
+def test_a_compiled_model_gets_torchs_own_optimizer_class() -> None:
+    compiled = make_optimizer(nn.Linear(2, 2), _params(optimizer="adamw", compile=True))
+    assert type(compiled) is torch.optim.AdamW
+
+
+def _steps(
+    kind: type[torch.optim.Optimizer], options: dict[str, Any], n: int, state: Any = None
+) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """`n` clipped, one-cycle-scheduled steps on a small seeded model (dropout, batch norm)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3)
+    )
+    optimizer = kind(model.parameters(), **options)
+    if state is not None:
+        optimizer.load_state_dict(state)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.05, total_steps=n + 1)
+    data = torch.Generator().manual_seed(1)
+    for _ in range(n):
+        x = torch.randn(32, 8, generator=data)
+        y = torch.randint(0, 3, (32,), generator=data)
+        optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y, label_smoothing=0.1).backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        optimizer.step()
+        scheduler.step()
+    return model, optimizer
+
+
+def _same_state(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for key, x in a.items():
+        y = b[key]
+        if isinstance(x, dict):
+            same = isinstance(y, dict) and _same_state(x, y)
+        elif isinstance(x, torch.Tensor):
+            same = isinstance(y, torch.Tensor) and torch.equal(x, y)
+        else:
+            same = x == y
+        if not same:
+            return False
+    return True
+
+
+OPTIMIZERS = {
+    "adam": (torch.optim.Adam, {"lr": 0.01, "weight_decay": 0.01}),
+    "adamw": (torch.optim.AdamW, {"lr": 0.01, "weight_decay": 0.05}),
+    "sgd": (torch.optim.SGD, {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.001}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_eager_optimizer_steps_and_state_equal_torchs_bit_for_bit(name: str) -> None:
+    kind, options = OPTIMIZERS[name]
+    stock_model, stock = _steps(kind, options, 25)
+    eager_model, eager = _steps(eager_class(kind), options, 25)
+    for a, b in zip(
+        stock_model.state_dict().values(), eager_model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    assert _same_state(stock.state_dict(), eager.state_dict())
+    assert not _same_state(stock.state_dict(), _steps(kind, options, 24)[1].state_dict())
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_state_dicts_load_across_torchs_class_and_the_eager_one(name: str) -> None:
+    """A checkpoint written by either class resumes in the other (old checkpoints load)."""
+    kind, options = OPTIMIZERS[name]
+    _, stock = _steps(kind, options, 10)
+    _, eager = _steps(eager_class(kind), options, 10)
+    from_stock = _steps(eager_class(kind), options, 5, state=stock.state_dict())[1]
+    from_eager = _steps(kind, options, 5, state=eager.state_dict())[1]
+    assert _same_state(from_stock.state_dict(), from_eager.state_dict())
+    assert (
+        from_stock.state_dict()["state"][0]["step" if name != "sgd" else "momentum_buffer"]
+        is not None
+    )
+
+
+def test_eager_optimizer_keeps_gradients_on_outside_step_and_runs_hooks() -> None:
+    model = nn.Linear(2, 1)
+    optimizer = eager_class(torch.optim.SGD)(model.parameters(), lr=0.1)
+    seen: list[bool] = []
+    optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append(True))
+    model(torch.ones(1, 2)).sum().backward()
+    optimizer.step()
+    assert seen == [True]
+    assert torch.is_grad_enabled()
+    assert optimizer.param_groups[0]["params"][0].grad is not None
+    optimizer.zero_grad(set_to_none=True)
+    assert all(p.grad is None for p in model.parameters())
 
 
 # --------------------------------------------------------------------- schedules
