@@ -118,9 +118,11 @@ OPTIMIZERS = {
 }
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["loop", "fused"])
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
-def test_eager_optimizer_steps_and_state_equal_torchs_bit_for_bit(name: str) -> None:
+def test_eager_optimizer_steps_and_state_equal_torchs_bit_for_bit(name: str, fused: bool) -> None:
     kind, options = OPTIMIZERS[name]
+    options = {**options, "fused": fused}  # the platform's jobs use the fused kernels
     stock_model, stock = _steps(kind, options, 25)
     eager_model, eager = _steps(eager_class(kind), options, 25)
     for a, b in zip(
