@@ -3,12 +3,13 @@ one line and an exit code (2 bad input, 1 failure, 130 interrupted)."""
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlops.config import Params, Settings, load_params
-from mlops.errors import Interrupted, MlopsError
+from mlops.errors import Interrupted, MlopsError, no_space
 from pipelines import paths
 
 
@@ -37,3 +38,8 @@ def run_stage(name: str, body: Callable[[StageContext], None]) -> None:
     except (KeyboardInterrupt, Interrupted):
         print(f"{name}: interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        print(f"{name}: error: {no_space(exc)}", file=sys.stderr)
+        sys.exit(1)

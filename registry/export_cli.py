@@ -88,8 +88,8 @@ def export_cmd(
     request = export.check_request(fmt, quantize, prune, max_drop)
     ctx = Context.load()
     try:
-        with console.err.status(f"exporting {target}") as status:
-            report = export.export(ctx, target, request, step=status.update)
+        with console.status(f"exporting {target}") as step:
+            report = export.export(ctx, target, request, step=step)
     except export.ExportRefused as refused:
         if as_json:
             console.emit_json(refused.report.as_dict())

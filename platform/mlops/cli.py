@@ -7,16 +7,18 @@ models of `mlops.config`: commands import what they need.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer._click import exceptions as click  # typer 0.29 vendors click's exceptions
 
 from mlops import __version__, console
-from mlops.errors import Interrupted, MlopsError, UserError
+from mlops.errors import Interrupted, MlopsError, UserError, no_space
 
 app = typer.Typer(
     name="mlops",
@@ -24,6 +26,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # click's help: paragraphs reflowed, plain metavars
 )
 params_app = typer.Typer(help="Check params.yaml.", no_args_is_help=True)
 app.add_typer(params_app, name="params")
@@ -240,6 +243,50 @@ def summary(as_json: JsonFlag = False) -> None:
     ])  # fmt: skip
 
 
+_METAVARS = {"int": "INTEGER", "float": "FLOAT", "path": "PATH"}
+
+
+def _metavar(param: typer.core.TyperArgument | typer.core.TyperOption) -> str | None:
+    """`NAME` for an argument, the type (`INTEGER`, `FLOAT`, `PATH`, `TEXT`) for an option
+    that takes a value, nothing for a flag."""
+    if isinstance(param, typer.core.TyperArgument):
+        return (param.name or "value").upper()
+    if param.is_flag:
+        return None
+    return _METAVARS.get(param.bare_type().lower(), "TEXT")
+
+
+def tidy_help(command: Any) -> Any:
+    """Plain metavars everywhere: `TARGET` (typer would write `{target}` and `<str>`),
+    `--port INTEGER`, and nothing after a flag (no `<bool>`)."""
+    for param in command.params:
+        if not isinstance(param, typer.core.TyperArgument | typer.core.TyperOption):
+            continue
+        if param.metavar is None:
+            param.metavar = _metavar(param)
+        if isinstance(param, typer.core.TyperArgument):
+            name = str(param.metavar)
+            shown = (name if param.required else f"[{name}]") + ("..." if param.nargs != 1 else "")
+            # typer 0.29 offers no option for these two: set them on the instance
+            setattr(param, "_usage_display_name", lambda shown=shown: shown)  # noqa: B010
+            setattr(param, "display_type_rich", lambda ctx=None: None)  # noqa: B010
+    if isinstance(command, typer.core.TyperGroup):
+        for sub in command.commands.values():
+            tidy_help(sub)
+    return command
+
+
+def _usage_error(exc: click.UsageError) -> int:
+    """One line for a usage mistake (exit 2): what was wrong and where help is."""
+    if isinstance(exc, click.NoArgsIsHelpError):
+        console.out.print(exc.format_message(), markup=False)  # `mlops registry`: its help
+        return 2
+    path = exc.ctx.command_path if exc.ctx is not None else "mlops"
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    console.error(f"{path}: {message} (see `{path} --help`)")
+    return exc.exit_code
+
+
 def main() -> None:
     """Console-script entry point with the platform's exit codes and one-line errors."""
     _mount_registry()
@@ -247,11 +294,26 @@ def main() -> None:
         # stdout is the JSON document: no "View run at" links from MLflow (its own and
         # those of the workers we start, which inherit the setting).
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    command = tidy_help(typer.main.get_command(app))
     try:
-        app()  # standalone: usage errors exit 2 with Typer's message
+        code = command.main(prog_name="mlops", standalone_mode=False)
+    except click.UsageError as exc:
+        code = _usage_error(exc)
+    except click.ClickException as exc:
+        console.error(" ".join(exc.format_message().split()))
+        code = exc.exit_code
+    except typer.Abort:
+        console.error("interrupted")
+        code = 130
     except MlopsError as exc:
         console.error(str(exc))
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
     except Interrupted:
         console.error("interrupted")
-        sys.exit(130)
+        code = 130
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        console.error(no_space(exc))
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)

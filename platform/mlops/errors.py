@@ -45,3 +45,9 @@ class Interrupted(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(f"interrupted by signal {signum}")
         self.signum = signum
+
+
+def no_space(exc: OSError) -> str:
+    """The one line for a full disk (ENOSPC), naming the file when the OS said which."""
+    where = f" writing {exc.filename}" if exc.filename else ""
+    return f"no space left on the device{where}: free some space and run the command again"

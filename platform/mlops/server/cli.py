@@ -46,7 +46,7 @@ def start(
         host=host, port=port, artifacts=artifacts_destination, allowed_hosts=allowed_hosts,
         auth_config=(settings.root / auth_config) if auth else None,
     )  # fmt: skip
-    with console.out.status("Starting the MLflow server …"):
+    with console.status("Starting the MLflow server …"):
         started = service.start(settings, options)
     state = started.state
     if started.synced:

@@ -45,7 +45,7 @@ def serve(
         log_inputs=log_inputs, sink=sink, max_batch=max_batch, threads=threads,
     )  # fmt: skip
     service.check(options)
-    with console.out.status(f"Loading {target} …"):
+    with console.status(f"Loading {target} …"):
         prepared = service.prepare(Settings.from_env(), options)
     state = prepared.state
     served = state.current
