@@ -3,24 +3,26 @@ new version named after the pipeline, tagged with its whole lineage."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mlops import tracking
-from mlops.data import Schema, features_and_target, read_parquet
 from mlops.io import file_digest, read_json, write_json
 from mlops.lineage import data_hashes, dvc_md5, git_commit, git_dirty, params_hash
 from mlops.models import WEIGHTS_FILE, count_parameters, load_model
 from pipelines import paths
 from pipelines._stage import StageContext, run_stage
 from registry.context import Context
+from registry.evaluation import load_test_split
 from registry.registration import register_model
 
 
 def register(ctx: StageContext) -> None:
     """Register the model of `models/` (idempotent: the same weights give the same version)."""
-    schema = Schema.load(paths.SCHEMA)
     model, spec = load_model(paths.MODEL_DIR)
     sha = file_digest(paths.MODEL_DIR / WEIGHTS_FILE)
     metrics = read_json(paths.METRICS)
-    x_test, _ = features_and_target(read_parquet(paths.SPLITS["test"]), schema)
+    # the example rows as the model reads them: its own feature names, in its own order
+    example = load_test_split(Path.cwd()).rows_for(spec, "the trained model").x[:8]
     root = ctx.settings.root
     tracking.connect(ctx.settings)
     parent = tracking.find_run_by_tag(ctx.experiment, tracking.TAG_MODEL_SHA, sha, "train")
@@ -51,7 +53,7 @@ def register(ctx: StageContext) -> None:
             name,
             paths.MODEL_DIR,
             sha,
-            x_test[:8],
+            example,
             lineage,
             description=f"PyTorch {spec.task} model trained by the `{ctx.experiment}` pipeline.",
         )

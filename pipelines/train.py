@@ -60,6 +60,7 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
     spec = make_spec(
         p.model, schema.classes, mean, std, schema.input_shape,
         task=schema.task, target_mean=float(y_train.mean()), target_std=float(y_train.std()),
+        features=schema.features, target=schema.target,
     )  # fmt: skip
     hashes = data_hashes(paths.SPLITS)
     job = fingerprint(asdict(spec), p.model_dump(mode="json"), hashes)

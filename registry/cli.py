@@ -276,5 +276,8 @@ def sync_cmd(model: ModelArg) -> None:
     """Record versions and aliases set in MLflow outside mlops."""
     from registry.registration import sync
 
-    added = sync(_ctx(True), _name(model))
+    refused: list[str] = []
+    added = sync(_ctx(True), _name(model), refused)
+    for line in refused:
+        console.warning(f"not recorded: {line}")
     console.out.print(f"{model}: {added} version(s) added from MLflow")

@@ -14,7 +14,9 @@ from mlops.errors import UserError
 from mlops.registry_params import HIGHER_IS_BETTER
 from registry import mlflow_port, stats
 from registry.context import Context
+from registry.db.store import Version
 from registry.evaluation import Scored, load_test_split, score
+from registry.loading import verify
 from registry.promotion import resolve
 from registry.queries import lineage_of
 from registry.stages import Ref
@@ -74,6 +76,19 @@ def verdict(base: int, cand: int, sig: dict[str, Any]) -> str:
     return f"v{cand} is {word} than v{base} but not significantly: {detail}"
 
 
+def _comparable(versions: list[Version], scored: list[Scored]) -> None:
+    """Versions are compared row by row: they must answer the same question (the same task
+    and, for classifiers, the same classes in the same order)."""
+    base, first = versions[0], scored[0]
+    for v, s in zip(versions[1:], scored[1:], strict=True):
+        if s.task != first.task or s.classes != first.classes:
+            raise UserError(
+                f"compare: version {v.version} ({s.task}, classes {s.classes}) and version "
+                f"{base.version} ({first.task}, classes {first.classes}) do not predict the "
+                "same thing"
+            )
+
+
 def compare(ctx: Context, model: str, refs: list[Ref]) -> dict[str, Any]:
     """Compare two or more versions of `model` (the first is the baseline)."""
     if len(refs) < 2:
@@ -87,16 +102,13 @@ def compare(ctx: Context, model: str, refs: list[Ref]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         for v in versions:
             local = mlflow_port.download(model, v.version, Path(tmp, str(v.version)))
-            s = score(v, local, split, latency=True)
-            if s.outputs is None:
-                raise UserError(
-                    f"model {model} version {v.version}: artifact sha256 does not "
-                    "match the value recorded at registration (tampered?)"
-                )
-            scored.append(s)
+            verify(v, local)  # a file that differs: one line naming it
+            scored.append(score(v, local, split, latency=True))
+    _comparable(versions, scored)
+    task = scored[0].task
     metric = (
         ctx.primary_metric
-        if split.task == "classification" or ctx.primary_metric in ("rmse", "mae", "r2")
+        if task == "classification" or ctx.primary_metric in ("rmse", "mae", "r2")
         else "rmse"
     )
     params = [v.info.get("params", {}) for v in versions]
@@ -127,7 +139,8 @@ def compare(ctx: Context, model: str, refs: list[Ref]) -> dict[str, Any]:
         )
     tests = []
     for v, s in zip(versions[1:], scored[1:], strict=True):
-        sig = significance(metric, split.y, scored[0], s)
+        assert scored[0].y is not None
+        sig = significance(metric, scored[0].y, scored[0], s)
         sig |= {
             "baseline": versions[0].version,
             "candidate": v.version,
@@ -138,7 +151,7 @@ def compare(ctx: Context, model: str, refs: list[Ref]) -> dict[str, Any]:
         "model": model,
         "primary_metric": metric,
         "test_split_md5": split.md5,
-        "n_test_rows": len(split.y),
+        "n_test_rows": len(split),
         "versions": columns,
         "params_diff": diff,
         "tests": tests,

@@ -1,17 +1,17 @@
 """Evidence about a version, measured now: integrity of its files, its metrics re-evaluated
-on the workspace's DVC-versioned test split, size, parameter count and latency.
+on the workspace's DVC-versioned test split (read through the version's own feature names
+and classes), size, parameter count and latency.
 
-Models are rebuilt only from safetensors weights whose sha256 matches the value
-recorded at registration; pickled files are never loaded.
+Models are rebuilt only from safetensors weights after every file of the version matched
+the manifest recorded at registration; pickled files are never loaded.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,60 +19,92 @@ from mlops.errors import DataError, UserError
 from registry.db.store import Version
 from registry.gates import Evidence
 
-WEIGHTS = Path("extra_files/model.safetensors")
-SPEC = Path("extra_files/model.json")
+if TYPE_CHECKING:
+    from mlops.models import ModelSpec
+
 TEST_SPLIT = Path("data/split/test.parquet")
 SCHEMA = Path("data/raw/schema.json")
 
 
-# Written by MLflow when a `models:/` URI is downloaded: not part of what was logged.
-_GENERATED = {"registered_model_meta"}
-
-
 def manifest_sha256(directory: Path) -> str:
     """One sha256 over every file's relative path and content (order-independent)."""
-    from mlops.io import file_digest
+    from registry import integrity
 
-    lines = []
-    files = (p for p in directory.rglob("*") if p.is_file() and p.name not in _GENERATED)
-    for path in sorted(files):
-        lines.append(f"{path.relative_to(directory).as_posix()}\0{file_digest(path)}\n")
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
+    return integrity.digest(integrity.manifest(directory))
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Test rows as one version reads them: its feature columns in its order, the labels
+    as indices into its classes (values for a regression)."""
+
+    x: np.ndarray
+    y: np.ndarray
 
 
 @dataclass(frozen=True)
 class TestSplit:
-    """The test rows of the workspace and the DVC md5 of the file they came from."""
+    """The workspace's test split (raw columns, DVC md5): data to measure versions on.
+    Each version reads it through its own spec (`rows_for`), never through the
+    workspace's schema, whose feature order may have changed since it was trained."""
 
-    x: np.ndarray
-    y: np.ndarray
+    frame: Any  # pandas DataFrame: the feature columns and `target`
     md5: str
-    task: str
+    path: Path
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def rows_for(self, spec: ModelSpec, what: str) -> Rows:
+        """The rows `spec`'s version reads; a `DataError` naming the columns or labels
+        the split lacks for it. A version registered before feature names were
+        recorded reads the split's columns by position."""
+        frame = self.frame
+        features = [c for c in frame.columns if c != "target"]
+        names = list(spec.features) or features
+        missing = [n for n in names if n not in frame.columns]
+        if missing or len(names) != spec.in_features:
+            shown = ", ".join(missing[:5]) if missing else f"{len(names)} columns"
+            raise DataError(
+                f"{what} reads {spec.in_features} features; the test split {self.path} "
+                f"lacks {shown} (it has {len(features)} feature columns)"
+            )
+        x = np.ascontiguousarray(frame[names].to_numpy(dtype=np.float32))
+        if spec.task == "regression":
+            return Rows(x, frame["target"].to_numpy(dtype=np.float32))
+        index = {str(c): i for i, c in enumerate(spec.classes)}
+        unknown = sorted({str(v) for v in frame["target"]} - set(index))
+        if unknown:
+            raise DataError(
+                f"{what} knows classes {', '.join(map(str, spec.classes[:10]))}; the test "
+                f"split {self.path} has labels it does not: {', '.join(unknown[:5])}"
+            )
+        return Rows(x, np.array([index[str(v)] for v in frame["target"]], dtype=np.int64))
 
 
 def load_test_split(root: Path) -> TestSplit:
     """The workspace's test split (`dvc repro` or `dvc pull` produces it)."""
-    from mlops.data import Schema, features_and_target, read_parquet
+    from mlops.data import read_parquet
     from mlops.lineage import dvc_md5
 
-    path, schema_path = root / TEST_SPLIT, root / SCHEMA
-    if not path.is_file() or not schema_path.is_file():
+    path = root / TEST_SPLIT
+    if not path.is_file():
         raise UserError(f"{path}: test split not found; run `dvc repro` or `dvc pull` first")
-    schema = Schema.load(schema_path)
-    x, y = features_and_target(read_parquet(path), schema)
-    task = "regression" if not schema.classes else "classification"
-    return TestSplit(np.asarray(x), np.asarray(y), dvc_md5(path), task)
+    return TestSplit(read_parquet(path), dvc_md5(path), path)
 
 
 @dataclass(frozen=True)
 class Scored:
-    """A version's evidence plus what comparison needs: outputs on the test rows."""
+    """A version's evidence plus what comparison needs: outputs on the test rows and the
+    labels as that version reads them."""
 
     evidence: Evidence
     outputs: np.ndarray | None
     parameters: int
     task: str
     family: str
+    y: np.ndarray | None = None
+    classes: list[Any] | None = None
 
 
 def _signature(model_dir: Path) -> str | None:
@@ -108,53 +140,69 @@ def score(
     split: TestSplit | None,
     latency: bool = False,
 ) -> Scored:
-    """Check the files of `model_dir` against the registration record, then rebuild the
-    model from its safetensors weights and measure it."""
+    """Check every file of `model_dir` against the registration record, then rebuild the
+    model from its safetensors weights and measure it on the split as it reads it. A
+    version whose files differ is measured no further: its integrity evidence says so."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     from mlops.io import file_digest, read_json
     from mlops.metrics import classification_metrics, regression_metrics
     from mlops.models import ModelSpec, build_model, count_parameters
     from mlops.training import predict_proba, predict_values
+    from registry import integrity
 
-    weights = model_dir / WEIGHTS
-    if not weights.is_file() or not (model_dir / SPEC).is_file():
+    what = f"model {version.model} version {version.version}"
+    weights, spec_file = integrity.model_files(model_dir)
+    if not weights.is_file() or not spec_file.is_file():
         raise DataError(
-            f"model {version.model} version {version.version}: no safetensors weights in its "
-            "artifacts (pickled models are never loaded)"
+            f"{what}: no safetensors weights in its artifacts (pickled models are never loaded)"
         )
+    files = integrity.manifest(model_dir)
+    expected = integrity.recorded(version.info)
     actual = file_digest(weights)
     evidence = Evidence(
         version=version.version,
         recorded_sha256=version.sha256,
         actual_sha256=actual,
         recorded_artifact_sha256=version.artifact_sha256,
-        actual_artifact_sha256=manifest_sha256(model_dir),
-        signature=_signature(model_dir),
+        actual_artifact_sha256=integrity.digest(files),
         size_mb=weights.stat().st_size / 1e6,
     )
-    if actual != version.sha256:
-        # A tampered file is never deserialised, even by safetensors.
+    intact = actual == version.sha256 and (
+        not integrity.differences(expected, files)
+        if expected is not None
+        else evidence.actual_artifact_sha256 == version.artifact_sha256
+    )
+    if not intact:
+        # A file that differs from the registered one is never read, not even the MLmodel.
         return Scored(evidence, None, 0, "", "")
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+    evidence = replace(evidence, signature=_signature(model_dir))
     try:
-        spec = ModelSpec(**read_json(model_dir / SPEC))
+        spec = ModelSpec(**read_json(spec_file))
         model = build_model(spec)
         model.load_state_dict(load_file(str(weights)))
     except (SafetensorError, TypeError, ValueError, RuntimeError) as exc:
-        raise DataError(f"model {version.model} version {version.version}: {exc}") from None
+        raise DataError(f"{what}: {exc}") from None
     model.eval()
     metrics: dict[str, float] = {}
-    outputs = None
+    outputs = rows = None
     if split is not None:
+        rows = split.rows_for(spec, what)
         if spec.task == "regression":
-            outputs = predict_values(model, split.x)
-            metrics = regression_metrics(split.y, outputs)
+            outputs = predict_values(model, rows.x)
+            metrics = regression_metrics(rows.y, outputs)
         else:
-            outputs = predict_proba(model, split.x)
-            metrics = classification_metrics(split.y, outputs)
-    lat = _latency_ms(model, split.x) if latency and split is not None else None
-    from dataclasses import replace
-
+            outputs = predict_proba(model, rows.x)
+            metrics = classification_metrics(rows.y, outputs)
+    lat = _latency_ms(model, rows.x) if latency and rows is not None else None
     evidence = replace(evidence, metrics=metrics, latency_ms=lat)
-    return Scored(evidence, outputs, count_parameters(model), spec.task, spec.family)
+    return Scored(
+        evidence,
+        outputs,
+        count_parameters(model),
+        spec.task,
+        spec.family,
+        rows.y if rows is not None else None,
+        list(spec.classes),
+    )

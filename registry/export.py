@@ -3,14 +3,16 @@ optionally pruned), hold the file to parity with the PyTorch model on the test s
 measure it, and attach it to the version.
 
 MLflow model versions have no artifacts of their own: the file and its report go to the
-version's source run under `exports/MODEL-vN/VARIANT/`, and tags on the model version
-(`mlops.export.VARIANT.*`) record the sha256, the artifact URI and the numbers. A refused
+version's source run under `exports/MODEL-vN/VARIANT/`, and one tag on the model version
+(`mlops.export.VARIANT`, a JSON record) holds the sha256, the artifact URI and the
+numbers. A refused
 export (parity failed) writes nothing; the tags are written last, so they never name a
 file that is not there.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -59,9 +61,31 @@ def variant(fmt: str, quantize: str | None = None, prune: float | None = None) -
     return name + (f"-pruned{prune * 100:g}" if prune else "")
 
 
-def tag(variant_name: str, key: str) -> str:
-    """The model-version tag holding `key` of an export."""
-    return f"{TAG}.{variant_name}.{key}"
+def tag(variant_name: str) -> str:
+    """The model-version tag that holds an export's record (one JSON value per export)."""
+    return f"{TAG}.{variant_name}"
+
+
+def records(tags: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Variant → the record of each export of a version, from its tags: one JSON tag per
+    export, or (exports made before) one tag per field, `mlops.export.VARIANT.FIELD`."""
+    found: dict[str, dict[str, str]] = {}
+    prefix = f"{TAG}."
+    for key, value in tags.items():
+        if not key.startswith(prefix):
+            continue
+        rest = key[len(prefix) :]
+        if value.startswith("{"):
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                continue
+            if isinstance(parsed, dict):
+                found[rest] = {str(k): str(v) for k, v in parsed.items()}
+        elif "." in rest:
+            name, field_name = rest.rsplit(".", 1)
+            found.setdefault(name, {})[field_name] = value
+    return found
 
 
 def check_request(
@@ -129,21 +153,34 @@ class ExportRefused(MlopsError):
         self.report = report
 
 
-def export(
-    ctx: Context, target: str, request: Request, step: Callable[[str], None] = lambda _: None
-) -> Report:
-    """Export the version `target` names (`digits@production`, `digits@3`)."""
+def target_version(ctx: Context, target: str) -> Version:
+    """The version `target` names (`digits@production`, `digits@3`), after checking that
+    the workspace has the test split to hold its export to (bad input: one line, before
+    any work)."""
     from registry.evaluation import load_test_split
-    from registry.loading import load, parse_target, resolve
+    from registry.loading import parse_target, resolve
     from registry.stages import check_model_name
 
     name, ref = parse_target(target)
     check_model_name(name)
     if ref.stage is not None:
         ctx.policy.check_stage(ref.stage, exclusive=True)
+    load_test_split(ctx.settings.root)
+    return resolve(ctx, name, ref)
+
+
+def export(
+    ctx: Context,
+    version: Version,
+    request: Request,
+    step: Callable[[str], None] = lambda _: None,
+) -> Report:
+    """Export `version` (see `target_version`) as `request` says."""
+    from registry.evaluation import load_test_split
+    from registry.loading import load
+
+    name = version.model
     split = load_test_split(ctx.settings.root)
-    step(f"resolving {target}")
-    version = resolve(ctx, name, ref)
     with tempfile.TemporaryDirectory(prefix="mlops-export-") as tmp:
         step(f"loading {name} version {version.version}")
         loaded = load(ctx, version, Path(tmp, "model"))
@@ -153,15 +190,10 @@ def export(
                 f"--format {request.fmt} --quantize {request.quantize}: not supported for "
                 f"the {loaded.spec.family} family; {why}"
             )
-        if split.x.shape[1] != loaded.spec.in_features or split.task != loaded.spec.task:
-            raise DataError(
-                f"{name} version {version.version} reads {loaded.spec.in_features} features "
-                f"({loaded.spec.task}); the workspace's test split has {split.x.shape[1]} "
-                f"({split.task})"
-            )
+        rows = split.rows_for(loaded.spec, f"{name} version {version.version}")
         from registry.export_run import convert_and_measure
 
-        report = convert_and_measure(loaded, split, request, Path(tmp, "out"), step)
+        report = convert_and_measure(loaded, rows, split.md5, request, Path(tmp, "out"), step)
         if not report.passed:
             failed = report.parity.failed()
             assert failed is not None
@@ -188,7 +220,7 @@ def _attach(ctx: Context, version: Version, report: Report, folder: Path, actor:
         artifact=f"{uri}/{report.exported.file}",
         report=f"{uri}/{REPORT_FILE}",
     )
-    tags = _tags(report, actor)
+    tags = {tag(report.variant): json.dumps(_record(report, actor), sort_keys=True)}
     report = replace(report, tags=tags)
     write_json(folder / REPORT_FILE, report.as_dict())
     if not version.run_id:
@@ -198,7 +230,7 @@ def _attach(ctx: Context, version: Version, report: Report, folder: Path, actor:
     return report
 
 
-def _tags(report: Report, actor: str) -> dict[str, str]:
+def _record(report: Report, actor: str) -> dict[str, str]:
     p = report.parity
     values: dict[str, Any] = {
         "format": report.format,
@@ -220,20 +252,16 @@ def _tags(report: Report, actor: str) -> dict[str, str]:
     }
     if report.sparsity is not None:
         values["sparsity"] = f"{report.sparsity:.4g}"
-    return {tag(report.variant, k): str(v) for k, v in values.items()}
+    return {k: str(v) for k, v in values.items()}
 
 
 def passing_exports(tags: dict[str, str]) -> dict[str, str]:
     """Variant → format of every export whose parity passed, from a version's tags."""
-    found: dict[str, str] = {}
-    prefix = f"{TAG}."
-    for key, value in tags.items():
-        if key.startswith(prefix) and key.endswith(".parity") and value == PASSED:
-            name = key[len(prefix) : -len(".parity")]
-            fmt = tags.get(tag(name, "format"))
-            if fmt and tags.get(tag(name, "sha256")):
-                found[name] = fmt
-    return found
+    return {
+        name: r["format"]
+        for name, r in sorted(records(tags).items())
+        if r.get("parity") == PASSED and r.get("format") and r.get("sha256") and r.get("artifact")
+    }
 
 
 def to_onnx(module: nn.Module, example: np.ndarray, path: Path) -> Path:
@@ -244,6 +272,43 @@ def to_onnx(module: nn.Module, example: np.ndarray, path: Path) -> Path:
     return convert(module, example, path)
 
 
+def _version_tags(ctx: Context, version: Version) -> dict[str, str]:
+    from registry import mlflow_port
+
+    ctx.connect_mlflow()
+    found = mlflow_port.get_version(version.model, version.version)
+    return found.tags if found is not None else {}
+
+
+def passing_variants(ctx: Context, version: Version) -> list[str]:
+    """The variants of `version` whose export passed parity."""
+    return sorted(passing_exports(_version_tags(ctx, version)))
+
+
+def exported_variant(
+    ctx: Context, version: Version, name: str, dest: Path | None = None
+) -> Path | None:
+    """The file of the passing export `name` (`onnx`, `onnx-int8`, …) of `version`,
+    downloaded into `dest` (default: a new temporary folder the caller owns) and verified
+    against the sha256 recorded at export. None when there is no such passing export."""
+    from mlops.io import file_digest
+    from registry import mlflow_port
+
+    tags = _version_tags(ctx, version)
+    if name not in passing_exports(tags):
+        return None
+    record = records(tags)[name]
+    dest = Path(dest) if dest is not None else Path(tempfile.mkdtemp(prefix="mlops-exported-"))
+    path = mlflow_port.download_artifact(record["artifact"], dest)
+    actual, recorded = file_digest(path), record.get("sha256", "")
+    if actual != recorded:
+        raise DataError(
+            f"{version.model} version {version.version}: exported {name} file sha256 "
+            f"{actual[:12]} differs from the recorded {recorded[:12] or 'none'}; refusing it"
+        )
+    return path
+
+
 def exported_file(
     ctx: Context,
     version: Version,
@@ -252,24 +317,6 @@ def exported_file(
     dest: Path | None = None,
 ) -> Path | None:
     """The file of a passing `fmt` export of `version` (unpruned; `quantize="int8"` for the
-    int8 one), downloaded into `dest` (default: a new temporary folder the caller owns) and
-    verified against the sha256 recorded at export. None when there is no such export."""
-    from mlops.io import file_digest
-    from registry import mlflow_port
-
+    int8 one); see `exported_variant`."""
     request = check_request(fmt, quantize, None)
-    ctx.connect_mlflow()
-    found = mlflow_port.get_version(version.model, version.version)
-    tags = found.tags if found is not None else {}
-    name = request.variant
-    if tags.get(tag(name, "parity")) != PASSED or not tags.get(tag(name, "artifact")):
-        return None
-    dest = Path(dest) if dest is not None else Path(tempfile.mkdtemp(prefix="mlops-exported-"))
-    path = mlflow_port.download_artifact(tags[tag(name, "artifact")], dest)
-    actual, recorded = file_digest(path), tags.get(tag(name, "sha256"), "")
-    if actual != recorded:
-        raise DataError(
-            f"{version.model} version {version.version}: exported {name} file sha256 "
-            f"{actual[:12]} differs from the recorded {recorded[:12] or 'none'}; refusing it"
-        )
-    return path
+    return exported_variant(ctx, version, request.variant, dest)

@@ -51,7 +51,7 @@ def render(report: Report) -> None:
     if report.artifact:
         console.out.print(f"attached: {report.artifact}", soft_wrap=True)
         console.out.print(
-            f"tags: mlops.export.{report.variant}.* on {report.model} version {report.version}"
+            f"tag: mlops.export.{report.variant} on {report.model} version {report.version}"
         )
 
 
@@ -88,8 +88,10 @@ def export_cmd(
     request = export.check_request(fmt, quantize, prune, max_drop)
     ctx = Context.load()
     try:
-        with console.status(f"exporting {target}") as step:
-            report = export.export(ctx, target, request, step=step)
+        version = export.target_version(ctx, target)
+        what = f"{version.model} version {version.version}"
+        with console.status(f"exporting {what} to {request.variant}") as step:
+            report = export.export(ctx, version, request, step=step)
     except export.ExportRefused as refused:
         if as_json:
             console.emit_json(refused.report.as_dict())

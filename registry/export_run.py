@@ -13,12 +13,11 @@ import numpy as np
 from mlops.errors import DataError
 from registry import export_formats as formats
 from registry import export_parity
-from registry.evaluation import WEIGHTS
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from registry.evaluation import TestSplit
+    from registry.evaluation import Rows
     from registry.export import Report, Request
     from registry.loading import Loaded
 
@@ -58,7 +57,8 @@ def _write(
 
 def convert_and_measure(
     loaded: Loaded,
-    split: TestSplit,
+    split: Rows,
+    test_md5: str,
     request: Request,
     folder: Path,
     step: Callable[[str], None] = lambda _: None,
@@ -100,7 +100,7 @@ def convert_and_measure(
     with _one_thread():
         base_ms = formats.p50_ms(baseline_run, split.x)
         export_ms = formats.p50_ms(run, split.x)
-    weights = loaded.directory / WEIGHTS
+    weights = loaded.weights
     label = request.variant.replace("-", " ")
     return Report(
         model=loaded.version.model,
@@ -112,9 +112,9 @@ def convert_and_measure(
         sparsity=sparsity,
         metric=parity.metric,
         rows=len(split.x),
-        test_md5=split.md5,
+        test_md5=test_md5,
         baseline=Measured(
-            "pytorch", WEIGHTS.name, weights.stat().st_size, base_ms, parity.baseline
+            "pytorch", weights.name, weights.stat().st_size, base_ms, parity.baseline
         ),
         exported=Measured(label, path.name, path.stat().st_size, export_ms, parity.exported),
         sha256=file_digest(path),

@@ -1,6 +1,8 @@
-"""Loading a registered version for use outside the registry (export, serving): resolve
-`MODEL@STAGE` or `MODEL VERSION`, download its files, verify the weights' sha256 against
-the registration record, and rebuild the module from safetensors (never a pickle)."""
+"""Loading a registered version for use outside the registry (export, serving, drift):
+resolve `MODEL@STAGE` or `MODEL VERSION`, download its files (never from outside the
+artifact store), verify every file against the manifest recorded at registration, and
+rebuild the module from safetensors (never a pickle). The version's own spec says how to
+read a request: nothing of the workspace is consulted."""
 
 from __future__ import annotations
 
@@ -33,6 +35,13 @@ class Loaded:
     def sha256(self) -> str:
         return self.version.sha256
 
+    @property
+    def weights(self) -> Path:
+        """The verified safetensors file."""
+        from registry.integrity import model_files
+
+        return model_files(self.directory)[0]
+
 
 def parse_target(text: str) -> tuple[str, Ref]:
     """`digits@production`, `digits@3` or `digits:3` → (model, reference); one line if not."""
@@ -51,18 +60,16 @@ def resolve(ctx: Context, name: str, ref: Ref) -> Version:
     return resolve_ref(ctx, name, ref)
 
 
-def fetch(ctx: Context, version: Version, dest: Path) -> tuple[Path, ModelSpec]:
-    """Download `version` into `dest` and verify its weights' sha256; its folder and spec.
-    Imports neither torch nor the module: the weights are checked, not loaded."""
-    from mlops.io import file_digest, read_json
-    from mlops.models import ModelSpec
-    from registry import mlflow_port
-    from registry.evaluation import SPEC, WEIGHTS
+def verify(version: Version, directory: Path) -> tuple[Path, Path]:
+    """Check every file of a downloaded version against its manifest (else the digest
+    recorded at registration) and the weights against their sha256; the weights and spec
+    files. A `DataError` naming the first file that differs: nothing of it is read."""
+    from mlops.io import file_digest
+    from registry import integrity
 
-    ctx.connect_mlflow()
-    directory = mlflow_port.download(version.model, version.version, dest)
-    weights, spec_file = directory / WEIGHTS, directory / SPEC
     what = f"model {version.model} version {version.version}"
+    integrity.check(what, integrity.recorded(version.info), version.artifact_sha256, directory)
+    weights, spec_file = integrity.model_files(directory)
     if not weights.is_file() or not spec_file.is_file():
         raise DataError(f"{what}: no safetensors weights in its artifacts")
     actual = file_digest(weights)
@@ -71,24 +78,43 @@ def fetch(ctx: Context, version: Version, dest: Path) -> tuple[Path, ModelSpec]:
             f"{what}: weights sha256 {actual[:12]} differs from the registered "
             f"{version.sha256[:12]}; refusing to load them"
         )
+    return weights, spec_file
+
+
+def read_spec(version: Version, spec_file: Path) -> ModelSpec:
+    """The spec of a verified version (feature names, classes, normalisation, task)."""
+    from mlops.io import read_json
+    from mlops.models import ModelSpec
+
     try:
-        return directory, ModelSpec(**read_json(spec_file))
+        return ModelSpec(**read_json(spec_file))
     except (TypeError, ValueError) as exc:
-        raise DataError(f"{what}: {exc}") from None
+        raise DataError(f"model {version.model} version {version.version}: {exc}") from None
+
+
+def fetch(ctx: Context, version: Version, dest: Path) -> tuple[Path, ModelSpec]:
+    """Download `version` into `dest` and verify every file; its folder and spec.
+    Imports neither torch nor the module: the files are checked, not loaded."""
+    from registry import mlflow_port
+
+    ctx.connect_mlflow()
+    directory = mlflow_port.download(version.model, version.version, dest)
+    _weights, spec_file = verify(version, directory)
+    return directory, read_spec(version, spec_file)
 
 
 def load(ctx: Context, version: Version, dest: Path) -> Loaded:
-    """Download `version` into `dest`, verify its weights and rebuild the module."""
+    """Download `version` into `dest`, verify its files and rebuild the module."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from mlops.models import build_model
-    from registry.evaluation import WEIGHTS
+    from registry.integrity import model_files
 
     directory, spec = fetch(ctx, version, dest)
     try:
         module = build_model(spec)
-        module.load_state_dict(load_file(str(directory / WEIGHTS)))
+        module.load_state_dict(load_file(str(model_files(directory)[0])))
     except (SafetensorError, TypeError, ValueError, RuntimeError) as exc:
         raise DataError(f"model {version.model} version {version.version}: {exc}") from None
     module.eval()

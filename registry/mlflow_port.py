@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from mlops.errors import StoreError, UserError
@@ -123,16 +123,62 @@ def set_tags(name: str, version: int, tags: dict[str, str]) -> None:
         c.set_model_version_tag(name, str(version), key, value)
 
 
+def _inside(uri: str, root: str) -> bool:
+    """Whether `uri` lies inside `root` (local paths resolved, links followed; other
+    schemes compared by scheme, host and path, no `..`)."""
+    from urllib.parse import unquote, urlparse
+
+    u, r = urlparse(uri), urlparse(root)
+    if u.scheme in ("", "file") and r.scheme in ("", "file"):
+        if u.netloc not in ("", "localhost") or r.netloc not in ("", "localhost"):
+            return False
+        local, local_root = Path(unquote(u.path)).resolve(), Path(unquote(r.path)).resolve()
+        return local.is_relative_to(local_root)
+    if (u.scheme, u.netloc) != (r.scheme, r.netloc):
+        return False
+    path, base = PurePosixPath(unquote(u.path) or "/"), PurePosixPath(unquote(r.path) or "/")
+    return ".." not in path.parts and path.is_relative_to(base)
+
+
+def allowed_roots(run_id: str) -> list[str]:
+    """Where a version's files may come from: the configured artifact root, and the
+    artifact location of the experiment of the run that logged it."""
+    from mlflow.exceptions import MlflowException
+
+    from mlops import tracking
+
+    roots = [r for r in (tracking.artifact_root(),) if r]
+    if run_id:
+        try:
+            run = client().get_run(run_id)
+            roots.append(client().get_experiment(run.info.experiment_id).artifact_location)
+        except MlflowException:
+            pass
+    return roots
+
+
+def check_location(name: str, version: int, uri: str, run_id: str) -> None:
+    """Refuse a version whose files live outside the artifact store (a source such as
+    `/etc/ssl` or `/`, set through MLflow's API) before anything is copied."""
+    bad = not uri or any(part in uri for part in ("\\", "\x00"))
+    if bad or not any(_inside(uri, root) for root in allowed_roots(run_id)):
+        raise UserError(
+            f"model {name} version {version}: its source {uri!r} is outside the artifact "
+            "store; refusing to read it"
+        )
+
+
 def download(name: str, version: int, dest: Path) -> Path:
     """Copy a version's model files into `dest` and return that folder.
 
-    Refuses sources outside the artifact store and files that resolve outside `dest`.
+    Refuses sources outside the artifact store (before any copy) and files that resolve
+    outside `dest`.
     """
     import mlflow.artifacts
 
+    mv = client().get_model_version(name, str(version))
     uri = client().get_model_version_download_uri(name, str(version))
-    if not uri or any(part in uri for part in ("/../", "%2e%2e", "%2E%2E", "\\", "\x00")):
-        raise UserError(f"model {name} version {version}: refusing artifact location {uri!r}")
+    check_location(name, version, uri, mv.run_id or "")
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
     except Exception as exc:  # mlflow raises several unrelated types for a missing artifact
@@ -174,3 +220,8 @@ def download_artifact(uri: str, dest: Path) -> Path:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
     except Exception as exc:  # mlflow raises several unrelated types for a missing artifact
         raise StoreError(f"{uri}: artifact unreadable: {exc}") from None
+
+
+def set_description(name: str, version: int, text: str) -> None:
+    """The version's description (Markdown: the MLflow UI shows it on the version page)."""
+    client().update_model_version(name, str(version), description=text)

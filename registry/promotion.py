@@ -77,8 +77,12 @@ def resolve(ctx: Context, model: str, ref: Ref) -> Version:
     if found is None:
         from registry.registration import sync
 
-        sync(ctx, model)
+        refused: list[str] = []
+        sync(ctx, model, refused)
         found = ctx.store.version(model, version)
+        mine = [line for line in refused if f" version {version}:" in line]
+        if found is None and mine:
+            raise UserError(mine[0])
     if found is None:
         raise UserError(f"model {model}: no version {version}")
     return found

@@ -9,6 +9,7 @@ of one model get distinct numbers.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from mlops.errors import DataError, StoreError, UserError
 from mlops.registry_params import NO_STAGE
 from mlops.tracking import TAG_MODEL_SHA
-from registry import mlflow_port
+from registry import integrity, mlflow_port
+from registry.card import render_card
 from registry.context import Context
 from registry.db.store import Entry, Version
 from registry.mlflow_port import STAGE_TAG
@@ -28,7 +30,13 @@ if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
+    from mlops.models import ModelSpec
+
 TAG_ARTIFACT_SHA = "mlops.artifact_sha256"
+TAG_LINEAGE = "mlops.lineage"
+# Tags that stay tags of their own on a version (the MLflow UI shows them at a glance);
+# every other lineage fact goes into the one `mlops.lineage` JSON tag.
+OWN_TAGS = ("mlops.role", "mlops.challenger_of")
 
 
 @dataclass(frozen=True)
@@ -45,23 +53,42 @@ class RegisteredVersion:
 
 def pip_requirements() -> list[str]:
     """Exact pins for the environment that loads the model (no local `+cpu` suffix)."""
-    return [f"{d}=={dist_version(d).split('+')[0]}" for d in ("torch", "numpy", "mlflow")]
+    names = ("torch", "numpy", "pandas", "safetensors", "mlflow")
+    return [f"{d}=={dist_version(d).split('+')[0]}" for d in names]
+
+
+def version_info(tags: dict[str, str]) -> dict[str, Any]:
+    """The registry's record of a version's facts, from its MLflow tags: the lineage JSON
+    unpacked, plus every other `mlops.*` tag but the stage (older versions carry each
+    fact as a tag of its own)."""
+    info: dict[str, Any] = {
+        k: v
+        for k, v in tags.items()
+        if k.startswith("mlops.") and k not in (STAGE_TAG, TAG_LINEAGE)
+    }
+    try:
+        lineage = json.loads(tags.get(TAG_LINEAGE) or "{}")
+    except ValueError:
+        lineage = {}
+    if isinstance(lineage, dict):
+        info |= {str(k): str(v) for k, v in lineage.items()}
+    return info
 
 
 def _record(ctx: Context, mv: mlflow_port.MlflowVersion, reason: str) -> Version:
     tags = mv.tags
-    info: dict[str, Any] = {
-        k: v for k, v in tags.items() if k.startswith("mlops.") and k != STAGE_TAG
-    }
-    params, _ = mlflow_port.run_data(tags.get("mlops.train_run_id") or mv.run_id)
+    info = version_info(tags)
+    params, _ = mlflow_port.run_data(info.get("mlops.train_run_id") or mv.run_id)
     info["params"] = params
+    files = integrity.recorded(info)
+    artifact_sha = tags.get(TAG_ARTIFACT_SHA) or (integrity.digest(files) if files else "")
     record = Version(
         model=mv.name,
         version=mv.version,
         run_id=mv.run_id,
         source=mv.source,
         sha256=tags.get(TAG_MODEL_SHA, ""),
-        artifact_sha256=tags.get(TAG_ARTIFACT_SHA, ""),
+        artifact_sha256=artifact_sha,
         stage=tags.get(STAGE_TAG, NO_STAGE),
         created_at=mv.created_at,
         info=info,
@@ -108,6 +135,60 @@ def _wait_ready(name: str, version: int, timeout: float = 120.0) -> mlflow_port.
         time.sleep(0.2)
 
 
+def _signature_example(model: nn.Module, spec: ModelSpec, example: np.ndarray) -> Any:
+    """The input example as named columns (float64: MLflow accepts float32, float64 and
+    small ints for them) and the signature it gives with the labels it predicts."""
+    import numpy as np
+    import pandas as pd
+    import torch
+    from mlflow.models import infer_signature
+
+    from mlops.predictions import answer, labels
+    from mlops.pyfunc_model import OUTPUT_PARAM, OUTPUTS
+
+    frame = pd.DataFrame(np.asarray(example, dtype=np.float64), columns=spec.feature_names)
+    with torch.inference_mode():
+        out = model(torch.from_numpy(np.asarray(example, dtype=np.float32))).float().numpy()
+    found = answer(out, spec.task, labels(tuple(spec.classes)), len(example))
+    signature = infer_signature(
+        frame, np.asarray(found.predictions), params={OUTPUT_PARAM: OUTPUTS[0]}
+    )
+    return frame, signature
+
+
+def _log_version_model(
+    model: nn.Module, weights_dir: Path, example: np.ndarray
+) -> tuple[Any, dict[str, str]]:
+    """Log the version's model (MLflow pyfunc, models-from-code: our safetensors weights
+    and spec as its artifacts, no pickle) in the active run; its info and its manifest."""
+    import mlflow
+    import mlflow.pyfunc
+
+    from mlops.io import read_json
+    from mlops.models import SPEC_FILE, WEIGHTS_FILE, ModelSpec
+    from mlops.pyfunc_model import ENTRY, ENTRY_FILE, SPEC_ARTIFACT, WEIGHTS_ARTIFACT
+
+    spec = ModelSpec(**read_json(weights_dir / SPEC_FILE))
+    frame, signature = _signature_example(model, spec, example)
+    with tempfile.TemporaryDirectory() as tmp:
+        entry = Path(tmp, ENTRY_FILE)
+        entry.write_text(ENTRY, encoding="utf-8")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(entry),
+            artifacts={
+                WEIGHTS_ARTIFACT: str(weights_dir / WEIGHTS_FILE),
+                SPEC_ARTIFACT: str(weights_dir / SPEC_FILE),
+            },
+            signature=signature,
+            input_example=frame,
+            pip_requirements=pip_requirements(),
+        )
+        local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=tmp + "/dl"))
+        files = integrity.manifest(local)
+    return info, files
+
+
 def register_model(
     ctx: Context,
     model: nn.Module,
@@ -121,15 +202,14 @@ def register_model(
     """Log `model` in the active MLflow run and register it as a new version of `name`.
 
     `weights_dir` holds the safetensors weights and spec the model was loaded from; they
-    are logged with it, so the registry can rebuild it without unpickling anything.
-    `example` (a batch of at least 2 rows) becomes the input example and signature.
+    are the version's artifacts, so everything that reads the version rebuilds it from
+    them (its feature names, classes and normalisation included) without unpickling
+    anything. `example` (a batch of at least 2 rows) becomes the input example and the
+    signature (named columns). `tags` are lineage facts: they go into the version's
+    `mlops.lineage` tag (except `OWN_TAGS`). Every file is hashed into the version's
+    manifest, which every loader verifies.
     """
     import mlflow
-    import mlflow.pytorch
-    from mlflow.models import infer_signature
-
-    from mlops.models import SPEC_FILE, WEIGHTS_FILE
-    from registry.evaluation import manifest_sha256
 
     existing = find_version_by_sha(name, sha256)
     if existing is not None:
@@ -139,24 +219,13 @@ def register_model(
         )
     if len(example) < 2:
         raise ValueError("the input example needs a batch of at least 2 rows")
-    import torch
-
-    with torch.no_grad():
-        output = model(torch.from_numpy(example)).numpy()
-    info = mlflow.pytorch.log_model(
-        model,
-        name="model",
-        input_example=example,
-        signature=infer_signature(example, output),
-        pip_requirements=pip_requirements(),
-        extra_files=[str(weights_dir / WEIGHTS_FILE), str(weights_dir / SPEC_FILE)],
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=tmp))
-        artifact_sha = manifest_sha256(local)
-    all_tags = {k: str(v) for k, v in tags.items()} | {
+    info, files = _log_version_model(model, weights_dir, example)
+    lineage = {k: str(v) for k, v in tags.items() if k not in OWN_TAGS}
+    all_tags = {k: str(v) for k, v in tags.items() if k in OWN_TAGS} | {
         TAG_MODEL_SHA: sha256,
-        TAG_ARTIFACT_SHA: artifact_sha,
+        TAG_ARTIFACT_SHA: integrity.digest(files),
+        integrity.MANIFEST_TAG: integrity.encode(files),
+        TAG_LINEAGE: json.dumps(lineage, sort_keys=True),
         STAGE_TAG: NO_STAGE,
     }
     client = mlflow_port.client()
@@ -171,7 +240,9 @@ def register_model(
         name, info.model_uri, run_id=run_id, tags=all_tags, model_id=info.model_id
     )
     ready = _wait_ready(name, int(mv.version))
-    _record(ctx, ready, "registered")
+    record = _record(ctx, ready, "registered")
+    card = render_card(record, [])
+    mlflow_port.set_description(name, int(mv.version), card)
     return RegisteredVersion(name, str(mv.version), run_id, info.model_uri, sha256, False)
 
 
@@ -210,10 +281,10 @@ def register_run(ctx: Context, run_id: str, name: str | None = None) -> Register
         except Exception:
             raise UserError(f"run {run_id}: no weights/ artifacts to register") from None
         try:
-            model, _spec = load_model(local, expected_sha256=sha)
+            model, spec = load_model(local, expected_sha256=sha)
         except DataError as exc:
             raise DataError(f"run {run_id}: {exc} (refused; nothing was loaded)") from None
-        split = load_test_split(ctx.settings.root)
+        example = load_test_split(ctx.settings.root).rows_for(spec, f"run {run_id}").x[:8]
         tags = {
             k: v
             for k, v in run.data.tags.items()
@@ -221,25 +292,37 @@ def register_run(ctx: Context, run_id: str, name: str | None = None) -> Register
         }
         tags |= {"mlops.train_run_id": run_id, "mlops.registered_from": "run"}
         with tracking.stage_run(ctx.settings, experiment, "register", run_id, {TAG_MODEL_SHA: sha}):
-            return register_model(ctx, model, name, local, sha, split.x[:8], tags)
+            return register_model(ctx, model, name, local, sha, example, tags)
 
 
-def sync(ctx: Context, name: str) -> int:
+def sync(ctx: Context, name: str, refused: list[str] | None = None) -> int:
     """Record versions of `name` that MLflow has and the registry's store lacks (registered
-    outside mlops, or before the store existed), with holders from MLflow's aliases."""
+    outside mlops, or before the store existed), with holders from MLflow's aliases. A
+    version whose files lie outside the artifact store is not recorded: why goes into
+    `refused` (one line each)."""
     from registry.db.store import Change
 
     ctx.connect_mlflow()
     known = {v.version for v in ctx.store.versions(name)}
     added = 0
     for mv in mlflow_port.all_versions(name):
-        if mv.version not in known and mv.status == "READY":
-            _record(ctx, mv, "synced from MLflow")
-            added += 1
+        if mv.version in known or mv.status != "READY":
+            continue
+        try:
+            uri = mlflow_port.client().get_model_version_download_uri(name, str(mv.version))
+            mlflow_port.check_location(name, mv.version, uri, mv.run_id)
+        except UserError as exc:
+            if refused is not None:
+                refused.append(str(exc))
+            continue
+        _record(ctx, mv, "synced from MLflow")
+        added += 1
     holders = ctx.store.holders(name)
+    recorded = {v.version for v in ctx.store.versions(name)}
     for alias, version in mlflow_port.aliases(name).items():
         if (
-            ctx.policy.exclusive(alias)
+            version in recorded
+            and ctx.policy.exclusive(alias)
             and alias in ctx.policy.stages
             and holders.get(alias) != version
         ):

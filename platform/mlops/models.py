@@ -26,7 +26,13 @@ SPEC_FILE = "model.json"
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything needed to rebuild a model, including input normalisation and classes."""
+    """Everything needed to rebuild a model and to read a request for it: the family and
+    its hyperparameters, the feature names in the order the model reads them, the input
+    normalisation, the classes (or the target's scale for a regression) and the task.
+
+    A spec written before feature names were recorded has `features == []`: such a
+    version reads its inputs by position only (`feature_names` names them f0, f1, …).
+    """
 
     family: str
     in_features: int
@@ -38,6 +44,13 @@ class ModelSpec:
     task: str = "classification"
     target_mean: float = 0.0
     target_std: float = 1.0
+    features: list[str] = field(default_factory=list)
+    target: str = ""
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The feature names in input order (`f0`, `f1`, … for a spec without names)."""
+        return list(self.features) or [f"f{i}" for i in range(self.in_features)]
 
     @property
     def n_classes(self) -> int:
@@ -79,10 +92,16 @@ def make_spec(
     task: str = "classification",
     target_mean: float = 0.0,
     target_std: float = 1.0,
+    features: list[str] | None = None,
+    target: str = "",
 ) -> ModelSpec:
     """The spec of a model of the selected family for these data statistics (for
-    regression, the target's mean and std: the model predicts in the target's units)."""
+    regression, the target's mean and std: the model predicts in the target's units).
+    `features` are the column names in the order of `mean` and `std`."""
     check_shape(params.family, input_shape)
+    names = [str(f) for f in features or []]
+    if names and len(names) != len(mean):
+        raise ValueError(f"{len(names)} feature names for {len(mean)} features")
     return ModelSpec(
         family=params.family,
         in_features=len(mean),
@@ -94,6 +113,8 @@ def make_spec(
         task=task,
         target_mean=float(target_mean),
         target_std=float(target_std) if target_std > 1e-12 else 1.0,
+        features=names,
+        target=str(target),
     )
 
 

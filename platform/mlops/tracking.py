@@ -37,6 +37,9 @@ TAG_PID = "mlops.pid"
 TAG_PID_STARTED = "mlops.pid_started"
 TAG_CLOSED_BY = "mlops.closed_by"
 TAG_MODEL_SHA = "mlops.model_sha256"
+# The artifact root of the store `connect` pointed MLflow at (process-wide, as MLflow's
+# own tracking URI is): model versions may only be read from inside it.
+_CONNECTED: dict[str, str] = {}
 
 
 def connect(settings: Settings) -> None:
@@ -59,6 +62,12 @@ def connect(settings: Settings) -> None:
     uri = driver_url(settings.tracking_uri)  # postgresql:// → the psycopg 3 driver we ship
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    _CONNECTED["artifact_root"] = settings.artifact_root
+
+
+def artifact_root() -> str | None:
+    """The artifact root of the store MLflow was last connected to (None: not connected)."""
+    return _CONNECTED.get("artifact_root")
 
 
 def retried(fn: Callable[[], T]) -> T:

@@ -83,6 +83,7 @@ def model_spec(model: Any, data: Data) -> Any:
     return make_spec(
         model, data.schema.classes, mean, std, data.schema.input_shape, task=data.schema.task,
         target_mean=float(y.mean()), target_std=float(y.std()),
+        features=data.schema.features, target=data.schema.target,
     )  # fmt: skip
 
 

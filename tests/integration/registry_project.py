@@ -66,14 +66,19 @@ def train_small(
     much less at 5."""
     import torch
 
+    from mlops.data import Schema
+
     x, y = _arrays(root, "train")
     mean, std = feature_stats(x)
+    schema = Schema.load(root / "data" / "raw" / "schema.json")
     spec = make_spec(
         ModelParams(mlp=MLPParams(hidden_sizes=[hidden], dropout=0.0)),
         list(range(10)),
         mean,
         std,
         [64],
+        features=schema.features,
+        target=schema.target,
     )
     torch.manual_seed(seed)
     model = build_model(spec)

@@ -130,10 +130,10 @@ def state(ctx: Context, name: str = MODEL) -> dict[str, Any]:
 
 
 def weights_file(ctx: Context, version: int | str, name: str = MODEL) -> Path:
-    """The `extra_files/model.safetensors` of a version, inside the artifact store."""
+    """The `artifacts/model.safetensors` of a version, inside the artifact store."""
     uri = client(ctx).get_model_version_download_uri(name, str(version))
     assert uri.startswith("file://"), uri
-    path = Path(uri.removeprefix("file://")) / "extra_files" / "model.safetensors"
+    path = Path(uri.removeprefix("file://")) / "artifacts" / "model.safetensors"
     assert path.is_file(), path
     assert path.is_relative_to(ctx.settings.root / ".mlops" / "artifacts"), path
     return path
@@ -933,6 +933,6 @@ def test_model_files_go_to_the_servers_artifact_store(server: dict[str, Any]) ->
     ctx: Context = server["ctx"]
     assert ctx.settings.artifact_root == "mlflow-artifacts:/"
     served = server["base"] / "served"
-    weights = list(served.rglob("extra_files/model.safetensors"))
+    weights = list(served.rglob("artifacts/model.safetensors"))
     assert len(weights) >= 2, sorted(str(p) for p in served.rglob("*"))[:20]
     assert not (ctx.settings.root / ".mlops" / "artifacts").exists()

@@ -56,9 +56,15 @@ def test_register_tags_lineage_and_is_idempotent(settings: Settings, example: np
         first = _register(settings, model, "clf", "sha-a", example, {"mlops.git_commit": "abc"})
     assert (first.name, first.version, first.reused) == ("clf", "1", False)
     mv = MlflowClient().get_model_version("clf", "1")
-    assert mv.tags["mlops.git_commit"] == "abc"
+    assert registration.version_info(mv.tags)["mlops.git_commit"] == "abc"
     assert mv.tags[tracking.TAG_MODEL_SHA] == "sha-a"
     assert mv.tags[STAGE_TAG] == NO_STAGE
+    # few tags on the version: the lineage is one JSON tag, the rest is in the card
+    assert sorted(mv.tags) == sorted(
+        [STAGE_TAG, tracking.TAG_MODEL_SHA, registration.TAG_ARTIFACT_SHA,
+         registration.TAG_LINEAGE, "mlops.manifest"]
+    )  # fmt: skip
+    assert "**clf version 1**" in mv.description and "`abc`" in mv.description
 
     with tracking.stage_run(settings, "exp", "register"):
         again = _register(settings, model, "clf", "sha-a", example, {})
@@ -83,14 +89,18 @@ def test_pyfunc_predicts_batches_of_any_size(settings: Settings, example: np.nda
         version = _register(settings, model, "clf", "sha-c", example, {})
     loaded = mlflow.pyfunc.load_model(f"models:/clf/{version.version}")
     for n in (1, 5, 37):
-        batch = np.random.default_rng(n).normal(size=(n, 4)).astype(np.float32)
-        out = np.asarray(loaded.predict(batch))
-        assert out.shape == (n, 3)
+        rows = np.random.default_rng(n).normal(size=(n, 4)).astype(np.float32)
+        # the signature names the columns: MLflow refuses unnamed rows, so name them
+        batch = pd.DataFrame(rows, columns=["f0", "f1", "f2", "f3"])
         with torch.no_grad():
-            expected = model(torch.from_numpy(batch)).numpy()
-        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
-    frame = pd.DataFrame(example)
-    assert np.asarray(loaded.predict(frame)).shape == (6, 3)
+            logits = model(torch.from_numpy(rows))
+        # labels out (the classes are 0, 1, 2), probabilities on request
+        np.testing.assert_array_equal(loaded.predict(batch), logits.argmax(dim=1).numpy())
+        proba = loaded.predict(batch, params={"output": "probabilities"})
+        assert list(proba.columns) == ["0", "1", "2"]
+        np.testing.assert_allclose(proba.to_numpy(), logits.softmax(dim=1).numpy(), atol=1e-6)
+    frame = pd.DataFrame(example.astype(np.float64), columns=["f0", "f1", "f2", "f3"])
+    assert np.asarray(loaded.predict(frame)).shape == (6,)
 
 
 def test_example_needs_two_rows(settings: Settings, example: np.ndarray) -> None:
@@ -113,7 +123,8 @@ def test_every_family_logs_and_predicts_through_pyfunc(settings: Settings, famil
         version = _register(settings, model, "zoo", f"sha-{family}", example, {})
     loaded = mlflow.pyfunc.load_model(f"models:/zoo/{version.version}")
     for n in (1, 3, 50):
-        batch = np.random.default_rng(n).normal(size=(n, 64)).astype(np.float32)
+        rows = np.random.default_rng(n).normal(size=(n, 64)).astype(np.float32)
+        batch = pd.DataFrame(rows, columns=[f"f{i}" for i in range(64)])
         with torch.no_grad():
-            expected = model(torch.from_numpy(batch)).numpy()
-        np.testing.assert_allclose(np.asarray(loaded.predict(batch)), expected, atol=1e-5)
+            expected = model(torch.from_numpy(rows)).argmax(dim=1).numpy()
+        np.testing.assert_array_equal(loaded.predict(batch), expected)

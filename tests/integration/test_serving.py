@@ -182,7 +182,9 @@ def test_metadata_names_the_verified_version(served: dict[str, Any]) -> None:
     assert (meta["model"], meta["version"], meta["stage"]) == (MODEL, 1, "production")
     assert meta["sha256"] == first.sha256
     assert meta["backend"] == "torch"
-    assert meta["signature"]["inputs"][0]["tensor-spec"]["shape"] == [-1, 64]
+    # the version's own signature: its 64 feature columns by name, in its order
+    inputs = meta["signature"]["inputs"]
+    assert [c["name"] for c in inputs] == meta["features"] and len(inputs) == 64
     assert meta["classes"] == list(range(10))
 
 

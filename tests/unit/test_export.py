@@ -4,6 +4,7 @@ module through onnxruntime and torch.jit."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from mlops.errors import UserError
 from mlops.registry_params import GateParams
 from registry import export_parity as parity
-from registry.export import check_request, passing_exports, tag, variant
+from registry.export import check_request, passing_exports, records, tag, variant
 from registry.gates import Evidence, evaluate, passed
 
 RNG = np.random.default_rng(0)
@@ -134,20 +135,34 @@ def test_variant_names() -> None:
     assert check_request(" ONNX ", "INT8", None).variant == "onnx-int8"
     assert variant("torchscript", None, 0.5) == "torchscript-pruned50"
     assert variant("onnx", "int8", 0.125) == "onnx-int8-pruned12.5"
-    assert tag("onnx-int8", "sha256") == "mlops.export.onnx-int8.sha256"
+    assert tag("onnx-int8") == "mlops.export.onnx-int8"
 
 
-def test_passing_exports_read_from_tags() -> None:
+def test_passing_exports_read_from_one_json_tag_per_export() -> None:
+    record = {"parity": "passed", "format": "onnx", "sha256": "a" * 64, "artifact": "runs:/r/x"}
     tags = {
-        tag("onnx-int8", "parity"): "passed",
-        tag("onnx-int8", "format"): "onnx",
-        tag("onnx-int8", "sha256"): "a" * 64,
-        tag("torchscript", "parity"): "passed",  # no sha256: not a complete record
-        tag("torchscript", "format"): "torchscript",
+        tag("onnx-int8"): json.dumps(record),
+        tag("onnx"): json.dumps(record | {"parity": "failed"}),
+        tag("torchscript"): json.dumps({"parity": "passed", "format": "torchscript"}),  # no file
+        tag("bad"): "{not json",
         "mlops.stage": "staging",
     }
     assert passing_exports(tags) == {"onnx-int8": "onnx"}
+    assert records(tags)["onnx-int8"]["sha256"] == "a" * 64
     assert passing_exports({}) == {}
+
+
+def test_exports_recorded_one_tag_per_field_are_still_read() -> None:
+    old = "mlops.export.onnx-int8"
+    tags = {
+        f"{old}.parity": "passed",
+        f"{old}.format": "onnx",
+        f"{old}.sha256": "a" * 64,
+        f"{old}.artifact": "runs:/r/exports/digits-v1/onnx-int8/model.onnx",
+        "mlops.export.torchscript.parity": "passed",  # no sha256: not a complete record
+        "mlops.export.torchscript.format": "torchscript",
+    }
+    assert passing_exports(tags) == {"onnx-int8": "onnx"}
 
 
 def test_the_require_export_gate() -> None:

@@ -80,6 +80,7 @@ class Built:
     predictor: Predictor
     source: str
     file_sha256: str | None = None
+    export: str | None = None  # the export variant served (`onnx`, `onnx-int8`, …)
 
 
 def build_torch(module: nn.Module, threads: int = 1) -> Built:
@@ -88,16 +89,22 @@ def build_torch(module: nn.Module, threads: int = 1) -> Built:
 
 
 def build_onnx(
-    weights_dir: Path, sha256: str, workdir: Path, threads: int = 1, exported: Path | None = None
+    weights_dir: Path,
+    sha256: str,
+    workdir: Path,
+    threads: int = 1,
+    exported: Path | None = None,
+    variant: str = "onnx",
 ) -> Built:
-    """The onnx backend on `exported` (a file `mlops export` wrote, parity-checked and
-    sha256-verified for this version), else on a file converted from the verified weights
-    in a child process (see `mlops.serving.convert`)."""
+    """The onnx backend on `exported` (the file of the export `variant` that `mlops export`
+    wrote, parity-checked and sha256-verified for this version), else on a file converted
+    from the verified weights in a child process (see `mlops.serving.convert`)."""
     from mlops.io import file_digest
     from mlops.serving.convert import convert
 
     if exported is not None:
-        return Built(OnnxPredictor(exported, threads), "exported", file_digest(exported))
+        digest = file_digest(exported)
+        return Built(OnnxPredictor(exported, threads), "exported", digest, variant)
     path = workdir / "model.onnx"
     expected = convert(weights_dir, path, sha256)
     actual = file_digest(path)
@@ -134,4 +141,6 @@ def describe(built: Built) -> dict[str, Any]:
     found: dict[str, Any] = {"backend": built.predictor.backend, "source": built.source}
     if built.file_sha256:
         found["file_sha256"] = built.file_sha256
+    if built.export:
+        found["export"] = built.export
     return found

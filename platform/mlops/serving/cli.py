@@ -31,6 +31,13 @@ def serve(
     threads: Annotated[
         int, typer.Option(help="Intra-op threads of the model (torch or ONNX Runtime).", min=1)
     ] = 1,
+    export: Annotated[
+        str | None,
+        typer.Option(
+            help="With --backend onnx: the passing export to serve (onnx-int8, onnx-pruned50, "
+            "…; default: the plain onnx export, else one converted at start)."
+        ),
+    ] = None,
 ) -> None:
     """Serve a registered version over HTTP: /predict, /health, /ready, /metadata, /metrics.
 
@@ -42,18 +49,20 @@ def serve(
 
     options = service.ServeOptions(
         target=target, host=host, port=port, backend=backend, poll_s=poll,
-        log_inputs=log_inputs, sink=sink, max_batch=max_batch, threads=threads,
+        log_inputs=log_inputs, sink=sink, max_batch=max_batch, threads=threads, export=export,
     )  # fmt: skip
-    service.check(options)
-    with console.status(f"Loading {target} …"):
-        prepared = service.prepare(Settings.from_env(), options)
+    settings = Settings.from_env()
+    found = service.resolve_target(settings, options)
+    with console.status(f"Loading {found.name} version {found.version.version} …"):
+        prepared = service.prepare(settings, options, found)
     state = prepared.state
     served = state.current
     stage = f" ({state.stage})" if state.stage else ""
     rows = [
         ("model", f"{served.name} v{served.version}{stage}"),
         ("sha256", f"{served.sha256[:12]}… verified"),
-        ("backend", f"{served.built.predictor.backend} ({served.built.source})"),
+        ("backend", f"{served.built.predictor.backend} ({served.built.source}"
+                    + (f" {served.built.export})" if served.built.source == "exported" else ")")),
         ("swap", f"checks {state.stage} every {poll:g} s" if prepared.watcher else "off"),
         ("sink", f"{state.sink.path} ({log_inputs:.0%} of requests)" if state.sink else "off"),
     ]  # fmt: skip

@@ -1,9 +1,9 @@
 """A served version: its registry record, the verified module's predictor, what requests
 must look like, and the post-processing that turns raw outputs into a response.
 
-`load_version` downloads a version, verifies its weights' sha256 against the record and
-builds the backend; nothing serves until that succeeded. A `Served` never changes: a hot
-swap replaces the whole object.
+`load_version` downloads a version, verifies every file against the manifest recorded at
+registration and builds the backend; nothing serves until that succeeded. A `Served`
+never changes: a hot swap replaces the whole object.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ if TYPE_CHECKING:
     from mlops.serving.backends import Built
     from registry.context import Context
     from registry.db.store import Version
-
-SCHEMA_FILE = Path("data/raw/schema.json")
 
 
 @dataclass(frozen=True)
@@ -47,54 +45,23 @@ class Served:
     @cached_property
     def labels(self) -> np.ndarray | list[Any]:
         """Class labels indexable by an array of class indices."""
-        return _labels(tuple(self.spec.classes))
+        from mlops.predictions import labels
+
+        return labels(tuple(self.spec.classes))
 
     def predict(self, x: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
         """The response body of a batch, and the predicted class indices (or values)."""
-        import numpy as np
+        from mlops.predictions import answer
 
-        out = self.built.predictor(x)
-        if not self.classification:
-            values = out.reshape(len(x))
-            return {"model": self.name, "version": self.version, "predictions": values}, values
-        shifted = np.exp(out - out.max(axis=1, keepdims=True))
-        proba = shifted / shifted.sum(axis=1, keepdims=True)
-        index = out.argmax(axis=1)
-        labels = self.labels
-        predictions = (
-            labels[index] if isinstance(labels, np.ndarray) else [labels[i] for i in index]
-        )
-        body = {
+        found = answer(self.built.predictor(x), self.spec.task, self.labels, len(x))
+        body: dict[str, Any] = {
             "model": self.name,
             "version": self.version,
-            "predictions": predictions,
-            "probabilities": proba,
+            "predictions": found.predictions,
         }
-        return body, index
-
-
-def _labels(classes: tuple[Any, ...]) -> np.ndarray | list[Any]:
-    import numpy as np
-
-    if all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
-        return np.asarray(classes, dtype=np.int64)
-    return list(classes)
-
-
-def feature_names(root: Path, n: int) -> tuple[str, ...]:
-    """The training schema's feature names when the project's schema has `n` of them,
-    else `f0 … f{n-1}` (the signature of a registered version is a tensor without names)."""
-    from mlops.io import read_json
-
-    path = root / SCHEMA_FILE
-    if path.is_file():
-        try:
-            names = read_json(path).get("features") or []
-        except (OSError, ValueError):
-            names = []
-        if len(names) == n and all(isinstance(x, str) for x in names):
-            return tuple(names)
-    return tuple(f"f{i}" for i in range(n))
+        if found.probabilities is not None:
+            body["probabilities"] = found.probabilities
+        return body, found.index
 
 
 def read_signature(directory: Path) -> dict[str, Any] | None:
@@ -119,24 +86,28 @@ def load_version(
     workdir: Path,
     max_batch: int,
     threads: int = 1,
+    export: str | None = None,
 ) -> Served:
-    """Download and verify `version` (sha256 of its weights against the registry's record),
-    build the backend and warm it up."""
+    """Download `version`, verify every file against its manifest, build the backend and
+    warm it up. What a request must look like (feature names and order, input shape) and
+    what the answer means (classes, task) come from the version's own spec, never from the
+    workspace. `export` names the passing ONNX export to serve (e.g. `onnx-int8`)."""
     from mlops.serving import backends
     from registry import loading
-    from registry.evaluation import WEIGHTS
+    from registry.integrity import model_files
 
     dest = workdir / f"v{version.version}"
     if backend == "onnx":
         directory, spec = loading.fetch(ctx, version, dest)
-        exported = _exported_onnx(ctx, version, dest / "exported")
-        weights_dir = (directory / WEIGHTS).parent
-        built = backends.build_onnx(weights_dir, version.sha256, dest, threads, exported)
+        exported = _exported_onnx(ctx, version, dest / "exported", export)
+        weights_dir = model_files(directory)[0].parent
+        built = backends.build_onnx(
+            weights_dir, version.sha256, dest, threads, exported, export or "onnx"
+        )
     else:
         loaded = loading.load(ctx, version, dest)
         directory, spec = loaded.directory, loaded.spec
         built = backends.build_torch(loaded.module, threads)
-    features = feature_names(ctx.settings.root, spec.in_features)
     shape = tuple(spec.input_shape) or (spec.in_features,)
     served = Served(
         name=version.model,
@@ -144,7 +115,7 @@ def load_version(
         sha256=version.sha256,
         spec=spec,
         built=built,
-        input=InputSpec(features, shape, max_batch),
+        input=InputSpec(tuple(spec.feature_names), shape, max_batch),
         signature=read_signature(directory),
     )
     example = backends.example_rows(spec.mean, spec.std)
@@ -153,11 +124,21 @@ def load_version(
     return served
 
 
-def _exported_onnx(ctx: Context, version: Version, dest: Path) -> Path | None:
-    """The ONNX file `mlops export` made and verified for this version, if any."""
-    try:
-        from registry.export import exported_file
-    except ImportError:
-        return None
-    found: Path | None = exported_file(ctx, version, fmt="onnx", quantize=None, dest=dest)
+def _exported_onnx(ctx: Context, version: Version, dest: Path, variant: str | None) -> Path | None:
+    """The file of the passing ONNX export `variant` of this version (downloaded and its
+    sha256 checked); with no variant asked for, the plain fp32 `onnx` export if there is
+    one (None: convert at load)."""
+    from registry.export import exported_variant
+
+    found: Path | None = exported_variant(ctx, version, variant or "onnx", dest)
+    if found is None and variant is not None:
+        from mlops.errors import DataError
+        from registry.export import passing_variants
+
+        have = ", ".join(passing_variants(ctx, version)) or "none"
+        raise DataError(
+            f"model {version.model} version {version.version} has no passing {variant} "
+            f"export (its passing exports: {have}); make one with `mlops export "
+            f"{version.model}@{version.version} --format onnx …`"
+        )
     return found

@@ -8,6 +8,7 @@ before the server starts, with one line.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import signal
 import socket
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from mlops.serving.sink import Sink
     from mlops.serving.swap import State, Watcher
     from mlops.settings import Settings
+    from registry.context import Context
+    from registry.db.store import Version
+    from registry.stages import Ref
 
 log = logging.getLogger("mlops.serve")
 GRACEFUL_S = 10
@@ -43,6 +47,7 @@ class ServeOptions:
     sink: Path | None = None
     max_batch: int = 1024
     threads: int = 1
+    export: str | None = None  # the passing ONNX export to serve (`onnx-int8`, …)
 
 
 @dataclass
@@ -69,6 +74,14 @@ def check(options: ServeOptions) -> None:
         raise UserError(f"--backend {options.backend!r}: expected one of {', '.join(BACKENDS)}")
     if not 0.0 <= options.log_inputs <= 1.0:
         raise UserError(f"--log-inputs {options.log_inputs}: expected a fraction in [0, 1]")
+    if options.export is not None:
+        if options.backend != "onnx":
+            raise UserError(f"--export {options.export}: serving an export needs --backend onnx")
+        if not re.fullmatch(r"onnx(-int8)?(-pruned[0-9.]+)?", options.export):
+            raise UserError(
+                f"--export {options.export!r}: expected an ONNX export variant such as "
+                "onnx, onnx-int8 or onnx-pruned50 (see the version's mlops.export.* tags)"
+            )
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -87,11 +100,19 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def prepare(settings: Settings, options: ServeOptions) -> Prepared:
-    """Resolve the target, load and verify it, bind the port; nothing is served yet."""
-    from mlops.serving.metrics import ServingMetrics
-    from mlops.serving.model import load_version
-    from mlops.serving.swap import State
+@dataclass(frozen=True)
+class Target:
+    """The version a target names now, and the registry context it was resolved in."""
+
+    ctx: Context
+    name: str
+    ref: Ref
+    version: Version
+
+
+def resolve_target(settings: Settings, options: ServeOptions) -> Target:
+    """Check the options and the target and find the version (bad input: one line, before
+    anything is downloaded or bound)."""
     from registry.context import Context
     from registry.loading import parse_target, resolve
 
@@ -100,12 +121,23 @@ def prepare(settings: Settings, options: ServeOptions) -> Prepared:
     ctx = Context.load(settings)
     if ref.stage is not None:
         ctx.policy.check_stage(ref.stage, exclusive=True)
+    return Target(ctx, name, ref, resolve(ctx, name, ref))
+
+
+def prepare(settings: Settings, options: ServeOptions, target: Target | None = None) -> Prepared:
+    """Resolve the target (unless given), load and verify it, bind the port; nothing is
+    served yet."""
+    from mlops.serving.metrics import ServingMetrics
+    from mlops.serving.model import load_version
+    from mlops.serving.swap import State
+
+    target = target or resolve_target(settings, options)
+    ctx, name, ref, version = target.ctx, target.name, target.ref, target.version
     sock = bind(options.host, options.port)
     workdir = Path(tempfile.mkdtemp(prefix="mlops-serve-"))
     try:
-        version = resolve(ctx, name, ref)
         served = load_version(ctx, version, options.backend, workdir, options.max_batch,
-                              options.threads)  # fmt: skip
+                              options.threads, options.export)  # fmt: skip
         metrics = ServingMetrics(name)
         sink = None
         if options.log_inputs > 0:
@@ -154,7 +186,7 @@ def _watcher(ctx: Any, state: State, options: ServeOptions, workdir: Path) -> Wa
                 shutil.rmtree(old, ignore_errors=True)
         record = resolve(ctx, name, Ref(version=version))
         return load_version(ctx, record, options.backend, workdir, options.max_batch,
-                            options.threads)  # fmt: skip
+                            options.threads, options.export)  # fmt: skip
 
     return Watcher(state, holder, load, options.poll_s)
 
