@@ -14,7 +14,9 @@ def serve(
     target: Annotated[
         str, typer.Argument(help="MODEL@STAGE (follows the stage) or MODEL@VERSION (fixed).")
     ],
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; beyond loopback, set a token too.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0: a free one).", min=0, max=65535)] = 8000,
     backend: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime).")] = "torch",
     poll: Annotated[
@@ -31,6 +33,14 @@ def serve(
     threads: Annotated[
         int, typer.Option(help="Intra-op threads of the model (torch or ONNX Runtime).", min=1)
     ] = 1,
+    auth_token_env: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="Require Authorization: Bearer TOKEN, the token read from environment "
+            "variable NAME (32+ characters); /health and /ready stay open.",
+        ),
+    ] = None,
 ) -> None:
     """Serve a registered version over HTTP: /predict, /health, /ready, /metadata, /metrics.
 
@@ -43,6 +53,7 @@ def serve(
     options = service.ServeOptions(
         target=target, host=host, port=port, backend=backend, poll_s=poll,
         log_inputs=log_inputs, sink=sink, max_batch=max_batch, threads=threads,
+        auth_token_env=auth_token_env,
     )  # fmt: skip
     service.check(options)
     with console.status(f"Loading {target} …"):
@@ -56,8 +67,12 @@ def serve(
         ("backend", f"{served.built.predictor.backend} ({served.built.source})"),
         ("swap", f"checks {state.stage} every {poll:g} s" if prepared.watcher else "off"),
         ("sink", f"{state.sink.path} ({log_inputs:.0%} of requests)" if state.sink else "off"),
+        ("auth", f"bearer token from {auth_token_env}" if prepared.token else "off"),
     ]  # fmt: skip
     console.table("mlops serve", ["", "value"], rows)
+    exposed = service.exposure(prepared)
+    if exposed is not None:
+        console.warning(exposed)
     console.out.print(
         f"Serving on {prepared.url}  (POST /predict · GET /metadata /metrics · Ctrl-C to stop)",
         soft_wrap=True,
