@@ -63,6 +63,7 @@ bench: install
 	python benchmarks/registry_speed.py
 	python benchmarks/sweep_speed.py
 	python benchmarks/serving_speed.py
+	python benchmarks/serving_flood.py
 	python benchmarks/export_size.py
 	python benchmarks/report.py
 

@@ -6,8 +6,53 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _serving_rows(results: dict[str, Any]) -> list[str]:
+    rows: list[str] = []
+    if "serving_speed" in results:
+        r = results["serving_speed"]
+        base = r["servers"]["mlflow"]
+        goal = (
+            "≥ 2× the requests/s of `mlflow models serve`, p99 and peak RSS no higher "
+            "(batch 1, one keep-alive client)"
+        )
+        cases = (
+            ("mlops_onnx_exported", f"`mlops serve --backend onnx` (an exported file) {goal}"),
+            ("mlops_onnx", f"`mlops serve --backend onnx` (converted at start) {goal}"),
+            ("mlops_torch", "`mlops serve` with the torch backend, the same load (reported)"),
+        )
+        for server, label in cases:
+            if server not in r["servers"]:
+                continue
+            c, q = r["servers"][server], r["ratios"][server]
+            rows.append(
+                f"| {label} | "
+                f"{c['batch_1']['requests_per_s']:.0f} req/s, p99 {c['batch_1']['p99_ms']:.2f} "
+                f"ms, {c['peak_rss_mb']:.0f} MB | {base['batch_1']['requests_per_s']:.0f} "
+                f"req/s, p99 {base['batch_1']['p99_ms']:.2f} ms, {base['peak_rss_mb']:.0f} MB | "
+                f"{q['throughput_over_mlflow_batch_1']}× req/s, "
+                f"{q['p99_over_mlflow_batch_1']}× p99, {q['peak_rss_over_mlflow']}× RSS | "
+                f"{r['measured_at']} |"
+            )
+    if "serving_flood" in results:
+        rows.append(_flood_row(results["serving_flood"]))
+    return rows
+
+
+def _flood_row(r: dict[str, Any]) -> str:
+    during, quiet = r["health_flooded"], r["health_quiet"]
+    rate = sum(k["requests_per_s"] for k in r["flood"].values())
+    return (
+        f"| `mlops serve`: `/health` within 100 ms (p99) while {r['load']['flooders']} "
+        f"clients send hostile bodies without pause | p99 {during['p99_ms']:.1f} ms, p50 "
+        f"{during['p50_ms']:.1f} ms ({rate:.0f} hostile requests/s) | nobody flooding: p99 "
+        f"{quiet['p99_ms']:.1f} ms, p50 {quiet['p50_ms']:.1f} ms | "
+        f"{r['p99_flooded_over_quiet']}× p99 | {r['measured_at']} |"
+    )
 
 
 def lines() -> list[str]:
@@ -102,31 +147,7 @@ def lines() -> list[str]:
                 f"{c['sqlite_ms_per_trial']} ms | in memory {c['in_memory_ms_per_trial']} ms | "
                 f"+{c['overhead_ms_per_trial']} ms | {r['measured_at']} |"
             )
-    if "serving_speed" in results:
-        r = results["serving_speed"]
-        base = r["servers"]["mlflow"]
-        goal = (
-            "≥ 2× the requests/s of `mlflow models serve`, p99 and peak RSS no higher "
-            "(batch 1, one keep-alive client)"
-        )
-        cases = (
-            ("mlops_onnx_exported", f"`mlops serve --backend onnx` (an exported file) {goal}"),
-            ("mlops_onnx", f"`mlops serve --backend onnx` (converted at start) {goal}"),
-            ("mlops_torch", "`mlops serve` with the torch backend, the same load (reported)"),
-        )
-        for server, label in cases:
-            if server not in r["servers"]:
-                continue
-            c, q = r["servers"][server], r["ratios"][server]
-            rows.append(
-                f"| {label} | "
-                f"{c['batch_1']['requests_per_s']:.0f} req/s, p99 {c['batch_1']['p99_ms']:.2f} "
-                f"ms, {c['peak_rss_mb']:.0f} MB | {base['batch_1']['requests_per_s']:.0f} "
-                f"req/s, p99 {base['batch_1']['p99_ms']:.2f} ms, {base['peak_rss_mb']:.0f} MB | "
-                f"{q['throughput_over_mlflow_batch_1']}× req/s, "
-                f"{q['p99_over_mlflow_batch_1']}× p99, {q['peak_rss_over_mlflow']}× RSS | "
-                f"{r['measured_at']} |"
-            )
+    rows += _serving_rows(results)
     if "export_size" in results:
         r = results["export_size"]
         for fmt, label in (("onnx", "ONNX"), ("torchscript", "TorchScript")):

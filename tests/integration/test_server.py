@@ -1,8 +1,10 @@
 """`mlops server start|status|stop`: a real MLflow server process on SQLite and on
-PostgreSQL, served artifacts, basic auth with users from a file, and bad input."""
+PostgreSQL, served artifacts, basic auth with users from a file (and who may create
+which names), the warning for a server open to every interface, and bad input."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -21,6 +23,7 @@ from tests.integration.sweep_project import clean_env
 ADMIN_PW = "admin-secret-0123"
 ALICE_PW = "alice-secret-0123"
 BOB_PW = "bob-secret-012345"
+CAROL_PW = "carol-secret-0123"
 MLOPS = str(Path(sys.executable).parent / "mlops")
 
 
@@ -69,15 +72,24 @@ def stopper(project: Path) -> Any:
         mlops(project, "server", "stop", env=env)
 
 
+def warnings(done: Any) -> list[str]:
+    return [line for line in done.stderr.splitlines() if line.startswith("warning")]
+
+
 def test_start_status_stop_with_served_artifacts(project: Path, stopper: Any) -> None:
+    """On every interface without auth: it starts, and says so in one warning line."""
     from mlflow.tracking import MlflowClient
 
     port = free_port()
     stopper(None)
-    done = mlops(project, "server", "start", "--port", str(port))
+    done = mlops(project, "server", "start", "--host", "0.0.0.0", "--port", str(port))
     assert done.returncode == 0, done.stderr
     url = f"http://127.0.0.1:{port}"
     assert f"MLflow server: {url}" in done.stdout
+    (warning,) = warnings(done)
+    expected = f"listens on every network interface, port {port}, without authentication"
+    assert warning.startswith("warning: --host 0.0.0.0: ") and expected in warning
+    assert "--auth --auth-config FILE" in warning
     code, state = status(project)
     assert code == 0 and state["running"] and state["healthy"], state
     assert state["url"] == url and state["backend"].endswith("/.mlops/mlflow.db")
@@ -208,6 +220,107 @@ def test_auth_on_postgresql_honours_registry_permissions(
             bob.delete_registered_model_alias("digits", "production")
         with pytest.raises(MlflowException, match=r"Unauthenticated|401|credentials"):
             client("bob", "wrong-password-12").get_registered_model("digits")
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_USERNAME", None)
+        os.environ.pop("MLFLOW_TRACKING_PASSWORD", None)
+    assert mlops(project, "server", "stop", env=env).returncode == 0
+
+
+def as_user(url: str, user: str, password: str) -> Any:
+    """An MLflow client that signs in as `user` (MLflow reads the credentials from the
+    environment at each request)."""
+    from mlflow.tracking import MlflowClient
+
+    os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = (
+        user, password,
+    )  # fmt: skip
+    return MlflowClient(tracking_uri=url, registry_uri=url)
+
+
+def demo(url: str, user: str, password: str) -> tuple[int, str]:
+    """POST MLflow's demo generator (it creates an experiment and prompts) as `user`."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{url}/ajax-api/3.0/mlflow/demo/generate", data=b"{}", method="POST",
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_only_granted_users_create_names(project: Path, stopper: Any) -> None:
+    """MLflow alone lets a READ user create any experiment or registered model and so take
+    a name before its owner; with `--auth` only a user granted EDIT or MANAGE on a name (or
+    on `*`) in the users file, or an admin, creates it or renames something to it."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    (project / "users.yaml").write_text(
+        "admin: {password_env: TEST_ADMIN_PW}\n"
+        "default_permission: READ\n"
+        "users:\n"
+        "  alice: {password_env: TEST_ALICE_PW, experiments: {digits: EDIT},"
+        " registered_models: {digits: MANAGE}}\n"
+        f"  bob: {{password: {BOB_PW}}}\n"
+        f"  carol: {{password: {CAROL_PW}, experiments: {{'*': EDIT}},"
+        " registered_models: {digits: READ}}\n"
+    )
+    env = {"TEST_ADMIN_PW": ADMIN_PW, "TEST_ALICE_PW": ALICE_PW}
+    port = free_port()
+    stopper(env)
+    done = mlops(project, "server", "start", "--host", "0.0.0.0", "--port", str(port),
+                 "--auth", "--auth-config", "users.yaml", env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert warnings(done) == []  # every interface, but with auth
+    url = f"http://127.0.0.1:{port}"
+    denied = r"PERMISSION_DENIED|Permission denied"
+
+    def client(user: str, password: str) -> MlflowClient:
+        return as_user(url, user, password)
+
+    try:
+        bob = client("bob", BOB_PW)  # READ on everything, grants on nothing
+        for name in ("digits", "squat"):  # `digits` before alice registered it
+            with pytest.raises(MlflowException, match=denied) as caught:
+                bob.create_registered_model(name)
+            assert f"bob may not create registered model '{name}'" in str(caught.value)
+            with pytest.raises(MlflowException, match=denied):
+                bob.create_experiment(f"{name}-by-bob")
+        status, answer = demo(url, "bob", BOB_PW)
+        assert status == 403 and "admins only" in answer, (status, answer)
+        assert bob.get_experiment_by_name("digits") is not None  # made at start; readable
+
+        alice = client("alice", ALICE_PW)  # EDIT on experiment digits, MANAGE on model digits
+        alice.create_registered_model("digits")
+        with pytest.raises(MlflowException, match=denied):
+            alice.create_registered_model("other")
+        with pytest.raises(MlflowException, match=denied):
+            alice.rename_registered_model("digits", "renamed")  # she manages it, not the name
+        with pytest.raises(MlflowException, match=denied):
+            alice.create_experiment("alice-new")
+
+        carol = client("carol", CAROL_PW)  # EDIT on experiment `*`
+        assert carol.create_experiment("carol-anything")
+        with pytest.raises(MlflowException, match=denied):
+            carol.create_registered_model("carol-model")
+
+        admin = client("admin", ADMIN_PW)
+        admin.create_registered_model("by-admin")
+        assert admin.create_experiment("by-admin")
+
+        bob = client("bob", BOB_PW)
+        assert bob.get_registered_model("digits").name == "digits"  # reading stays open
+        names = {m.name for m in bob.search_registered_models()}
+        assert names == {"digits", "by-admin"}
+        with pytest.raises(MlflowException, match=denied):
+            bob.update_registered_model("digits", description="mine")  # READ writes nothing
     finally:
         os.environ.pop("MLFLOW_TRACKING_USERNAME", None)
         os.environ.pop("MLFLOW_TRACKING_PASSWORD", None)

@@ -2,7 +2,10 @@
 project with two registered versions in a real MLflow store.
 
 Predictions equal the registry model's own; a dozen kinds of malformed request get a 4xx
-with one line and the server stays up; /metrics parses with prometheus_client's parser;
+with one line and the server stays up; hostile bodies are refused before they are parsed
+(or even read to their end) while /health keeps answering; a bearer token guards a server
+bound beyond loopback, and one bound there without it warns; /metrics parses with
+prometheus_client's parser;
 the sink receives the sampled rows; a promotion under four threads of load swaps the
 served version without one failed request; SIGTERM stops the server with exit code 0.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -54,9 +58,10 @@ class Client:
         self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def call(
-        self, method: str, path: str, body: bytes | None = None, ctype: str | None = None
-    ) -> tuple[int, bytes]:
-        headers = {} if ctype is None else {"Content-Type": ctype}
+        self, method: str, path: str, body: bytes | None = None, ctype: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:  # fmt: skip
+        headers = (headers or {}) | ({} if ctype is None else {"Content-Type": ctype})
         self.conn.request(method, path, body, headers)
         response = self.conn.getresponse()
         return response.status, response.read()
@@ -83,13 +88,16 @@ def _env() -> dict[str, str]:
     return clean | {"PYTHONUNBUFFERED": "1"}
 
 
-def start_server(root: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
+def start_server(
+    root: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], int]:
     port = free_port()
     cmd = [sys.executable, "-c", "from mlops.cli import main; main()", "serve",
            f"{MODEL}@production", "--port", str(port), *args]  # fmt: skip
     process = subprocess.Popen(
-        cmd, cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+        cmd, cwd=root, env=_env() | (env or {}), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
     return process, port
 
 
@@ -264,6 +272,109 @@ def test_malformed_requests_get_4xx_and_the_server_stays_up(
     assert client.predict({"inputs": [ROW]})["version"] == 1
 
 
+# Within the byte limit of 64 rows of 64 values (about 1.2 MB), so only its shape gives it
+# away: 300,000 empty rows (before the fix: parsed whole, on the event loop, then refused).
+HOSTILE = b'{"inputs": [' + b",".join([b"[]"] * 300_000) + b"]}"
+
+
+def test_a_hostile_body_is_refused_before_it_is_all_sent(served: dict[str, Any]) -> None:
+    """The 413 comes while the client still holds most of the body back, so nothing of it
+    was parsed; the rest is drained and the connection serves the next request."""
+    with socket.create_connection(("127.0.0.1", served["torch"][1]), timeout=60) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json"
+                     b"\r\nContent-Length: %d\r\n\r\n" % len(HOSTILE))  # fmt: skip
+        sock.sendall(HOSTILE[: 128 * 1024])
+        first = http.client.HTTPResponse(sock)
+        first.begin()
+        refused = json.loads(first.read())
+        assert first.status == 413 and "refused before parsing" in refused["error"], refused
+        sock.sendall(HOSTILE[128 * 1024 :])
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+        second = http.client.HTTPResponse(sock)
+        second.begin()
+        assert (second.status, json.loads(second.read())) == (200, {"status": "ok"})
+
+
+def test_health_answers_while_hostile_bodies_are_refused(served: dict[str, Any]) -> None:
+    """Four clients send hostile bodies without pause; /health answers every time in the
+    meantime, and every hostile body is refused by its shape, unparsed."""
+    port = served["torch"][1]
+    stop_flood = threading.Event()
+    refusals: list[tuple[int, str]] = []
+
+    def flood() -> None:
+        client = Client(port)
+        while not stop_flood.is_set():
+            status, answer = client.call("POST", "/predict", HOSTILE, JSON)
+            refusals.append((status, json.loads(answer)["error"]))
+        client.close()
+
+    threads = [threading.Thread(target=flood) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(refusals) < 4:  # the flood is under way
+            assert time.monotonic() < deadline, "no hostile body was answered"
+            time.sleep(0.01)
+        before = len(refusals)
+        health = Client(port)
+        for _ in range(20):
+            assert health.get("/health") == {"status": "ok"}
+        during = len(refusals) - before
+        health.close()
+    finally:
+        stop_flood.set()
+        for t in threads:
+            t.join(60)
+    assert during > 0, "the flood stopped while /health was asked"
+    assert {status for status, _ in refusals} == {413}
+    assert all("refused before parsing" in error for _, error in refusals), refusals[0]
+    assert Client(port).predict({"inputs": [ROW]})["version"] >= 1
+
+
+def test_a_token_guards_a_server_bound_beyond_loopback(served: dict[str, Any]) -> None:
+    """`--host 0.0.0.0` without a token warns in one line; with `--auth-token-env` it
+    does not, and /predict, /metadata and /metrics need the bearer token."""
+    root, token = served["root"], secrets.token_urlsafe(32)
+    exposed, exposed_port = start_server(root, "--host", "0.0.0.0", "--poll", "0")
+    guarded, port = start_server(root, "--host", "0.0.0.0", "--poll", "0",
+                                 "--auth-token-env", "SERVE_TOKEN",
+                                 env={"SERVE_TOKEN": token})  # fmt: skip
+    try:
+        wait_ready(exposed, exposed_port)
+        wait_ready(guarded, port)
+        assert Client(exposed_port).predict({"inputs": [ROW]})["model"] == MODEL
+        client = Client(port)
+        bearer = {"Authorization": f"Bearer {token}"}
+        data = body({"inputs": [ROW]})
+        for headers in ({}, {"Authorization": f"Bearer {token[:-1]}"}, {"Authorization": token}):
+            for method, path, sent in (("POST", "/predict", data), ("GET", "/metadata", None),
+                                       ("GET", "/metrics", None)):  # fmt: skip
+                status, answer = client.call(method, path, sent, JSON, headers)
+                assert status == 401, (headers, path, status)
+                assert "bearer token" in json.loads(answer)["error"]
+            assert client.call("GET", "/health", headers=headers) == (200, b'{"status":"ok"}')
+            assert client.call("GET", "/ready", headers=headers) == (200, b'{"ready":true}')
+        status, answer = client.call("POST", "/predict", data, JSON, bearer)
+        assert status == 200 and json.loads(answer)["model"] == MODEL
+        status, answer = client.call("GET", "/metadata", headers=bearer)
+        assert status == 200 and json.loads(answer)["model"] == MODEL
+        status, answer = client.call("GET", "/ready", headers=bearer)
+        assert status == 200 and json.loads(answer).keys() == {"ready", "model", "version"}
+    finally:
+        results = {"exposed": stop(exposed), "guarded": stop(guarded)}
+    for name, (code, out, err) in results.items():
+        assert code == 0, (name, err)
+        assert token not in out + err
+    warnings = [line for line in results["exposed"][2].splitlines() if line.startswith("warning")]
+    assert len(warnings) == 1, results["exposed"][2]
+    assert f"on 0.0.0.0:{exposed_port} (every interface) without authentication" in warnings[0]
+    assert "--auth-token-env" in warnings[0]
+    assert not [line for line in results["guarded"][2].splitlines() if line.startswith("warning")]
+    assert "bearer token from SERVE_TOKEN" in results["guarded"][1]
+
+
 def test_metrics_parse_as_prometheus_text(served: dict[str, Any]) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -372,19 +483,38 @@ def test_sigterm_stops_the_server_cleanly(served: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "needle"),
+    ("args", "env", "needle"),
     [
-        (["nope"], "expected MODEL@STAGE"),
-        (["digits@production", "--backend", "tf"], "--backend 'tf'"),
-        (["digits@production", "--log-inputs", "2"], "--log-inputs"),
-        (["digits@nowhere"], "nowhere"),
+        (["nope"], {}, "expected MODEL@STAGE"),
+        (["digits@production", "--backend", "tf"], {}, "--backend 'tf'"),
+        (["digits@production", "--log-inputs", "2"], {}, "--log-inputs"),
+        (["digits@nowhere"], {}, "nowhere"),
+        (
+            ["digits@production", "--auth-token-env", "NO_SUCH_TOKEN"],
+            {},
+            "--auth-token-env NO_SUCH_TOKEN: NO_SUCH_TOKEN is not set",
+        ),
+        (
+            ["digits@production", "--auth-token-env", "SERVE_TOKEN"],
+            {"SERVE_TOKEN": "short"},
+            "at least 32 characters",
+        ),
+        (
+            ["digits@production", "--auth-token-env", "SERVE_TOKEN"],
+            {"SERVE_TOKEN": "a b" * 16},
+            "only letters, digits",
+        ),
     ],
 )
-def test_bad_input_is_one_line(served: dict[str, Any], args: list[str], needle: str) -> None:
+def test_bad_input_is_one_line(
+    served: dict[str, Any], args: list[str], env: dict[str, str], needle: str
+) -> None:
     done = subprocess.run(
         [sys.executable, "-c", "from mlops.cli import main; main()", "serve", *args],
-        cwd=served["root"], env=_env(), capture_output=True, text=True, timeout=120,
+        cwd=served["root"], env=_env() | env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
+    lines = done.stderr.strip().splitlines()  # progress lines ("Loading …"), then the error
+    assert lines[-1].startswith("error: ") and needle in lines[-1], lines
+    assert all(line.startswith("Loading ") for line in lines[:-1]), lines
+    assert "Traceback" not in done.stdout + done.stderr

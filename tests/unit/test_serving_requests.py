@@ -48,12 +48,17 @@ def test_accepted_forms_give_one_float32_matrix(doc: Any) -> None:
         ({"inputs": [[1, 2, 3, 4]], "records": []}, 400, "both"),
         ({"inputs": {"a": 1}}, 422, "must be a list"),
         ({"inputs": []}, 422, "empty batch"),
-        ({"inputs": [[1, 2, 3, 4]] * 4}, 413, "limit of 3"),
+        ({"inputs": [[1, 2, 3, 4]] * 4}, 413, "3 rows"),
+        ({"inputs": [[1, 2], [3, 4], [5, 6], [7, 8]]}, 413, "limit of 3 rows"),
         ({"inputs": [[1, 2, 3]]}, 422, "expected 4 values or shape [2, 2]"),
         ({"inputs": [[1, 2, 3, 4], [1]]}, 422, "different lengths"),
         ({"inputs": [[1, 2, "3", 4]]}, 422, '"3" is not a number'),
         ({"inputs": [[1, 2, None, 4]]}, 422, "null is not a number"),
         ({"inputs": [[1, 2, True, 4]]}, 422, "true is not a number"),
+        ({"inputs": [[[1, 2], [True, 4]]]}, 422, "true is not a number"),
+        ({"inputs": [[[1.5, 2], [3, False]]]}, 422, "false is not a number"),
+        ({"inputs": [[1, 2, 3, 4], [[1, 2], [3, True]]]}, 422, "rows of different"),
+        ({"records": [{"a": 1, "b": True, "c": 3, "d": 4}]}, 422, "true is not a number"),
         ({"inputs": [[1, 2, 1e39, 4]]}, 422, "float32"),
         ({"inputs": [[1, 2, 10**40, 4]]}, 422, "float32"),
         ({"inputs": [1, 2, 3]}, 422, "list of rows"),
@@ -61,7 +66,7 @@ def test_accepted_forms_give_one_float32_matrix(doc: Any) -> None:
         ({"records": [[1, 2, 3, 4]]}, 422, "records[0] must be an object"),
         ({"records": [{"a": 1, "b": 2, "c": 3}]}, 422, "missing feature 'd'"),
         ({"records": [{"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}]}, 422, "unknown feature 'e'"),
-        (b"[" * 2000 + b"]" * 2000, 400, "invalid JSON"),
+        (b"[" * 2000 + b"]" * 2000, 413, "refused before parsing"),
     ],
 )
 def test_malformed_bodies_are_refused_in_one_line(doc: Any, status: int, needle: str) -> None:
@@ -185,3 +190,122 @@ def test_watcher_swaps_once_and_keeps_serving_when_a_load_fails() -> None:
     before = time.time()
     assert outage.check() is False and state.poll_error == "store unreachable"
     assert state.last_poll is not None and state.last_poll <= before
+
+
+# --- the ASGI app, driven without a server --------------------------------------------
+
+DIGITS = InputSpec(tuple(f"px_{r}_{c}" for r in range(8) for c in range(8)), (8, 8), max_batch=1024)
+EMPTY_ROWS = b'{"inputs": [' + b",".join([b"[]"] * 1_000_000) + b"]}"  # 3 MB, 1M rows
+TOKEN = "t0ken-" + "x" * 40
+
+
+def _app(token: str | None = None) -> Any:
+    from mlops.serving.app import create_app
+
+    served = _served(1)
+    served.input = DIGITS
+    served.predict = lambda x: (
+        {"model": "m", "version": 1, "predictions": np.zeros(len(x), np.int64)},
+        np.zeros(len(x), np.int64),
+    )
+    return create_app(State(served, "m@production", "production", ServingMetrics("m")),
+                      token=token)  # fmt: skip
+
+
+def call(
+    app: Any, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
+    chunk: int = 65536, declared: bool = True,
+) -> tuple[int, Any, int, int]:  # fmt: skip
+    """One request through the ASGI app: (status, answer, body chunks read, chunks)."""
+    import asyncio
+
+    chunks = [body[i : i + chunk] for i in range(0, len(body), chunk)] or [b""]
+    sent: list[Any] = []
+    read: list[bytes] = []
+    given = {"content-type": "application/json"} | (headers or {})
+    if declared and body:
+        given["content-length"] = str(len(body))
+
+    async def receive() -> dict[str, Any]:
+        read.append(chunks[len(read)])
+        return {"type": "http.request", "body": read[-1], "more_body": len(read) < len(chunks)}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "path": path, "method": "POST" if body else "GET",
+             "headers": [(k.lower().encode(), v.encode()) for k, v in given.items()],
+             "query_string": b"", "root_path": ""}  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    status = sent[0]["status"]
+    data = b"".join(m.get("body", b"") for m in sent[1:])
+    answer = data if path == "/metrics" and status == 200 else json.loads(data)
+    return status, answer, len(read), len(chunks)
+
+
+def test_a_body_of_empty_rows_is_refused_while_it_streams() -> None:
+    """A million empty rows fit the byte limit of 1024 rows of 64 values; they are
+    refused from their first chunk, before the rest is read, let alone parsed."""
+    assert len(EMPTY_ROWS) < DIGITS.max_body_bytes
+    status, answer, read, chunks = call(_app(), "/predict", EMPTY_ROWS)
+    assert status == 413 and read == 1 < chunks, (status, answer, read)
+    assert "refused before parsing" in answer["error"] and "1024" in answer["error"]
+
+
+def test_bodies_beyond_any_batch_are_refused_before_parsing() -> None:
+    row = b"[" + b",".join([b"0"] * 64) + b"]"
+    cases = {
+        "a million empty rows": EMPTY_ROWS,
+        "one row of a million values": b'{"inputs": [[' + b"0," * 999_999 + b"0]]}",
+        "a million empty records": b'{"records": [' + b",".join([b"{}"] * 1_000_000) + b"]}",
+        "1025 rows": b'{"inputs": [' + b",".join([row] * 1025) + b"]}",
+    }
+    for case, raw in cases.items():
+        with pytest.raises(BadRequest) as caught:
+            parse_request(raw, DIGITS)
+        assert caught.value.status == 413, case
+        assert "refused before parsing" in caught.value.message, (case, caught.value.message)
+    deep = {
+        b"[" * 2000 + b"]" * 2000: (400, "depth limit"),  # orjson's own limit
+        b'{"inputs": [' + b"[" * 900 + b"true" + b"]" * 900 + b"]}": (422, "too deep"),
+    }
+    for raw, (status, needle) in deep.items():
+        with pytest.raises(BadRequest) as caught:
+            parse_request(raw, DIGITS)
+        assert (caught.value.status, needle in caught.value.message) == (status, True)
+    full = b'{"inputs": [' + b",".join([row] * 1024) + b"]}"  # the largest batch passes
+    assert parse_request(full, DIGITS).shape == (1024, 64)
+    shaped = json.dumps({"inputs": [[[0.5] * 8] * 8] * 1024}).encode()
+    assert parse_request(shaped, DIGITS).shape == (1024, 64)
+    records = json.dumps({"records": [dict.fromkeys(DIGITS.features, 1.0)] * 1024}).encode()
+    assert parse_request(records, DIGITS).shape == (1024, 64)
+
+
+def test_a_declared_length_beyond_the_limit_is_refused_unread() -> None:
+    body = b" " * (DIGITS.max_body_bytes + 1)
+    status, answer, read, _ = call(_app(), "/predict", body)
+    assert status == 413 and read == 0, (status, read)
+    assert str(DIGITS.max_body_bytes) in answer["error"]
+    status, _, read, _ = call(_app(), "/predict", body, declared=False)  # chunked: counted
+    assert status == 413 and read > 0
+
+
+def test_a_token_guards_every_endpoint_but_health_and_ready() -> None:
+    app = _app(TOKEN)
+    row = json.dumps({"inputs": [[0.0] * 64]}).encode()
+    good = {"authorization": f"Bearer {TOKEN}"}
+    for headers in ({}, {"authorization": f"Bearer {TOKEN}x"}, {"authorization": TOKEN},
+                    {"authorization": f"Basic {TOKEN}"}, {"authorization": "Bearer "}):  # fmt: skip
+        for path, body in (("/predict", row), ("/metadata", b""), ("/metrics", b""),
+                           ("/nowhere", b"")):  # fmt: skip
+            status, answer, read, _ = call(app, path, body, headers)
+            assert status == 401 and read == 0, (headers, path, status)
+            assert "bearer token" in answer["error"] and "\n" not in answer["error"]
+        assert call(app, "/health", headers=headers)[:2] == (200, {"status": "ok"})
+        assert call(app, "/ready", headers=headers)[:2] == (200, {"ready": True})
+    assert call(app, "/predict", row, good)[0] == 200
+    assert call(app, "/predict", row, {"authorization": f"bearer {TOKEN}"})[0] == 200
+    assert call(app, "/ready", headers=good)[1] == {"ready": True, "model": "m", "version": 1}
+    status, text, _, _ = call(app, "/metrics", headers=good)
+    assert status == 200 and b'mlops_requests_total{endpoint="/predict",status="401"}' in text
+    assert call(_app(), "/predict", row)[0] == 200  # no token configured: open

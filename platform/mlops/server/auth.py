@@ -14,7 +14,12 @@ insist) and their permissions on experiments and registered models:
 
 At start the file is checked (one line per mistake, before anything starts), MLflow's
 auth config is written under `<home>/server/`, and once the server answers the users
-and grants are made to match the file through MLflow's auth REST API.
+and grants are made to match the file through MLflow's auth REST API. The experiments
+the file names are created then, by the admin (their grants need their ids).
+
+Creating an experiment or a registered model (or renaming one to a name) takes EDIT or
+MANAGE on that name, or on `*`, in this file (`gate`: MLflow alone lets any signed-in
+user create any name and so take it before its owner).
 """
 
 from __future__ import annotations
@@ -33,13 +38,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlops.errors import MlopsError, UserError
-from mlops.io import write_bytes
+from mlops.io import write_bytes, write_json
+from mlops.server import gate
 
 Permission = Literal["READ", "EDIT", "MANAGE", "NO_PERMISSIONS"]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")]
 # MLflow's historical default admin password (GHSA-gq3w-7jj3-x7gr) and other obvious ones.
 REFUSED_PASSWORDS = frozenset({"password1234", "password", "admin", "changeme", "mlflow"})
 MIN_PASSWORD = 12
+CREATING = ("EDIT", "MANAGE")  # the grants that let a user create the name they cover
 
 
 class _Strict(BaseModel):
@@ -133,8 +140,27 @@ def load(path: Path) -> AuthConfig:
     )
 
 
+def create_rights(config: AuthConfig) -> dict[str, Any]:
+    """Who may create which experiments and registered models (`gate.Rights`' JSON)."""
+
+    def creating(grants: dict[str, Permission]) -> list[str]:
+        return sorted(name for name, permission in grants.items() if permission in CREATING)
+
+    return {
+        "everyone": config.default_permission in CREATING,
+        "users": {
+            name: {
+                gate.EXPERIMENT: creating(user.experiments),
+                gate.MODEL: creating(user.registered_models),
+            }
+            for name, (_, user) in config.users.items()
+        },
+    }
+
+
 def write_server_config(config: AuthConfig, folder: Path) -> tuple[Path, dict[str, str]]:
-    """MLflow's auth .ini (no password in it) and the environment that carries it."""
+    """MLflow's auth .ini (no password in it), the create rights, and the environment that
+    carries them to the server."""
     database = config.database or f"sqlite:///{(folder / 'auth.db').resolve()}"
     from mlops.db import driver_url
 
@@ -143,12 +169,15 @@ def write_server_config(config: AuthConfig, folder: Path) -> tuple[Path, dict[st
         f"default_permission = {config.default_permission}\n"
         f"database_uri = {driver_url(database).replace('%', '%%')}\n"
         f"admin_username = {config.admin}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        f"authorization_function = {gate.FUNCTION}\n"
     )
     ini = folder / "basic_auth.ini"
     write_bytes(ini, text.encode())
     ini.chmod(0o600)
+    rights = folder / "create_rights.json"
+    write_json(rights, create_rights(config))
     env = {
+        gate.RIGHTS_ENV: str(rights.resolve()),
         "MLFLOW_AUTH_CONFIG_PATH": str(ini),
         "MLFLOW_AUTH_ADMIN_USERNAME": config.admin,
         "MLFLOW_AUTH_ADMIN_PASSWORD": config.admin_password,

@@ -19,9 +19,9 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts."
 
 @app.command("start")
 def start(
-    host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0: every one).")] = (
-        "127.0.0.1"
-    ),
+    host: Annotated[
+        str, typer.Option(help="Interface to bind (0.0.0.0: every one; then add --auth).")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 5000,
     artifacts_destination: Annotated[
         str | None,
@@ -46,9 +46,13 @@ def start(
         host=host, port=port, artifacts=artifacts_destination, allowed_hosts=allowed_hosts,
         auth_config=(settings.root / auth_config) if auth else None,
     )  # fmt: skip
+    service.check(settings, options)  # bad input: one line, before any progress
     with console.status("Starting the MLflow server …"):
         started = service.start(settings, options)
     state = started.state
+    exposed = service.exposure(options)
+    if exposed is not None:
+        console.warning(exposed)
     if started.synced:
         console.table("Auth users", ["user", "what", "value"], started.synced)
     console.out.print(f"MLflow server: {state.url}  (pid {state.pid})", soft_wrap=True)

@@ -11,6 +11,7 @@ from types import FrameType
 from typing import Any
 
 from mlops.errors import Interrupted, MlopsError
+from mlops.exposure import is_loopback
 from mlops.server import auth as server_auth
 from mlops.server import process
 from mlops.server.process import ServerState
@@ -33,6 +34,20 @@ class Started:
     synced: list[tuple[str, str, str]]
 
 
+def exposure(options: StartOptions) -> str | None:
+    """The warning for a server that listens beyond loopback without auth, else None."""
+    if options.auth_config is not None or is_loopback(options.host):
+        return None
+    wild = options.host.strip("[] ") in ("0.0.0.0", "::", "")
+    where = "every network interface" if wild else options.host
+    return (
+        f"--host {options.host}: the MLflow server listens on {where}, port {options.port}, "
+        "without authentication: anyone who reaches it can read, change and delete every "
+        "run, model and artifact; add --auth --auth-config FILE (users and grants, see the "
+        "README's Team mode) or bind 127.0.0.1 behind an authenticating proxy"
+    )
+
+
 def _refuse_running(settings: Settings) -> None:
     state = process.read_state(settings)
     if state is None:
@@ -47,6 +62,17 @@ def _refuse_running(settings: Settings) -> None:
     process.forget(settings)  # a server that died without cleaning up
 
 
+def check(settings: Settings, options: StartOptions) -> tuple[str, server_auth.AuthConfig | None]:
+    """Refuse bad input and a running server (one line each); the artifacts destination
+    and the checked users file."""
+    process.backend_store(settings)
+    artifacts = process.artifacts_destination(settings, options.artifacts)
+    config = server_auth.load(options.auth_config) if options.auth_config else None
+    _refuse_running(settings)
+    process.check_port_free(options.host, options.port)
+    return artifacts, config
+
+
 def start(
     settings: Settings, options: StartOptions, wait: Callable[[str], Any] | None = None
 ) -> Started:
@@ -54,11 +80,7 @@ def start(
 
     Bad input fails before anything starts; a server that does not come up is stopped
     and its state removed, with the last line of its log in the error."""
-    process.backend_store(settings)
-    artifacts = process.artifacts_destination(settings, options.artifacts)
-    config = server_auth.load(options.auth_config) if options.auth_config else None
-    _refuse_running(settings)
-    process.check_port_free(options.host, options.port)
+    artifacts, config = check(settings, options)
     folder = process.state_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
     if settings.tracking_uri.startswith("sqlite:///"):

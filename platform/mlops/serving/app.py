@@ -5,19 +5,36 @@ numpy → model → orjson, no per-row objects), and FastAPI for `/health`, `/re
 Every answer is JSON except `/metrics`; every refusal is `{"error": "one line"}` with a
 4xx status. An unexpected failure is a 500 with one line (logged with its traceback),
 and the server keeps serving.
+
+One client must not stall the others: a declared length beyond the limit is refused
+before the body is read, the body is counted as it arrives (`schema.Tally`: more brackets
+or commas than a full batch can hold is refused at once, unparsed), and a body larger than
+`INLINE_BYTES` is parsed and predicted in a small thread pool, so the event loop keeps
+answering `/health` and small requests meanwhile. Small bodies stay on the loop: a thread
+hop would cost more than their whole parse.
+
+With a token (`--auth-token-env`), every path but `/health` and `/ready` needs
+`Authorization: Bearer <token>` (else a 401); `/ready` tells an unauthenticated caller
+only that it is ready, not what it serves.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from mlops.serving.schema import BadRequest, check_content_type, parse_request
+from mlops.serving.auth import Guard
+from mlops.serving.schema import BadRequest, InputSpec, Tally, check_content_type, parse_request
 
 if TYPE_CHECKING:
+    import numpy as np
+
+    from mlops.serving.model import Served
     from mlops.serving.swap import State
 
 Scope = MutableMapping[str, Any]
@@ -28,54 +45,57 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("mlops.serve")
 _JSON = [(b"content-type", b"application/json")]
+_CLOSE = (b"connection", b"close")
+INLINE_BYTES = 64 * 1024  # larger bodies are parsed and predicted off the event loop
+WORKERS = 2
+OPEN_PATHS = ("/health", "/ready")  # answered without the token (probes)
+_UNAUTHORIZED = b'{"error":"missing or wrong bearer token: send Authorization: Bearer <token>"}'
+_WWW = (b"www-authenticate", b'Bearer realm="mlops serve"')
 
 
-def create_app(state: State) -> ASGIApp:
-    """The ASGI app serving `state` (its `current` version may be swapped at any time)."""
-    import orjson
+def create_app(state: State, token: str | None = None) -> ASGIApp:
+    """The ASGI app serving `state` (its `current` version may be swapped at any time);
+    with `token`, requests need `Authorization: Bearer <token>` (see the module doc)."""
+    return _App(state, token)
 
-    dumps, numpy_option = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
-    rest = _fastapi_app(state)
-    metrics = state.metrics
-    perf = time.perf_counter
 
-    async def respond(send: Send, status: int, body: bytes) -> None:
-        headers = [*_JSON, (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+Headers = dict[bytes, bytes]
+Extra = tuple[tuple[bytes, bytes], ...]
 
-    async def predict(scope: Scope, receive: Receive, send: Send) -> None:
-        start = perf()
-        served = state.current  # read once: a swap never changes a request in flight
-        status, x, body = 200, None, None
-        try:
-            if scope["method"] != "POST":
-                raise BadRequest(405, "/predict takes POST")
-            check_content_type(_header(scope, b"content-type"))
-            raw = await _read_body(receive, served.input.max_body_bytes)
-            x = parse_request(raw, served.input)
-            body, index = served.predict(x)
-            payload = dumps(body, option=numpy_option)
-        except BadRequest as exc:
-            status, payload = exc.status, dumps({"error": exc.message})
-        except Exception as exc:
-            log.exception("/predict failed")
-            status, payload = 500, dumps({"error": f"internal error: {type(exc).__name__}"})
-        await respond(send, status, payload)
-        metrics.answered("/predict", status, perf() - start)
-        if status == 200 and x is not None and body is not None:
-            metrics.predicted(served, len(x), index)
-            if state.sink is not None:
-                state.sink.offer(served.name, served.version, x, body)
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/predict":
-            await predict(scope, receive, send)
-            return
+class _App:
+    """The ASGI callable: `/predict` here, the rest through FastAPI."""
+
+    def __init__(self, state: State, token: str | None) -> None:
+        import orjson
+
+        self.state = state
+        self.metrics = state.metrics
+        self.rest = _fastapi_app(state)
+        self.guard = Guard(token) if token else None
+        self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="mlops-predict")
+        self.dumps = orjson.dumps
+        self.numpy_option = orjson.OPT_SERIALIZE_NUMPY
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await rest(scope, receive, send)
+            await self.rest(scope, receive, send)
             return
-        start, seen = perf(), [500]
+        path = scope["path"]
+        headers: Headers = dict(scope["headers"])
+        if self.guard is not None and not self.guard.allows(headers.get(b"authorization")):
+            if path not in OPEN_PATHS:
+                await _respond(send, 401, _UNAUTHORIZED, (_WWW,))
+                self.metrics.answered(self.metrics.endpoint(path), 401, 0.0)
+                return
+            if path == "/ready":  # ready, without saying what is served
+                await _respond(send, 200, b'{"ready":true}')
+                self.metrics.answered(path, 200, 0.0)
+                return
+        if path == "/predict":
+            await self.predict(scope, receive, send, headers)
+            return
+        start, seen = time.perf_counter(), [500]
 
         async def send_status(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -83,34 +103,74 @@ def create_app(state: State) -> ASGIApp:
             await send(message)
 
         try:
-            await rest(scope, receive, send_status)
+            await self.rest(scope, receive, send_status)
         finally:
-            metrics.answered(metrics.endpoint(scope["path"]), seen[0], perf() - start)
+            self.metrics.answered(self.metrics.endpoint(path), seen[0], time.perf_counter() - start)
 
-    return app
+    def work(self, raw: bytes, served: Served) -> tuple[np.ndarray, dict[str, Any], Any, bytes]:
+        """Parse, predict and serialise one body (on the loop or in the pool)."""
+        x = parse_request(raw, served.input, tallied=True)
+        body, index = served.predict(x)
+        return x, body, index, self.dumps(body, option=self.numpy_option)
+
+    async def predict(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
+        start = time.perf_counter()
+        served = self.state.current  # read once: a swap never changes a request in flight
+        status, done, extra = 200, None, cast(Extra, ())
+        try:
+            if scope["method"] != "POST":
+                raise BadRequest(405, "/predict takes POST")
+            check_content_type(_text(headers.get(b"content-type")))
+            raw = await _read_body(receive, served.input, headers.get(b"content-length"))
+            if len(raw) <= INLINE_BYTES:
+                done = self.work(raw, served)
+            else:
+                loop = asyncio.get_running_loop()
+                done = await loop.run_in_executor(self.pool, self.work, raw, served)
+            payload = done[3]
+        except BadRequest as exc:
+            status, payload = exc.status, self.dumps({"error": exc.message})
+            extra = (_CLOSE,) if exc.close else ()
+        except Exception as exc:
+            log.exception("/predict failed")
+            payload = self.dumps({"error": f"internal error: {type(exc).__name__}"})
+            status, done = 500, None
+        await _respond(send, status, payload, extra)
+        self.metrics.answered("/predict", status, time.perf_counter() - start)
+        if done is not None:
+            x, body, index, _ = done
+            self.metrics.predicted(served, len(x), index)
+            if self.state.sink is not None:
+                self.state.sink.offer(served.name, served.version, x, body)
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
+async def _respond(send: Send, status: int, body: bytes, extra: Extra = ()) -> None:
+    headers = [*_JSON, (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes:
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else bytes(value).decode("latin-1")
+
+
+async def _read_body(receive: Receive, spec: InputSpec, declared: bytes | None) -> bytes:
+    """The whole body, counted as it arrives: refused (413) as soon as it cannot be a
+    batch, and at once when its declared length is beyond the limit (nothing read)."""
+    limit = spec.max_body_bytes
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BadRequest(413, f"body of {int(declared)} bytes exceeds {limit}", close=True)
+    tally = Tally(spec)
     message = await receive()
     body = message.get("body", b"")
+    tally.add(body)
     if not message.get("more_body"):
-        if len(body) > limit:
-            raise BadRequest(413, f"body exceeds {limit} bytes")
         return bytes(body)
-    chunks, size = [body], len(body)
+    chunks = [body]
     while message.get("more_body"):
         message = await receive()
         chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BadRequest(413, f"body exceeds {limit} bytes")
+        tally.add(chunk)
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -14,7 +14,9 @@ def serve(
     target: Annotated[
         str, typer.Argument(help="MODEL@STAGE (follows the stage) or MODEL@VERSION (fixed).")
     ],
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; beyond loopback, set a token too.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0: a free one).", min=0, max=65535)] = 8000,
     backend: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime).")] = "torch",
     poll: Annotated[
@@ -34,8 +36,17 @@ def serve(
     export: Annotated[
         str | None,
         typer.Option(
+            metavar="VARIANT",
             help="With --backend onnx: the passing export to serve (onnx-int8, onnx-pruned50, "
-            "…; default: the plain onnx export, else one converted at start)."
+            "…; default: the plain onnx export, else one converted at start).",
+        ),
+    ] = None,
+    auth_token_env: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="Require Authorization: Bearer TOKEN, the token read from environment "
+            "variable NAME (32+ characters); /health and /ready stay open.",
         ),
     ] = None,
 ) -> None:
@@ -50,6 +61,7 @@ def serve(
     options = service.ServeOptions(
         target=target, host=host, port=port, backend=backend, poll_s=poll,
         log_inputs=log_inputs, sink=sink, max_batch=max_batch, threads=threads, export=export,
+        auth_token_env=auth_token_env,
     )  # fmt: skip
     settings = Settings.from_env()
     found = service.resolve_target(settings, options)
@@ -65,8 +77,12 @@ def serve(
                     + (f" {served.built.export})" if served.built.source == "exported" else ")")),
         ("swap", f"checks {state.stage} every {poll:g} s" if prepared.watcher else "off"),
         ("sink", f"{state.sink.path} ({log_inputs:.0%} of requests)" if state.sink else "off"),
+        ("auth", f"bearer token from {auth_token_env}" if prepared.token else "off"),
     ]  # fmt: skip
     console.table("mlops serve", ["", "value"], rows)
+    exposed = service.exposure(prepared)
+    if exposed is not None:
+        console.warning(exposed)
     console.out.print(
         f"Serving on {prepared.url}  (POST /predict · GET /metadata /metrics · Ctrl-C to stop)",
         soft_wrap=True,

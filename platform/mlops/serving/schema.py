@@ -4,12 +4,18 @@ A body is `{"inputs": [[…], …]}` (rows of numbers: flat, `in_features` long,
 like the model's input, e.g. 8 by 8) or `{"records": [{"px_0_0": 0.0, …}, …]}` (objects keyed
 by the training schema's feature names). The hot path is numpy on what orjson parsed: no
 model object per row. Every refusal is a `BadRequest` with an HTTP status and one line.
+
+Before anything is parsed, the raw bytes are counted (`Tally`, fed chunk by chunk as the
+body arrives): a body longer, or with more `[`/`{` or commas, than a full batch of
+`max_batch` rows of this model's input can have is refused at once, so parsing work is
+bounded by what one legitimate batch costs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -23,10 +29,11 @@ _HOW = 'send {"inputs": [[numbers…], …]} or {"records": [{feature: number, �
 class BadRequest(Exception):
     """A request the server refuses: an HTTP status (4xx) and a one-line message."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, close: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.close = close  # answer with `Connection: close` (not worth reading the rest)
 
 
 @dataclass(frozen=True)
@@ -42,11 +49,62 @@ class InputSpec:
         """Values per row."""
         return len(self.features)
 
-    @property
+    @cached_property
     def max_body_bytes(self) -> int:
         """The largest body worth parsing: a full batch of long numbers with their keys."""
         longest = max((len(f) for f in self.features), default=0)
         return self.max_batch * self.in_features * (32 + longest) + (1 << 20)
+
+    @cached_property
+    def max_opens(self) -> int:
+        """The most `[` and `{` a full batch can hold: per row, the lists of a shaped row or
+        the object of a record (with any brackets in its feature names)."""
+        lists, width = 1, 1
+        for size in self.input_shape[:-1]:
+            width *= size
+            lists += width
+        named = sum(f.count("[") + f.count("{") for f in self.features)
+        return 2 + self.max_batch * max(lists, 1 + named)
+
+    @cached_property
+    def max_commas(self) -> int:
+        """The most commas a full batch can hold (in_features - 1 per row, one between
+        rows, and any in the feature names of records)."""
+        named = sum(f.count(",") for f in self.features)
+        return 2 + self.max_batch * (self.in_features + named)
+
+
+class Tally:
+    """A body's size, `[`/`{` and commas, counted as its chunks arrive; `add` refuses (413)
+    as soon as they exceed what a full batch can hold, before the body is parsed."""
+
+    __slots__ = ("commas", "opens", "size", "spec")
+
+    def __init__(self, spec: InputSpec) -> None:
+        self.spec = spec
+        self.size = self.opens = self.commas = 0
+
+    def add(self, chunk: bytes) -> None:
+        """Count one chunk; raise `BadRequest(413)` once the body cannot be a batch."""
+        spec = self.spec
+        self.size += len(chunk)
+        if self.size > spec.max_body_bytes:
+            raise BadRequest(
+                413, f"body exceeds {spec.max_body_bytes} bytes ({_batch(spec)})", close=True
+            )
+        self.opens += chunk.count(b"[") + chunk.count(b"{")
+        if self.opens > spec.max_opens:
+            raise BadRequest(413, f"body holds over {spec.max_opens} lists or objects: more "
+                             f"than {_batch(spec)} can hold; refused before parsing")  # fmt: skip
+        self.commas += chunk.count(b",")
+        if self.commas > spec.max_commas:
+            raise BadRequest(413, f"body holds over {spec.max_commas} values: more than "
+                             f"{_batch(spec)} can hold; refused before parsing")  # fmt: skip
+
+
+def _batch(spec: InputSpec) -> str:
+    shape = "x".join(map(str, spec.input_shape))
+    return f"a batch of {spec.max_batch} rows of {shape} values (--max-batch)"
 
 
 def check_content_type(value: str | None) -> None:
@@ -57,12 +115,14 @@ def check_content_type(value: str | None) -> None:
         raise BadRequest(415, f"content type {shown!r}: send Content-Type: application/json")
 
 
-def parse_request(body: bytes, spec: InputSpec) -> np.ndarray:
-    """The batch of a `/predict` body as a float32 matrix (rows x in_features)."""
+def parse_request(body: bytes, spec: InputSpec, tallied: bool = False) -> np.ndarray:
+    """The batch of a `/predict` body as a float32 matrix (rows x in_features).
+
+    The body is counted first (`Tally`) unless the caller did it as it arrived."""
     import orjson
 
-    if len(body) > spec.max_body_bytes:
-        raise BadRequest(413, f"body of {len(body)} bytes exceeds {spec.max_body_bytes}")
+    if not tallied:
+        Tally(spec).add(body)
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -80,9 +140,13 @@ def parse_request(body: bytes, spec: InputSpec) -> np.ndarray:
     if not batch:
         raise BadRequest(422, f"`{key}` is an empty batch")
     if len(batch) > spec.max_batch:
-        raise BadRequest(413, f"batch of {len(batch)} rows exceeds the limit of {spec.max_batch}")
+        raise BadRequest(
+            413, f"batch of {len(batch)} rows exceeds the limit of {spec.max_batch} rows"
+        )
     rows = batch if key == "inputs" else _records(batch, spec.features)
-    return to_matrix(rows, spec, key)
+    # A boolean parses to True/False, which numpy turns into 1/0 among numbers: only a
+    # body that spells `true` or `false` somewhere needs the walk over every value.
+    return to_matrix(rows, spec, key, booleans=b"true" in body or b"false" in body)
 
 
 def _kind(value: Any) -> str:
@@ -106,8 +170,13 @@ def _records(records: list[Any], features: Sequence[str]) -> list[list[Any]]:
     return rows
 
 
-def to_matrix(rows: list[Any], spec: InputSpec, key: str = "inputs") -> np.ndarray:
-    """Numbers only (no strings, booleans or nulls), one shape per row, finite in float32."""
+def to_matrix(
+    rows: list[Any], spec: InputSpec, key: str = "inputs", booleans: bool = True
+) -> np.ndarray:
+    """Numbers only (no strings, booleans or nulls), one shape per row, finite in float32.
+
+    `booleans=False` says the rows hold no boolean at any depth (the caller checked the
+    raw body), which saves a walk over every value."""
     import numpy as np
 
     try:
@@ -116,9 +185,8 @@ def to_matrix(rows: list[Any], spec: InputSpec, key: str = "inputs") -> np.ndarr
         if _depth(rows) > 1 + max(1, len(spec.input_shape)):
             raise BadRequest(422, f"`{key}`: rows nested too deep") from None
         raise BadRequest(422, f"`{key}`: rows of different lengths or shapes") from None
-    if array.dtype.kind not in "iuf" or any(bool in set(map(type, r)) for r in rows
-                                            if isinstance(r, list)):  # fmt: skip
-        array = _numbers(rows, array, key)
+    if booleans or array.dtype.kind not in "iuf":
+        array = _numbers(rows, key)
     shape = array.shape[1:]
     n = array.shape[0]
     if shape not in ((spec.in_features,), spec.input_shape):
@@ -137,7 +205,7 @@ def to_matrix(rows: list[Any], spec: InputSpec, key: str = "inputs") -> np.ndarr
     return np.ascontiguousarray(matrix)
 
 
-def _numbers(rows: list[Any], array: np.ndarray, key: str) -> np.ndarray:
+def _numbers(rows: list[Any], key: str) -> np.ndarray:
     """The same rows as float64, or a 422 naming the first value that is not a number."""
     import numpy as np
     import orjson
@@ -161,9 +229,16 @@ def _depth(value: Any) -> int:
 
 
 def _leaves(value: Any) -> list[Any]:
-    if not isinstance(value, list):
-        return [value]
+    """Every value that is not a list, in order, at any depth (no recursion: a body may
+    nest as deep as the parser allows)."""
     found: list[Any] = []
-    for item in value:
-        found.extend(_leaves(item))
+    stack = [iter([value])]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            found.append(item)
+        else:
+            stack.pop()
     return found

@@ -1,8 +1,9 @@
 """`mlops serve`: resolve and verify the version, bind the port, then run uvicorn (one
 worker) until SIGTERM or Ctrl-C, with the swap watcher and the sink alongside.
 
-Everything that can fail because of the user's input (target, port, options) fails
-before the server starts, with one line.
+Everything that can fail because of the user's input (target, port, options, the token)
+fails before the server starts, with one line. Listening beyond loopback without a token
+is allowed but warned about (`exposure`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops.errors import MlopsError, UserError
+from mlops.exposure import is_loopback
+from mlops.serving.auth import read_token
 
 if TYPE_CHECKING:
     from mlops.serving.metrics import ServingMetrics
@@ -48,6 +51,7 @@ class ServeOptions:
     max_batch: int = 1024
     threads: int = 1
     export: str | None = None  # the passing ONNX export to serve (`onnx-int8`, …)
+    auth_token_env: str | None = None
 
 
 @dataclass
@@ -59,6 +63,7 @@ class Prepared:
     workdir: Path
     watcher: Watcher | None = None
     signals: list[int] = field(default_factory=list)
+    token: str | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -69,7 +74,9 @@ class Prepared:
 def check(options: ServeOptions) -> None:
     """Refuse bad options before any work (exit 2)."""
     from mlops.serving.backends import BACKENDS
+    from registry.loading import parse_target
 
+    parse_target(options.target)
     if options.backend not in BACKENDS:
         raise UserError(f"--backend {options.backend!r}: expected one of {', '.join(BACKENDS)}")
     if not 0.0 <= options.log_inputs <= 1.0:
@@ -82,6 +89,22 @@ def check(options: ServeOptions) -> None:
                 f"--export {options.export!r}: expected an ONNX export variant such as "
                 "onnx, onnx-int8 or onnx-pruned50 (see the version's mlops.export.* tags)"
             )
+    if options.auth_token_env is not None:
+        read_token(options.auth_token_env)
+
+
+def exposure(prepared: Prepared) -> str | None:
+    """The warning for a server that listens beyond loopback without a token, else None."""
+    host, port = prepared.sock.getsockname()[:2]
+    if prepared.token is not None or is_loopback(host):
+        return None
+    where = "every interface" if host in ("0.0.0.0", "::") else "a non-loopback interface"
+    return (
+        f"serving {prepared.state.target} on {host}:{port} ({where}) without authentication: "
+        "anyone who reaches this port can call /predict, /metadata and /metrics; set "
+        "--auth-token-env NAME (a bearer token from that variable) or bind 127.0.0.1 behind "
+        "an authenticating proxy"
+    )
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -108,6 +131,7 @@ class Target:
     name: str
     ref: Ref
     version: Version
+    token: str | None = None  # the bearer token requests must carry (--auth-token-env)
 
 
 def resolve_target(settings: Settings, options: ServeOptions) -> Target:
@@ -117,11 +141,12 @@ def resolve_target(settings: Settings, options: ServeOptions) -> Target:
     from registry.loading import parse_target, resolve
 
     check(options)
+    token = read_token(options.auth_token_env) if options.auth_token_env else None
     name, ref = parse_target(options.target)
     ctx = Context.load(settings)
     if ref.stage is not None:
         ctx.policy.check_stage(ref.stage, exclusive=True)
-    return Target(ctx, name, ref, resolve(ctx, name, ref))
+    return Target(ctx, name, ref, resolve(ctx, name, ref), token)
 
 
 def prepare(settings: Settings, options: ServeOptions, target: Target | None = None) -> Prepared:
@@ -150,7 +175,7 @@ def prepare(settings: Settings, options: ServeOptions, target: Target | None = N
         sock.close()
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    prepared = Prepared(state, sock, workdir)
+    prepared = Prepared(state, sock, workdir, token=target.token)
     if ref.stage is not None and options.poll_s > 0:
         prepared.watcher = _watcher(ctx, state, options, workdir)
     return prepared
@@ -209,7 +234,7 @@ def run(prepared: Prepared) -> list[int]:
     _log_to_stderr()
     state = prepared.state
     config = uvicorn.Config(
-        create_app(state),
+        create_app(state, prepared.token),
         log_level="warning",
         access_log=False,
         lifespan="off",
