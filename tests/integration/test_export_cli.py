@@ -209,3 +209,65 @@ def test_bad_input_is_one_line_exit_2(flow: dict[str, Any], args: list[str], mes
     code, out, err = mlops(flow["root"], "export", *args)
     assert (code, out) == (2, "") and err.count("\n") == 1 and message in err, err
     assert (export_tags(ctx), exported_paths(ctx, run_id)) == before
+
+
+def test_serve_the_int8_export_by_name(flow: dict[str, Any], tmp_path: Path) -> None:
+    """`mlops serve --backend onnx --export onnx-int8` serves that file (its answers are
+    the int8 file's own, which differ from fp32's) and says so in /metadata; a variant the
+    version has no passing export of is refused with one line."""
+    import http.client
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from mlops.ui import free_port
+    from tests.integration.registry_project import _arrays
+
+    root, ctx = flow["root"], flow["ctx"]
+    x, _ = _arrays(root, "test")
+    rows = np.ascontiguousarray(x[:32])
+    int8 = exported_file(ctx, ctx.store.version(MODEL, 1), "onnx", "int8", tmp_path / "f")
+    assert int8 is not None
+    session = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {session.get_inputs()[0].name: rows})[0]
+
+    port = free_port()
+    cmd = [sys.executable, "-c", "from mlops.cli import main; main()", "serve", f"{MODEL}@1",
+           "--backend", "onnx", "--export", "onnx-int8", "--port", str(port)]  # fmt: skip
+    server = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline, meta = time.monotonic() + 120, None
+        while meta is None and time.monotonic() < deadline:
+            assert server.poll() is None, server.communicate()
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/metadata")
+                meta = json.loads(conn.getresponse().read())
+            except OSError:
+                time.sleep(0.2)
+        assert meta is not None
+        served = (meta["backend"], meta["source"], meta["export"])
+        assert served == ("onnx", "exported", "onnx-int8")
+        assert meta["file_sha256"] == records(flow_tags(ctx))["onnx-int8"]["sha256"]
+        body = json.dumps({"inputs": rows.tolist()})
+        conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+        answer = json.loads(conn.getresponse().read())
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(
+        answer["probabilities"], shifted / shifted.sum(axis=1, keepdims=True), atol=1e-6
+    )
+    code, _, err = mlops(root, "serve", f"{MODEL}@1", "--backend", "onnx", "--export",
+                         "onnx-pruned50", "--port", "0")  # fmt: skip
+    assert code == 1 and "no passing onnx-pruned50 export" in err and "onnx-int8" in err, err
+    code, _, err = mlops(root, "serve", f"{MODEL}@1", "--export", "onnx-int8")
+    assert code == 2 and "needs --backend onnx" in err, err
+
+
+def flow_tags(ctx: Context) -> dict[str, str]:
+    return dict(MlflowClient().get_model_version(MODEL, "1").tags)

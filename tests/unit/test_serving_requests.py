@@ -309,3 +309,16 @@ def test_a_token_guards_every_endpoint_but_health_and_ready() -> None:
     status, text, _, _ = call(app, "/metrics", headers=good)
     assert status == 200 and b'mlops_requests_total{endpoint="/predict",status="401"}' in text
     assert call(_app(), "/predict", row)[0] == 200  # no token configured: open
+
+
+def test_an_image_row_may_leave_out_its_single_channel() -> None:
+    """The README's example: a digits model reads 1x8x8 inputs; an 8x8 row is that image."""
+    image = InputSpec(tuple(f"px_{i}" for i in range(64)), (1, 8, 8), max_batch=4)
+    pixels = np.arange(64, dtype=np.float32)
+    flat = parse_request(json.dumps({"inputs": [pixels.tolist()]}).encode(), image)
+    eight = parse_request(json.dumps({"inputs": [pixels.reshape(8, 8).tolist()]}).encode(), image)
+    full = parse_request(json.dumps({"inputs": [pixels.reshape(1, 8, 8).tolist()]}).encode(), image)
+    np.testing.assert_array_equal(flat, eight)
+    np.testing.assert_array_equal(flat, full)
+    with pytest.raises(BadRequest, match=r"expected 64 values or shape \[1, 8, 8\] or \[8, 8\]"):
+        parse_request(json.dumps({"inputs": [[[1.0] * 4] * 16]}).encode(), image)

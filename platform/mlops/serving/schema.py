@@ -50,6 +50,14 @@ class InputSpec:
         return len(self.features)
 
     @cached_property
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        """The row shapes a request may use: flat, the model's input shape, and that shape
+        without its size-1 axes (an 8x8 image for a 1x8x8 input)."""
+        squeezed = tuple(d for d in self.input_shape if d != 1)
+        found = [(self.in_features,), self.input_shape, squeezed]
+        return tuple(dict.fromkeys(s for s in found if s))
+
+    @cached_property
     def max_body_bytes(self) -> int:
         """The largest body worth parsing: a full batch of long numbers with their keys."""
         longest = max((len(f) for f in self.features), default=0)
@@ -189,14 +197,15 @@ def to_matrix(
         array = _numbers(rows, key)
     shape = array.shape[1:]
     n = array.shape[0]
-    if shape not in ((spec.in_features,), spec.input_shape):
+    if shape not in spec.shapes:
         if array.ndim == 1:
             raise BadRequest(422, f"`{key}` must be a list of rows, each a list of numbers")
         if array.ndim > 1 + max(1, len(spec.input_shape)):
             raise BadRequest(422, f"`{key}`: rows nested too deep (shape {list(shape)})")
         expected = f"{spec.in_features} values"
-        if len(spec.input_shape) > 1:
-            expected += f" or shape {list(spec.input_shape)}"
+        shaped = [list(s) for s in spec.shapes if len(s) > 1]
+        if shaped:
+            expected += " or shape " + " or ".join(map(str, shaped))
         raise BadRequest(422, f"`{key}`: rows of shape {list(shape)}, expected {expected}")
     with np.errstate(over="ignore"):
         matrix = array.astype(np.float32, copy=False).reshape(n, spec.in_features)
