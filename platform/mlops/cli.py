@@ -76,12 +76,15 @@ ParamsFile = Annotated[Path, typer.Option("--file", "-f", help="The params file.
 
 
 @params_app.command("check")
-def params_check(file: ParamsFile = Path("params.yaml")) -> None:
+def params_check(file: ParamsFile = Path("params.yaml"), as_json: JsonFlag = False) -> None:
     """Validate params.yaml without running anything (exit 2 with one line if it is bad)."""
     from mlops.config import load_params
 
-    load_params(file)
-    console.out.print(f"{file}: valid")
+    params = load_params(file)
+    if as_json:
+        console.emit_json({"file": str(file), "valid": True, "params": params.as_dict()})
+    else:
+        console.out.print(f"{file}: valid")
 
 
 @app.command("doctor")

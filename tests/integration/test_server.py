@@ -364,3 +364,19 @@ def test_foreground_server_stops_on_sigterm(project: Path) -> None:
     assert "MLflow server stopped" in rest
     assert not listening(port)
     assert not (project / ".mlops" / "server" / "server.json").exists()
+
+
+def test_port_0_picks_a_free_port_and_start_and_stop_report_json(
+    project: Path, stopper: Any
+) -> None:
+    stopper(None)
+    done = mlops(project, "server", "start", "--port", "0", "--json")
+    assert done.returncode == 0, done.stderr
+    started = json.loads(done.stdout)
+    assert started["running"] and started["healthy"]
+    port = int(started["url"].rsplit(":", 1)[1])
+    assert port > 0 and listening(port)
+    done = mlops(project, "server", "stop", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["stopped"] is True
+    assert not listening(port)

@@ -137,3 +137,11 @@ def test_version_json(tmp_path: Path) -> None:
     assert {"mlops", "torch", "mlflow", "python"} <= set(found)
     assert all(isinstance(v, str) and v for v in found.values())
     assert found["torch"] != "not installed"
+
+
+def test_params_check_json(tmp_path: Path) -> None:
+    (tmp_path / "good.yaml").write_text("train:\n  epochs: 3\n")
+    done = _mlops("params", "check", "-f", "good.yaml", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["valid"] is True and found["params"]["train"]["epochs"] == 3

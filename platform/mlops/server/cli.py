@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,7 +22,9 @@ def start(
     host: Annotated[
         str, typer.Option(help="Interface to bind (0.0.0.0: every one; then add --auth).")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 5000,
+    port: Annotated[
+        int, typer.Option(help="Port to listen on (0: a free one).", min=0, max=65535)
+    ] = 5000,
     artifacts_destination: Annotated[
         str | None,
         typer.Option(help="Where served artifacts are stored (default: MLOPS_ARTIFACT_ROOT)."),
@@ -36,12 +38,15 @@ def start(
     foreground: Annotated[
         bool, typer.Option("--foreground", help="Stay attached (systemd, compose).")
     ] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Start the tracking server on the configured backend store, with served artifacts."""
     from mlops.config import Settings
     from mlops.server import service
+    from mlops.ui import free_port
 
     settings = Settings.from_env()
+    port = port or free_port(host)
     options = service.StartOptions(
         host=host, port=port, artifacts=artifacts_destination, allowed_hosts=allowed_hosts,
         auth_config=(settings.root / auth_config) if auth else None,
@@ -53,6 +58,21 @@ def start(
     exposed = service.exposure(options)
     if exposed is not None:
         console.warning(exposed)
+    if as_json:
+        console.emit_json(
+            service.status(settings).as_dict() | {"synced": [list(row) for row in started.synced]}
+        )
+    else:
+        _print_started(started)
+    if foreground:
+        code = service.serve_foreground(settings, started)
+        if code:
+            raise MlopsError(f"the MLflow server stopped with exit code {code} (log: {state.log})")
+        console.out.print("MLflow server stopped")
+
+
+def _print_started(started: Any) -> None:
+    state = started.state
     if started.synced:
         console.table("Auth users", ["user", "what", "value"], started.synced)
     console.out.print(f"MLflow server: {state.url}  (pid {state.pid})", soft_wrap=True)
@@ -63,11 +83,6 @@ def start(
         ("log", state.log),
         ("clients", f"export MLOPS_TRACKING_URI={state.url}"),
     ])  # fmt: skip
-    if foreground:
-        code = service.serve_foreground(settings, started)
-        if code:
-            raise MlopsError(f"the MLflow server stopped with exit code {code} (log: {state.log})")
-        console.out.print("MLflow server stopped")
 
 
 @app.command("status")
@@ -92,9 +107,13 @@ def status(as_json: JsonFlag = False) -> None:
 
 
 @app.command("stop")
-def stop() -> None:
+def stop(as_json: JsonFlag = False) -> None:
     """Stop the server (SIGTERM, then SIGKILL after 30 s)."""
     from mlops.config import Settings
     from mlops.server import service
 
-    console.out.print(service.stop(Settings.from_env()))
+    said = service.stop(Settings.from_env())
+    if as_json:
+        console.emit_json({"stopped": said.startswith("stopped"), "message": said})
+    else:
+        console.out.print(said)
