@@ -11,6 +11,7 @@ from mlops.lineage import data_hashes, dvc_md5, git_commit, git_dirty, params_ha
 from mlops.models import WEIGHTS_FILE, count_parameters, load_model
 from pipelines import paths
 from pipelines._stage import StageContext, run_stage
+from registry.card import render_card
 from registry.context import Context
 from registry.evaluation import load_test_split
 from registry.registration import register_model
@@ -44,7 +45,7 @@ def register(ctx: StageContext) -> None:
     name = ctx.params.model_name
     with tracking.stage_run(
         ctx.settings, ctx.experiment, "register", parent, {tracking.TAG_MODEL_SHA: sha}
-    ):
+    ) as run_id:
         tracking.set_tags(lineage)
         registry = Context(ctx.settings, ctx.params.registry, ctx.params.evaluate.primary_metric)
         version = register_model(
@@ -61,6 +62,9 @@ def register(ctx: StageContext) -> None:
             paths.REGISTERED,
             {"name": version.name, "version": version.version, "sha256": sha},
         )
+        record = registry.store.version(version.name, int(version.version))
+        card = render_card(record, registry.store.history(version.name)) if record else None
+        tracking.describe_run(run_id, f"register {version.name} v{version.version}", card)
         how = "already registered as" if version.reused else "registered"
         print(f"register: {how} {version.name} version {version.version} (sha256 {sha[:12]})")
 

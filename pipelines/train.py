@@ -41,6 +41,31 @@ def _logged_params(p: TrainParams) -> dict[str, Any]:
     return values
 
 
+def _note(p: TrainParams, task: str, result: Any, parameters: int, hashes: dict[str, str]) -> str:
+    """The train run's description (Markdown): what was trained, how it went, on what."""
+    best = result.history[result.best_epoch - 1].metrics
+    hyper = p.model.selected.model_dump(mode="json")
+    shown = {
+        "optimizer": p.optimizer, "learning_rate": p.learning_rate,
+        "weight_decay": p.weight_decay, "batch_size": p.batch_size,
+        "schedule": p.schedule.name, "epochs": p.epochs, **hyper,
+    }  # fmt: skip
+    stopped = "stopped early" if result.stopped_early else "ran every epoch"
+    lines = [
+        f"**{p.model.family}** {task}, {parameters:,} parameters: best epoch "
+        f"{result.best_epoch} of {len(result.history)} ({stopped}).",
+        "",
+        "| validation | best epoch |",
+        "|---|---|",
+        *(f"| {k} | {v:.4f} |" for k, v in sorted(best.items()) if k.startswith("val_")),
+        "",
+        "**Params** " + ", ".join(f"`{k}={v}`" for k, v in shown.items()),
+        "",
+        "**Data (DVC md5)** " + ", ".join(f"{k} `{v[:8]}`" for k, v in sorted(hashes.items())),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def tuned_params(base: TrainParams) -> tuple[TrainParams, dict[str, Any]]:
     """params.yaml's train section with the tune stage's best values applied (if tuned)."""
     found = read_json(paths.BEST_PARAMS) if paths.BEST_PARAMS.is_file() else {}
@@ -117,10 +142,15 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
                 "mlops.precision": p.precision if result.device.startswith("cuda") else "fp32",
                 "mlops.parameters": count_parameters(result.model),
             })  # fmt: skip
+            metric = p.early_stopping.metric
+            tracking.describe_run(
+                run_id,
+                f"train {p.model.family} · {metric} {best[metric]:.4f}",
+                _note(p, spec.task, result, count_parameters(result.model), hashes),
+            )
             print(
                 f"train: {p.model.family}, best epoch {result.best_epoch} "
-                f"({p.early_stopping.metric} {best[p.early_stopping.metric]:.4f}) "
-                f"-> {paths.MODEL_DIR}/"
+                f"({metric} {best[metric]:.4f}) -> {paths.MODEL_DIR}/"
             )
     finally:
         distributed.shutdown(dist)

@@ -91,7 +91,9 @@ def _gates(entries: Sequence[Entry]) -> list[str]:
 
 
 def render_card(v: Version, entries: Sequence[Entry]) -> str:
-    """The Markdown card of version `v`, with the stage changes in `entries`."""
+    """The Markdown card of version `v`, with its stage changes among `entries` (the
+    model's ledger)."""
+    entries = [e for e in entries if e.model == v.model and e.version == v.version]
     info = v.info
     family = info.get("mlops.family", "model")
     task = info.get("mlops.task", "")

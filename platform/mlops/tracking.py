@@ -148,6 +148,7 @@ def _create_run(settings: Settings, experiment_id: str, name: str, tags: dict[st
     commit = git_commit(settings.root)
     if commit != "unknown":
         context["mlflow.source.git.commit"] = commit
+        name = f"{name} · {commit[:7]}"
     client = MlflowClient()
     run = retried(lambda: client.create_run(experiment_id, run_name=name, tags=context | tags))
     return str(run.info.run_id)
@@ -223,6 +224,22 @@ def _end_run(run_id: str, status: str) -> None:
             MlflowClient().set_terminated(run_id, status=status)
 
     retried(end)
+
+
+def describe_run(run_id: str, what: str | None = None, note: str | None = None) -> None:
+    """Make a run read well in the MLflow UI's runs list: its name becomes `what` followed
+    by the short commit it ran at (the name's last part), and `note` (Markdown) becomes
+    its description."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    if what is not None:
+        run = retried(lambda: client.get_run(run_id))
+        commit = run.data.tags.get("mlflow.source.git.commit", "")[:7]
+        name = f"{what} · {commit}" if commit else what
+        retried(partial(client.set_tag, run_id, "mlflow.runName", name))
+    if note is not None:
+        retried(partial(client.set_tag, run_id, "mlflow.note.content", note))
 
 
 def log_params(values: dict[str, Any], prefix: str = "") -> None:
