@@ -6,6 +6,9 @@ BIN    := $(abspath $(VENV))/bin
 STAMP  := $(VENV)/.installed
 PIP_VERSION := 26.3
 
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
 # Stage commands in dvc.yaml call `python`: make it the venv's.
 export PATH := $(BIN):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
@@ -13,9 +16,11 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 .PHONY: install run test lint browser unit integration e2e ui bench lock clean
 
 $(STAMP): pyproject.toml requirements.lock
+	@echo "make: installing $(VENV) from requirements.lock (about 2 minutes the first time)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "pip==$(PIP_VERSION)"
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
+	$(BIN)/python -m pip install --progress-bar off -c requirements.lock -e ".[dev]" \
+	  | sed -u -n -E '/^(Collecting|Successfully installed) /p'  # a line per package
 	touch $(STAMP)
 
 install: $(STAMP)
