@@ -4,17 +4,26 @@ Goals (issue: tuning), all measured in one run on the same machine:
 - pruning: MLP on digits, 30 trials x 20 epochs, sampler seeds 0-4, each pruner vs
   none: total epochs trained <= 0.5x at a best validation accuracy within 0.5 points
   (mean over the seeds);
-- scaling: trials per minute with 2 worker processes vs 1 (goal >= 1.7x on 2 cores),
-  the same trials' work in both (batch size fixed);
+- scaling: what a second worker buys in search, not in raw trials (a trial that repeats
+  another's params adds nothing): `mlops sweep run` with 1 and with 2 worker processes for
+  the same wall-clock budget, each from a new study, for several sampler seeds; from
+  Optuna's own timestamps, on one clock that starts at the sweep's first trial: distinct
+  configurations per minute (goal: 2 workers >= 1.7x on 2 cores), the best value reached
+  by each checkpoint T, and the time 2 workers take to reach the best value 1 worker
+  reached in the whole budget (batch size fixed: it sets a trial's cost);
 - storage: seconds per trial of a trivial objective on the embedded SQLite storage vs
   Optuna's in-memory storage (reported, no goal).
 
-Writes benchmarks/results/sweep_speed.json. Usage: python benchmarks/sweep_speed.py
-[pruning|scaling|storage ...] (default: all three).
+Writes benchmarks/results/sweep_speed.json (not with --no-write). Usage:
+  python benchmarks/sweep_speed.py [pruning|scaling|storage ...] [--budget S] [--seeds N]
+      [--epochs E] [--no-write]
+(default: all three parts; scaling for 240 s per sweep, 3 seeds, 20 epochs a trial).
+A quick check that the script works: scaling --budget 20 --seeds 1 --epochs 3 --no-write.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -121,71 +130,126 @@ def pruning() -> dict[str, Any]:
     return out
 
 
-def _sweep_seconds(root: Path, workers: int, trials: int) -> float:
-    cmd = [
-        sys.executable,
-        "-c",
-        "from mlops.cli import main; main()",
-        "sweep",
-        "run",
-        "bench",
-        "--trials",
-        str(trials),
-        "--workers",
-        str(workers),
-        "--json",
-    ]
-    start = time.perf_counter()
+def _sweep(root: Path, workers: int, budget: float) -> None:
+    """`mlops sweep run` with `workers` processes, one thread each, for `budget` seconds
+    (no new trial starts after it; trials in flight finish)."""
+    cmd = [sys.executable, "-c", "from mlops.cli import main; main()", "sweep", "run",
+           "--trials", "100000", "--workers", str(workers), "--threads", "1",
+           "--timeout", str(budget), "--json"]  # fmt: skip
     subprocess.run(cmd, cwd=root, env=env(), check=True, capture_output=True)
-    return time.perf_counter() - start
-
-
-def _trial_phase_seconds(root: Path) -> float:
-    """From the first trial's start to the last trial's end (Optuna's own timestamps):
-    the time the workers spent running trials, without process start-up and the final
-    plots, which do not grow with the number of trials."""
-    _settings, _params, study = _study(root)
-    done = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
-    first = min(t.datetime_start for t in done if t.datetime_start is not None)
-    return (max(t.datetime_complete for t in done) - first).total_seconds()
 
 
 BATCH_LINE = "    batch_size: {type: categorical, choices: [32, 64, 128]}\n"
 
 
-def _fixed_batch(root: Path) -> None:
+def _fixed_cost(root: Path, epochs: int) -> None:
     """Take the batch size out of the search (64): it sets a trial's cost (batch 32
-    trains twice as long as 128), so with it the two sweeps, whose samplers see
-    different histories, would not run the same amount of work."""
+    trains twice as long as 128), so sweeps that pick different mixes would not do the
+    same work per trial. `epochs` per trial, no pruning."""
     path = root / "params.yaml"
     text = path.read_text()
     assert BATCH_LINE in text
-    path.write_text(text.replace(BATCH_LINE, "").replace("train:\n", "train:\n  batch_size: 64\n"))
+    text = text.replace(BATCH_LINE, "").replace("train:\n", "train:\n  batch_size: 64\n")
+    path.write_text(text.replace("  epochs: 20\n", f"  epochs: {epochs}\n", 1))
 
 
-def scaling(trials: int = 48) -> dict[str, Any]:
-    """The same sweep (no pruning, 20 epochs a trial, a fixed batch size) with 1 and
-    with 2 worker processes: trials per minute end to end (`mlops sweep run`) and while
-    trials run."""
-    out: dict[str, Any] = {"trials": trials}
-    for workers in (1, 2):
-        with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp)
-            _project(root, "none")
-            _fixed_batch(root)
-            seconds = _sweep_seconds(root, workers, trials)
-            phase = _trial_phase_seconds(root)
-            out[f"workers_{workers}"] = {
-                "seconds": round(seconds, 1),
-                "trials_per_minute": round(trials / seconds * 60, 1),
-                "trial_phase_seconds": round(phase, 1),
-                "trials_per_minute_running": round(trials / phase * 60, 1),
-            }
-    for key, name in (
-        ("trials_per_minute", "speedup"),
-        ("trials_per_minute_running", "speedup_running"),
-    ):
-        out[name] = round(out["workers_2"][key] / out["workers_1"][key], 2)
+def _timeline(root: Path) -> dict[str, Any]:
+    """The sweep's finished trials on one clock (seconds since its first trial started):
+    when each ended, its value, and whether its params repeat an earlier trial's."""
+    from optuna.trial import TrialState
+
+    _settings, _params, study = _study(root)
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    done.sort(key=lambda t: t.datetime_complete)
+    start = min(t.datetime_start for t in done)
+    seen: set[tuple[Any, ...]] = set()
+    events = []
+    for t in done:
+        config = tuple(sorted(t.params.items()))
+        events.append({
+            "at": (t.datetime_complete - start).total_seconds(),
+            "value": t.value,
+            "repeat": config in seen,
+        })  # fmt: skip
+        seen.add(config)
+    return {"events": events, "direction": study.direction.name}
+
+
+def _best_by(events: list[dict[str, Any]], t: float, maximize: bool) -> float | None:
+    values = [e["value"] for e in events if e["at"] <= t and e["value"] is not None]
+    if not values:
+        return None
+    return max(values) if maximize else min(values)
+
+
+def _reached(events: list[dict[str, Any]], target: float, maximize: bool) -> float | None:
+    """Seconds until a trial at least as good as `target` ended (None: never)."""
+    for e in events:
+        v = e["value"]
+        if v is not None and (v >= target if maximize else v <= target):
+            return float(e["at"])
+    return None
+
+
+def _summary(events: list[dict[str, Any]], phase: float) -> dict[str, Any]:
+    distinct = sum(not e["repeat"] for e in events)
+    return {
+        "trials": len(events),
+        "distinct_configurations": distinct,
+        "repeated_trials": len(events) - distinct,
+        "trial_phase_seconds": round(phase, 1),
+        "distinct_per_minute": round(distinct / phase * 60, 1) if phase else None,
+        "trials_per_minute": round(len(events) / phase * 60, 1) if phase else None,
+    }
+
+
+def scaling(budget: float = 240.0, seeds: int = 3, epochs: int = 20) -> dict[str, Any]:
+    """1 and 2 workers, the same wall-clock budget, a new study each, per sampler seed."""
+    runs: dict[str, list[dict[str, Any]]] = {"workers_1": [], "workers_2": []}
+    for seed in range(seeds):
+        for workers in (1, 2):
+            with tempfile.TemporaryDirectory() as tmp:
+                root = Path(tmp)
+                _project(root, "none", seed)
+                _fixed_cost(root, epochs)
+                _sweep(root, workers, budget)
+                runs[f"workers_{workers}"].append(_timeline(root))
+    # One clock for both: checkpoints up to the shorter trial phase of the pair.
+    out: dict[str, Any] = {"budget_s": budget, "seeds": seeds, "epochs": epochs, "runs": []}
+    for one, two in zip(runs["workers_1"], runs["workers_2"], strict=True):
+        maximize = one["direction"] == "MAXIMIZE"
+        e1, e2 = one["events"], two["events"]
+        phase = min(e1[-1]["at"], e2[-1]["at"])
+        checkpoints = [round(phase * f, 1) for f in (0.25, 0.5, 0.75, 1.0)]
+        best_1 = _best_by(e1, phase, maximize)
+        assert best_1 is not None
+        t1, t2 = _reached(e1, best_1, maximize), _reached(e2, best_1, maximize)
+        out["runs"].append({
+            "workers_1": _summary([e for e in e1 if e["at"] <= phase], phase),
+            "workers_2": _summary([e for e in e2 if e["at"] <= phase], phase),
+            "best_by": {
+                str(t): {"workers_1": _best_by(e1, t, maximize),
+                         "workers_2": _best_by(e2, t, maximize)}
+                for t in checkpoints
+            },
+            "best_of_1_worker": best_1,
+            "seconds_to_it": {"workers_1": t1, "workers_2": t2},
+        })  # fmt: skip
+    per_run = out["runs"]
+    ratios = [
+        r["workers_2"]["distinct_per_minute"] / r["workers_1"]["distinct_per_minute"]
+        for r in per_run
+        if r["workers_1"]["distinct_per_minute"]
+    ]
+    out["distinct_per_minute_speedup"] = round(sum(ratios) / len(ratios), 2) if ratios else None
+    times = [
+        r["seconds_to_it"]["workers_2"] / r["seconds_to_it"]["workers_1"]
+        for r in per_run
+        if r["seconds_to_it"]["workers_2"] is not None and r["seconds_to_it"]["workers_1"]
+    ]
+    out["time_to_1_worker_best_ratio"] = round(sum(times) / len(times), 2) if times else None
+    out["reached_by_2_workers"] = f"{len(times)}/{len(per_run)}"
+    out["repeated_trials_2_workers"] = sum(r["workers_2"]["repeated_trials"] for r in per_run)
     return out
 
 
@@ -217,7 +281,17 @@ def storage(trials: int = 200) -> dict[str, Any]:
 
 def main() -> None:
     """Measure the chosen parts and merge them into the result file."""
-    parts = sys.argv[1:] or ["pruning", "scaling", "storage"]
+    parser = argparse.ArgumentParser(prog="python benchmarks/sweep_speed.py")
+    parser.add_argument("parts", nargs="*", help="pruning, scaling, storage (default: all)")
+    parser.add_argument("--budget", type=float, default=240.0, help="scaling: s per sweep")
+    parser.add_argument("--seeds", type=int, default=3, help="scaling: sampler seeds")
+    parser.add_argument("--epochs", type=int, default=20, help="scaling: epochs a trial")
+    parser.add_argument("--no-write", action="store_true", help="print only (a quick check)")
+    args = parser.parse_args()
+    parts = args.parts or ["pruning", "scaling", "storage"]
+    unknown = set(parts) - {"pruning", "scaling", "storage"}
+    if unknown:
+        parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
     previous = RESULTS / "sweep_speed.json"
     result: dict[str, Any] = {}
     if previous.is_file():
@@ -225,9 +299,13 @@ def main() -> None:
         result = {k: old[k] for k in ("pruning", "scaling", "storage") if k in old}
     os.environ.pop("MLOPS_HOME", None)
     for part in parts:
-        result[part] = {"pruning": pruning, "scaling": scaling, "storage": storage}[part]()
+        if part == "scaling":
+            result[part] = scaling(args.budget, args.seeds, args.epochs)
+        else:
+            result[part] = {"pruning": pruning, "storage": storage}[part]()
         print(part, json.dumps(result[part]), flush=True)
-    print(f"-> {write_result('sweep_speed', result)}")
+    if not args.no_write:
+        print(f"-> {write_result('sweep_speed', result)}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Stage `tune`: an Optuna study over `tune.space`, one training job per trial (pruned
-per epoch), every trial a child MLflow run of the stage's run. Writes the best params
-for `train` and the study summary as DVC metrics. `tune.n_trials: 0` skips tuning."""
+per epoch), every trial a child MLflow run of the stage's run, one line per trial.
+Writes the best params for `train` and the study summary as DVC metrics, with the same
+keys whether it tuned or not (`best_value` is null then). `tune.n_trials: 0` skips
+tuning."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from mlops.errors import UserError
 from mlops.io import write_json
 from mlops.optuna_store import counts, open_study
 from mlops.sweep import finalize
+from mlops.sweep_progress import reporter
 from mlops.tuning import TAG_STUDY, Job, study_name, work
 from pipelines import paths
 from pipelines._stage import StageContext, run_stage
@@ -21,7 +24,9 @@ def tune(ctx: StageContext) -> None:
     p = ctx.params.tune
     if p.n_trials == 0:
         write_json(paths.BEST_PARAMS, {"tuned": False, "values": {}})
-        write_json(paths.TUNE_METRICS, {"n_trials": 0})
+        write_json(
+            paths.TUNE_METRICS, {"best_value": None, "complete": 0, "pruned": 0, "failed": 0}
+        )
         print("tune: tune.n_trials is 0, train uses params.yaml as it is")
         return
     if not p.space:
@@ -30,7 +35,9 @@ def tune(ctx: StageContext) -> None:
     study = open_study(ctx.settings.optuna_storage, name, p)
     deadline = time.time() + p.timeout if p.timeout else None
     with tracking.stage_run(ctx.settings, ctx.experiment, "tune", None, {TAG_STUDY: name}) as run:
-        work(Job(ctx.settings, ctx.params, name, run), p.n_trials, deadline)
+        print(f"tune: study {name}, until it has {p.n_trials} finished trial(s)", flush=True)
+        line = reporter("tune: ", p.metric, lambda text: print(text, flush=True))
+        work(Job(ctx.settings, ctx.params, name, run), p.n_trials, deadline, line)
         finalize(study, run)
     c = counts(study)
     if c.best is None:

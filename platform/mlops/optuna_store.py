@@ -10,6 +10,8 @@ is retried through a short outage of the database (`mlops.optuna_retry`).
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import sqlite3
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops.db import driver_url
-from mlops.errors import StoreError
+from mlops.errors import Interrupted, MlopsError, StoreError
 from mlops.settings import redact
 from mlops.tune_params import TuneParams
 
@@ -42,6 +44,7 @@ def storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
     budget_s()  # a bad MLOPS_STORE_RETRY_S is refused before any work
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna.study._optimize").addFilter(_one_line_stops)
     # Heartbeats and their retry callback are marked experimental; we rely on them.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     kwargs: dict[str, Any] = {}
@@ -69,17 +72,40 @@ def storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
         raise StoreError(f"optuna storage {redact(url)}: {detail}") from None
 
 
-def sampler(p: TuneParams) -> optuna.samplers.BaseSampler:
-    """The configured sampler, seeded."""
+def worker_seed(seed: int, worker: str, start: int) -> int:
+    """The sampler seed of worker `worker` (an index such as "0", or a label) of a sweep
+    that began when the study had `start` trials: distinct per worker and per sweep of a
+    study, the same when the same sweep is run again. Worker "0" of a new study gets
+    `tune.seed` itself, as the tune stage does."""
+    if worker == "0" and start == 0:
+        return seed
+    digest = hashlib.sha256(f"{seed}:{worker}:{start}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def _one_line_stops(record: logging.LogRecord) -> bool:
+    """A logging filter for Optuna's "Trial N failed" warning: no traceback when a trial
+    was stopped (Ctrl-C, SIGTERM) or failed with one of our one-line errors."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, KeyboardInterrupt | Interrupted | MlopsError):
+        record.exc_info, record.exc_text = None, None
+    return True
+
+
+def sampler(p: TuneParams, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """The configured sampler, seeded with `seed` (default `tune.seed`). TPE runs with
+    `constant_liar`: trials other workers are running count as bad results, so parallel
+    workers do not all search the same region."""
     import optuna
 
+    seed = p.seed if seed is None else seed
     if p.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=p.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if p.sampler == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=p.seed, warn_independent_sampling=False)
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if p.sampler == "grid":
-        return optuna.samplers.GridSampler(grid(p), seed=p.seed)
-    return optuna.samplers.TPESampler(seed=p.seed)
+        return optuna.samplers.GridSampler(grid(p), seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
 
 def grid(p: TuneParams) -> dict[str, list[Any]]:
@@ -124,18 +150,30 @@ def fail_stale(study: optuna.Study) -> int:
     return getattr(callback, "queued", 0) - before
 
 
-def open_study(url: str, name: str, p: TuneParams, heartbeat: bool = True) -> optuna.Study:
-    """Create the study or load it (resumable); call once before starting workers."""
+def open_study(
+    url: str, name: str, p: TuneParams, heartbeat: bool = True, seed: int | None = None
+) -> optuna.Study:
+    """Create the study or load it (resumable), its sampler seeded with `seed` (default
+    `tune.seed`); call once before starting workers. A new study is given the name of
+    its metric (`tune.metric`), which optuna-dashboard shows instead of "Objective 0"."""
     import optuna
 
-    return optuna.create_study(
+    study = optuna.create_study(
         storage=storage(url, heartbeat),
         study_name=name,
         direction=p.direction,
-        sampler=sampler(p),
+        sampler=sampler(p, seed),
         pruner=pruner(p),
         load_if_exists=True,
     )
+    if study.metric_names is None:
+        study.set_metric_names([p.metric])
+    return study
+
+
+def total(c: Counts) -> int:
+    """Every trial of the study, whatever its state."""
+    return c.complete + c.pruned + c.fail + c.running + c.waiting
 
 
 @dataclass(frozen=True)

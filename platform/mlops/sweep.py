@@ -1,8 +1,12 @@
 """Sweeps: K worker processes share one study; this process shows progress, and the
 sweep's parent MLflow run gets the best params, the best value and Optuna's plots.
 
-Threads per worker are set so K workers do not oversubscribe the cores. Ctrl-C (or
-SIGTERM) is passed on to the workers, which fail their current trial cleanly and stop.
+Each worker trains with `train.threads` torch threads (or `--threads`) and samples
+with its own seed, derived from `tune.seed`, its index and the study's size when the
+sweep began. Ctrl-C (or SIGTERM) is passed on to the workers, which fail their current
+trial cleanly and stop. Whenever this process stops early (a signal, a store that stays
+unreachable, an error), it stops its workers first and then ends what they left: their
+RUNNING trials FAIL, their MLflow runs KILLED. No worker outlives the sweep.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops.errors import Interrupted, MlopsError
-from mlops.optuna_store import Counts, counts, open_study
+from mlops import retry
+from mlops.errors import MlopsError
+from mlops.optuna_store import Counts, counts, open_study, total, worker_seed
 from mlops.owners import die_with_parent
 from mlops.params import Params
 from mlops.settings import Settings
+from mlops.sweep_progress import log_line, watch
 
 if TYPE_CHECKING:
     import optuna
@@ -39,9 +45,9 @@ class Summary:
     best: list[dict[str, Any]]
 
 
-def threads_per_worker(workers: int) -> int:
-    """Cores divided among workers (at least one thread each)."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
+# How long workers get to stop on their own (their trial ends FAIL at its next epoch,
+# and their store writes may ride out an outage) before they are killed.
+STOP_GRACE_S = 30.0
 
 
 def best_trials(study: optuna.Study, top: int = 5) -> list[dict[str, Any]]:
@@ -107,21 +113,11 @@ def finalize(study: optuna.Study, parent_run_id: str) -> None:
 
 
 def _worker_cmd(
-    study: str, n_trials: int, parent: str, threads: int, deadline: float | None
+    study: str, target: int, parent: str, threads: int, seed: int, deadline: float | None
 ) -> list[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlops.sweep_worker",
-        "--study",
-        study,
-        "--trials",
-        str(n_trials),
-        "--parent",
-        parent,
-        "--threads",
-        str(threads),
-    ]
+    cmd = [sys.executable, "-m", "mlops.sweep_worker", "--study", study]
+    cmd += ["--total", str(target), "--parent", parent, "--threads", str(threads)]
+    cmd += ["--seed", str(seed)]
     if deadline is not None:
         cmd += ["--deadline", repr(deadline)]
     return cmd
@@ -132,33 +128,65 @@ def _start_worker(cmd: list[str], root: Path, env: dict[str, str]) -> subprocess
     return subprocess.Popen(cmd, cwd=root, env=env, start_new_session=True, preexec_fn=preexec)  # noqa: PLW1509
 
 
-def _progress(
-    study: optuna.Study, before: int, n_trials: int, procs: list[subprocess.Popen[bytes]]
-) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def stop_workers(procs: list[subprocess.Popen[bytes]], grace_s: float) -> None:
+    """Ask the workers still running to stop (SIGINT: their trial ends FAIL at its next
+    epoch); kill those that have not within `grace_s`; return once all have ended."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    until = time.monotonic() + grace_s
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, until - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
+
+def end_leftovers(study: optuna.Study, parent_run_id: str) -> tuple[list[int], list[str]]:
+    """Once a sweep's workers are gone: fail the trials they left RUNNING and end the
+    MLflow runs they left RUNNING as KILLED. Returns (trial numbers, run ids)."""
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
+    from mlops.tracking import TAG_CLOSED_BY, retried
+    from mlops.tuning import PARENT_ATTR
+
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.user_attrs.get(PARENT_ATTR) == parent_run_id:
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            failed.append(t.number)
+    client = MlflowClient()
+    experiment = retried(lambda: client.get_run(parent_run_id)).info.experiment_id
+    query = f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"
+    runs = retried(lambda: client.search_runs([experiment], filter_string=query))
+    for run in runs:
+        run_id = run.info.run_id
+        retried(partial(client.set_tag, run_id, TAG_CLOSED_BY, "sweep-stopped"))
+        retried(partial(client.set_terminated, run_id, status="KILLED"))
+    return failed, [r.info.run_id for r in runs]
+
+
+def _wind_down(study: optuna.Study, parent: str, procs: list[subprocess.Popen[bytes]]) -> None:
+    """Stop the workers, then end what they left; a store still unreachable is one
+    warning (the next sweep's heartbeat check and stale-run recovery end them)."""
     from mlops import console
 
-    columns = (
-        TextColumn("[bold]sweep"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[states]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console.err, transient=False) as bar:
-        task = bar.add_task("trials", total=n_trials, states="")
-        while True:
-            c = counts(study)
-            best = "—" if c.best is None else f"{c.best:.4f}"
-            states = (
-                f"complete {c.complete} · pruned {c.pruned} · failed {c.fail} · "
-                f"running {c.running} · best {best}"
-            )
-            bar.update(task, completed=min(c.finished - before, n_trials), states=states)
-            if all(p.poll() is not None for p in procs):
-                break
-            time.sleep(0.5)
+    live = [p for p in procs if p.poll() is None]
+    if live:
+        log_line(f"sweep: stopping {len(live)} worker(s) (their trials end FAIL)")
+    stop_workers(procs, retry.budget_s() + STOP_GRACE_S)
+    try:
+        trials, runs = end_leftovers(study, parent)
+    except MlopsError as exc:
+        console.warning(f"sweep: could not end the workers' trials and runs: {exc}")
+        return
+    if trials or runs:
+        log_line(
+            f"sweep: ended what the workers left: trial(s) {trials or '—'} FAIL, "
+            f"{len(runs)} MLflow run(s) KILLED"
+        )
 
 
 def run_sweep(
@@ -169,18 +197,22 @@ def run_sweep(
     timeout: float | None = None,
     tags: dict[str, str] | None = None,
     on_start: Callable[[str, str], None] | None = None,
+    threads: int | None = None,
 ) -> Summary:
-    """Create the study once (or resume it), run `workers` processes until it has
-    `n_trials` more finished trials, and log the sweep's parent run (with `tags`).
-    `on_start(study, parent_run_id)` is called once both exist."""
+    """Create the study once (or resume it), run `workers` processes with `threads`
+    torch threads each (default `train.threads`) until it has `n_trials` more finished
+    trials, and log the sweep's parent run (with `tags`). `on_start(study,
+    parent_run_id)` is called once both exist."""
     from mlops import tracking
     from mlops.tuning import TAG_STUDY, study_name
 
     name = study_name(params)
     study = open_study(settings.optuna_storage, name, params.tune)  # created once, here
     deadline = time.time() + timeout if timeout else None
-    before = counts(study).finished
-    target = before + n_trials
+    at_start = counts(study)
+    before, target = at_start.finished, at_start.finished + n_trials
+    threads = params.train.threads if threads is None else threads
+    seeds = [worker_seed(params.tune.seed, str(i), total(at_start)) for i in range(workers)]
     env = {**os.environ, "DVC_ROOT": str(settings.root)}
     with tracking.stage_run(
         settings, params.pipeline.name, "sweep", None, {TAG_STUDY: name, **(tags or {})}
@@ -188,23 +220,27 @@ def run_sweep(
         if on_start is not None:
             on_start(name, parent)
         tracking.log_params(params.tune.model_dump(mode="json", exclude={"space"}), "tune")
-        cmd = _worker_cmd(name, target, parent, threads_per_worker(workers), deadline)
+        tracking.log_params({"workers": workers, "threads": threads, "seeds": seeds}, "sweep")
+        log_line(
+            f"sweep: study {name}, {n_trials} new trial(s), {workers} worker(s) x "
+            f"{threads or 'all'} thread(s); MLflow run {parent}"
+        )
         procs: list[subprocess.Popen[bytes]] = []
         try:
-            for _ in range(workers):
+            for seed in seeds:
                 # Own sessions: a terminal's Ctrl-C reaches the workers once, through us;
                 # they stop (SIGTERM) if we die.
+                cmd = _worker_cmd(name, target, parent, threads, seed, deadline)
                 procs.append(_start_worker(cmd, settings.root, env))
-            _progress(study, before, n_trials, procs)
-        except (KeyboardInterrupt, Interrupted):
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # one stop is enough
-            for p in procs:
-                if p.poll() is None:
-                    p.send_signal(signal.SIGINT)
-            for p in procs:
-                p.wait()
+            watch(study, before, n_trials, procs, params.tune.metric)
+        except BaseException:
+            for signum in (signal.SIGINT, signal.SIGTERM):  # one stop is enough
+                signal.signal(signum, signal.SIG_IGN)
+            _wind_down(study, parent, procs)
             raise
         failed = [p.returncode for p in procs if p.returncode not in (0, None)]
+        if failed:
+            _wind_down(study, parent, procs)
         finalize(study, parent)
         if failed and counts(study).finished < target:
             raise MlopsError(

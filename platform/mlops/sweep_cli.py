@@ -3,14 +3,41 @@ Imports only typer and rich at import time."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import typer
 
 from mlops import console
+from mlops.limits import MAX_SECONDS, MAX_THREADS, MAX_TRIALS, MAX_WORKERS, finite
 
-app = typer.Typer(help="Optuna sweeps: run, join, watch.", no_args_is_help=True)
+app = typer.Typer(help="Optuna sweeps: run, join, watch, apply.", no_args_is_help=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+WORKER_ID = r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}"
+
+
+Trials = Annotated[
+    int | None,
+    typer.Option(
+        "--trials", min=1, max=MAX_TRIALS,
+        help="New finished trials to add to the study (default 20).",
+    ),
+]  # fmt: skip
+Total = Annotated[
+    int | None,
+    typer.Option(
+        "--total", min=1, max=MAX_TRIALS,
+        help="Instead of --trials: stop once the study has this many finished trials in all "
+        "(a restarted service adds none).",
+    ),
+]  # fmt: skip
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        min=0, max=MAX_THREADS,
+        help="Torch threads per worker (default: params.yaml train.threads; 0: every core).",
+    ),
+]  # fmt: skip
 
 
 def _load(pipeline: str | None = None) -> tuple[Any, Any]:
@@ -48,19 +75,42 @@ def _best_table(rows: list[dict[str, Any]], title: str) -> None:
 
 @app.command("run")
 def run_cmd(
-    pipeline: Annotated[str, typer.Argument(help="The pipeline (params.yaml pipeline.name).")],
-    trials: Annotated[int, typer.Option("--trials", min=1, help="New finished trials.")] = 20,
-    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Processes.")] = 1,
-    timeout: Annotated[float | None, typer.Option(min=1, help="Stop after S seconds.")] = None,
+    pipeline: Annotated[
+        str | None,
+        typer.Argument(help="The pipeline (default: params.yaml pipeline.name, the only one)."),
+    ] = None,
+    trials: Trials = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=MAX_WORKERS, help="Processes.")
+    ] = 1,
+    threads: Threads = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(min=1, max=MAX_SECONDS, callback=finite, help="Stop after S seconds."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run a sweep with K worker processes; resumes the study if it exists."""
+    """Run a sweep with K worker processes; resumes the study if it exists.
+
+    Each worker samples with its own seed (from tune.seed, its index and the study's size)
+    and trains with train.threads torch threads unless --threads says otherwise."""
+    import os
     from dataclasses import asdict
 
     from mlops.sweep import run_sweep
 
     settings, params = _load(pipeline)
-    summary = run_sweep(settings, params, trials, workers, timeout or params.tune.timeout)
+    threads = params.train.threads if threads is None else threads
+    cores = os.cpu_count() or 1
+    if workers * (threads or cores) > cores:
+        console.warning(
+            f"{workers} worker(s) x {threads or cores} thread(s) on {cores} core(s): trials "
+            "compete for the cores (see --threads)"
+        )
+    n_trials = 20 if trials is None else trials
+    summary = run_sweep(
+        settings, params, n_trials, workers, timeout or params.tune.timeout, threads=threads
+    )
     if as_json:
         console.emit_json(asdict(summary))
         return
@@ -70,45 +120,106 @@ def run_cmd(
         f"{c.fail} failed; MLflow run {summary.parent_run_id}"
     )
     _best_table(summary.best, "Best trials")
+    if summary.best:
+        console.out.print(
+            "write the best trial into params.yaml for `dvc repro`: `mlops sweep apply`"
+        )
 
 
 @app.command("worker")
 def worker_cmd(
     study: Annotated[str, typer.Argument(help="The study to join.")],
-    trials: Annotated[
-        int, typer.Option("--trials", min=1, help="Stop when the study has this many in total.")
-    ] = 20,
-    parent: Annotated[str | None, typer.Option(help="The sweep's MLflow run id.")] = None,
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="Torch threads (default: the cores of this host).")
+    trials: Trials = None,
+    total: Total = None,
+    worker: Annotated[
+        str | None,
+        typer.Option(
+            "--worker",
+            help="This worker's id, e.g. 3 or hostb-1: a sampler seed of its own that the same "
+            "id gets again (default: a random seed). Give each worker of a study its own; "
+            "`sweep run` numbers its workers from 0.",
+        ),
     ] = None,
+    parent: Annotated[
+        str | None, typer.Option(help="An MLflow run to nest this worker's run under.")
+    ] = None,
+    threads: Threads = None,
 ) -> None:
     """Join a running study (e.g. from another host with the same MLOPS_* settings).
 
-    SIGTERM or Ctrl-C stops it gracefully: the current trial ends at its next epoch (FAIL,
-    retried by another worker with the same params), no new trial starts, exit 130."""
+    The worker's trials are child runs of an MLflow run of its own (stage `sweep worker`);
+    it prints one line per trial. SIGTERM or Ctrl-C stops it gracefully: the current trial
+    ends at its next epoch (FAIL), no new trial starts, exit 130."""
     import signal
 
     import mlops.tuning  # noqa: F401 - imported before the handlers, which import nothing
-    from mlops.sweep import threads_per_worker
-    from mlops.tuning import STOP, Job, work
+    from mlops.tuning import STOP
 
     def _stop(_signum: int, _frame: object) -> None:
         STOP.set()
 
+    if trials is not None and total is not None:
+        from mlops.errors import UserError
+
+        raise UserError("--trials and --total: give one of them (new trials, or a total)")
     settings, params = _load()
     _require_study(settings.optuna_storage, study)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        ran = work(Job(settings, params, study, parent, threads or threads_per_worker(1)), trials)
+        ran = _work(settings, params, study, trials, total, worker, parent, threads)
         console.out.print(f"worker: ran {ran} trial(s) of {study}")
-    except KeyboardInterrupt:  # the trial's epoch callback saw STOP
+    except KeyboardInterrupt:  # a trial's epoch callback saw STOP, or the loop ended on it
         if not STOP.is_set():
             raise
     if STOP.is_set():
         console.error("worker: stopped by a signal")
         raise typer.Exit(130)
+
+
+def _work(
+    settings: Any,
+    params: Any,
+    study: str,
+    trials: int | None,
+    total: int | None,
+    worker: str | None,
+    parent: str | None,
+    threads: int | None,
+) -> int:
+    """Run the worker in an MLflow run of its own; the number of trials it ran."""
+    import secrets
+
+    from mlops import tracking
+    from mlops.errors import UserError
+    from mlops.optuna_store import counts, open_study, worker_seed
+    from mlops.optuna_store import total as all_trials
+    from mlops.sweep_progress import log_line, reporter
+    from mlops.tuning import STOP, TAG_STUDY, Job, work
+
+    if worker is not None and not re.fullmatch(WORKER_ID, worker):
+        raise UserError(
+            f"--worker {worker!r}: use letters, digits, '_', '.', '@', '-' (at most 128)"
+        )
+    c = counts(open_study(settings.optuna_storage, study, params.tune, heartbeat=False))
+    target = total if total is not None else c.finished + (20 if trials is None else trials)
+    if worker is None:
+        seed, how = secrets.randbits(32), "random; --worker ID for a reproducible one"
+    else:
+        seed, how = worker_seed(params.tune.seed, worker, all_trials(c)), f"worker {worker}"
+    threads = params.train.threads if threads is None else threads
+    tags = {TAG_STUDY: study, "mlops.worker": worker or "unnamed", "mlops.sampler_seed": str(seed)}
+    with tracking.stage_run(settings, params.pipeline.name, "sweep worker", parent, tags) as run:
+        log_line(
+            f"worker: study {study}, until it has {target} finished trial(s) (now {c.finished}); "
+            f"sampler seed {seed} ({how}); {threads or 'all'} thread(s); MLflow run {run}"
+        )
+        job = Job(settings, params, study, run, threads, seed)
+        ran = work(job, target, None, reporter("worker: ", params.tune.metric, log_line))
+        tracking.log_metrics({"trials_run": ran})
+        if STOP.is_set():
+            raise KeyboardInterrupt  # the worker's run ends KILLED
+    return ran
 
 
 def _require_study(url: str, name: str) -> None:
@@ -175,35 +286,98 @@ def status_cmd(
         _best_table(best, "Best trials")
 
 
+@app.command("apply")
+def apply_cmd(
+    study: Annotated[
+        str | None, typer.Argument(help="The study (default: the one of params.yaml).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the change to params.yaml; write nothing.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write the study's best trial into params.yaml's train section, for `dvc repro`.
+
+    Comments and layout are kept; a comment above `train:` names the study and trial.
+    `git diff` and `dvc params diff` show the change. The study's name hashes only the
+    train params the search does not set, so params.yaml stays on the same study."""
+    from dataclasses import asdict
+
+    from mlops.settings import Settings
+    from mlops.sweep_apply import apply
+
+    done = apply(Settings.from_env(), study, dry_run)
+    if as_json:
+        console.emit_json(asdict(done))
+        return
+    head = f"study {done.study}, trial {done.trial} ({done.metric} {done.value:.4f})"
+    if not done.changes:
+        console.out.print(f"{head}: params.yaml already holds its values; nothing to write")
+        return
+    if dry_run:
+        console.out.print(done.diff, markup=False, highlight=False, end="")
+        console.out.print(f"{head}: dry run, nothing written")
+    else:
+        console.out.print(f"{head}: written to {done.params_file}")
+    for c in done.changes:
+        console.out.print(f"  train.{c.param}: {c.old!r} -> {c.new!r}", markup=False)
+    if done.study_of_params == done.study:
+        console.out.print(
+            f"params.yaml's study is still {done.study} (its name hashes only the train params "
+            "the search does not set): `mlops sweep run` goes on adding to it"
+        )
+    else:
+        console.out.print(f"params.yaml's study is {done.study_of_params}")
+    if done.tune_overrides:
+        console.warning(
+            f"tune.n_trials > 0: the tune stage tunes study {done.study_of_params} and train "
+            "takes its best trial, not these values; set tune.n_trials: 0 to train exactly these"
+        )
+    if done.written:
+        console.out.print("next: `dvc repro` trains with them; `dvc params diff` shows them")
+
+
 @app.command("dashboard")
 def dashboard_cmd(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: a free one).")] = 0,
 ) -> None:
-    """optuna-dashboard on the configured storage, until Ctrl-C."""
+    """optuna-dashboard on the configured storage, until Ctrl-C or SIGTERM (which stop
+    the dashboard too)."""
+    import signal
     import subprocess
     import sys
 
+    from mlops.errors import Interrupted
+    from mlops.owners import die_with_parent
     from mlops.settings import Settings, redact
     from mlops.ui import free_port
+
+    def _stop(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
 
     settings = Settings.from_env()
     port = port or free_port(host)
     url = settings.optuna_storage
+    cmd = [sys.executable, "-m", "optuna_dashboard._cli", url, "--host", host, "--port", str(port)]
+    signal.signal(signal.SIGTERM, _stop)
     console.out.print(f"optuna-dashboard on {redact(url)}: http://{host}:{port}  (Ctrl-C to stop)")
+    # It dies with us even when we are killed outright (SIGKILL).
+    child = subprocess.Popen(cmd, preexec_fn=die_with_parent())  # noqa: PLW1509
     try:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "optuna_dashboard._cli",
-                url,
-                "--host",
-                host,
-                "--port",
-                str(port),
-            ],
-            check=False,
-        )
-    except KeyboardInterrupt:
+        code = child.wait()
+    except (KeyboardInterrupt, Interrupted):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        child.terminate()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
         console.out.print("dashboard stopped")
+        return
+    if code != 0:
+        from mlops.errors import MlopsError
+
+        raise MlopsError(f"optuna-dashboard exited with code {code}")

@@ -1,9 +1,10 @@
-"""One sweep worker: `python -m mlops.sweep_worker --study NAME --trials N [...]`.
+"""One worker of `mlops sweep run`: `python -m mlops.sweep_worker --study NAME --total N
+--parent RUN --threads T --seed S [--deadline EPOCH]`.
 
-Joins a study created beforehand (by `mlops sweep run` or the tune stage) and runs
-trials until the study has N finished ones. Reads params.yaml of the project and the
-`MLOPS_*` settings, so a worker on another host needs only the same checkout, the same
-settings and the data splits.
+Joins a study created beforehand and runs trials until the study has N finished ones
+in total, each a child of the sweep's run, with the sampler seed the sweep gave it.
+Reads params.yaml of the project and the `MLOPS_*` settings. (People join a study with
+`mlops sweep worker`.)
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point; exit 0 when the study has its trials, 130 when interrupted."""
     parser = argparse.ArgumentParser(prog="python -m mlops.sweep_worker")
     parser.add_argument("--study", required=True)
-    parser.add_argument("--trials", type=int, required=True, help="finished trials in total")
+    parser.add_argument("--total", type=int, required=True, help="finished trials in total")
     parser.add_argument("--parent", default=None, help="the sweep's MLflow run id")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="default: train.threads")
+    parser.add_argument("--seed", type=int, default=None, help="the sampler's (tune.seed)")
     parser.add_argument("--deadline", type=float, default=None, help="epoch seconds")
     args = parser.parse_args(argv)
     import mlops.tuning  # noqa: F401 - see _stop
@@ -45,8 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = Settings.from_env()
         params = load_params(settings.root / "params.yaml")
-        job = Job(settings, params, args.study, args.parent, args.threads)
-        work(job, args.trials, args.deadline)
+        job = Job(settings, params, args.study, args.parent, args.threads, args.seed)
+        work(job, args.total, args.deadline)
         if STOP.is_set():
             sys.exit(130)
     except MlopsError as exc:

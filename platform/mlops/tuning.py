@@ -26,7 +26,11 @@ if TYPE_CHECKING:
 
 TAG_STUDY = "mlops.optuna.study"
 TAG_TRIAL = "mlops.optuna.trial"
+TAG_THREADS = "mlops.threads"
 RUN_ATTR = "mlflow_run_id"
+# The MLflow run a trial's run is nested under (a sweep's, the tune stage's, a worker's):
+# what a sweep that stops abnormally looks for to end the trials its workers left.
+PARENT_ATTR = "mlops.parent_run_id"
 # Set by a worker's SIGINT/SIGTERM handler: the running trial stops at its next epoch
 # (raising KeyboardInterrupt inside the objective, so Optuna records it FAIL) and no
 # new trial starts. Raising from the signal handler itself could land inside Optuna's
@@ -37,11 +41,21 @@ MAX_FAILED_RATIO = 1
 
 def study_name(params: Params) -> str:
     """`tune.study_name`, else the pipeline's name and a hash of what the trials depend
-    on (train and tune sections), so a changed search starts a new study."""
+    on: the tune section and the train params that are not searched (a trial sets the
+    searched ones itself). A changed search starts a new study; writing a trial's values
+    into the train section (`mlops sweep apply`) keeps it."""
     if params.tune.study_name:
         return params.tune.study_name
+    train = params.train.model_dump(mode="json")
+    for path in params.tune.space:
+        node = train
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     basis = {
-        "train": params.train.model_dump(mode="json"),
+        "train": train,
         "tune": params.tune.model_dump(mode="json", exclude={"n_trials", "timeout"}),
     }
     digest = hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:10]
@@ -95,12 +109,14 @@ class Job:
     params: Params
     study: str
     parent_run_id: str | None = None
-    threads: int | None = None
+    threads: int | None = None  # None: `train.threads`
+    seed: int | None = None  # the sampler's; None: `tune.seed`
 
 
 def objective(job: Job, data: Data) -> Callable[[optuna.Trial], float]:
     """Train one model per trial and return its best validation metric."""
     import optuna
+    import torch
 
     from mlops import tracking
     from mlops.models import build_model
@@ -124,6 +140,8 @@ def objective(job: Job, data: Data) -> Callable[[optuna.Trial], float]:
             "mlops.family": trial_params.model.family,
         }
         pruned_at: list[int] = []
+        if job.parent_run_id:
+            trial.set_user_attr(PARENT_ATTR, job.parent_run_id)
         with tracking.stage_run(
             job.settings, p.pipeline.name, f"trial {trial.number}", job.parent_run_id, tags
         ) as run_id:
@@ -145,6 +163,7 @@ def objective(job: Job, data: Data) -> Callable[[optuna.Trial], float]:
             except optuna.TrialPruned:
                 result = None
             buffer.flush()
+            tracking.set_tags({TAG_THREADS: torch.get_num_threads()})  # what it trained with
             if result is None:
                 tracking.set_tags(
                     {"mlops.trial_state": "PRUNED", "mlops.pruned_at_epoch": pruned_at[-1]}
@@ -188,9 +207,15 @@ def _epoch_callback(
     return on_epoch
 
 
-def work(job: Job, n_trials: int, deadline: float | None = None) -> int:
+TrialCallback = Callable[["optuna.Study", "optuna.trial.FrozenTrial"], None]
+
+
+def work(
+    job: Job, n_trials: int, deadline: float | None = None, on_trial: TrialCallback | None = None
+) -> int:
     """Run trials of the shared study until it has `n_trials` finished (complete or
     pruned) trials or the deadline passes; return how many this worker ran.
+    `on_trial(study, trial)` is called after each trial this worker ends (to report it).
 
     Trials of dead workers are failed by heartbeat and re-queued with the same params;
     a waiting retry is taken before any new trial, and the worker that queued a retry
@@ -200,8 +225,13 @@ def work(job: Job, n_trials: int, deadline: float | None = None) -> int:
     from mlops.errors import MlopsError
     from mlops.optuna_store import counts, fail_stale, open_study
 
-    study = open_study(job.settings.optuna_storage, job.study, job.params.tune)
-    fn = objective(job, load_data(job.settings.root))
+    study = open_study(job.settings.optuna_storage, job.study, job.params.tune, seed=job.seed)
+    objective_fn = objective(job, load_data(job.settings.root))
+    callbacks = [on_trial] if on_trial is not None else []
+
+    def fn(s: optuna.Study) -> None:
+        s.optimize(objective_fn, n_trials=1, catch=(ValueError,), callbacks=callbacks)
+
     _warm_up(job)
     ran = owed = 0
     while not STOP.is_set() and (deadline is None or time.time() < deadline):
@@ -215,7 +245,7 @@ def work(job: Job, n_trials: int, deadline: float | None = None) -> int:
             owed += fail_stale(study)
             time.sleep(0.5)
             continue
-        study.optimize(fn, n_trials=1, catch=(ValueError,))  # takes a waiting trial first
+        fn(study)  # takes a waiting trial first
         ran += 1
         owed = max(0, owed - 1)
     return ran + _settle(study, fn, deadline)
@@ -234,9 +264,7 @@ def _warm_up(job: Job) -> None:
     tracking.ensure_experiment(job.params.pipeline.name, job.settings)
 
 
-def _settle(
-    study: optuna.Study, fn: Callable[[optuna.Trial], float], deadline: float | None
-) -> int:
+def _settle(study: optuna.Study, fn: Callable[[optuna.Study], None], deadline: float | None) -> int:
     """Before leaving, wait for trials still RUNNING to finish or to be failed by
     heartbeat (a dead worker's), so none is left RUNNING when the sweep ends; a retry
     this worker queues meanwhile it runs itself. Return how many trials it ran."""
@@ -248,7 +276,7 @@ def _settle(
         queued = fail_stale(study)
         if queued and not STOP.is_set() and (deadline is None or time.time() < deadline):
             for _ in range(queued):
-                study.optimize(fn, n_trials=1, catch=(ValueError,))
+                fn(study)
             ran += queued
             continue
         if not counts_running(study):

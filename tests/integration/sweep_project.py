@@ -120,21 +120,26 @@ def start_worker(
     env: dict[str, str] | None = None,
     log: Path | None = None,
     parent: str | None = None,
+    seed: int | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start `python -m mlops.sweep_worker` in `root`; its stdout and stderr go to `log`."""
+    """Start `python -m mlops.sweep_worker` in `root` until the study has `n_trials`
+    finished trials (with sampler seed `seed`, default tune.seed); its stdout and stderr
+    go to `log`."""
     cmd = [
         sys.executable,
         "-m",
         "mlops.sweep_worker",
         "--study",
         study,
-        "--trials",
+        "--total",
         str(n_trials),
         "--threads",
         "1",
     ]
     if parent:
         cmd += ["--parent", parent]
+    if seed is not None:
+        cmd += ["--seed", str(seed)]
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - the child keeps it
     try:
         return subprocess.Popen(

@@ -7,6 +7,9 @@ a. Stopped for 4 s while a sweep (`mlops sweep run`, one worker) and a training 
 b. Stopped for longer than `MLOPS_STORE_RETRY_S` during a training run, and started
    again once the run has given up: exit 1, one last line on stderr naming the store with
    its password hidden, no traceback, and the run ended FAILED.
+c. The same during `mlops sweep run`: the sweep gives up, stops its worker before it
+   exits (the worker ends its trial FAIL itself, or, frozen, is killed and the sweep ends
+   its trial FAIL and its MLflow run KILLED), and nothing is left RUNNING.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 import pytest
 
@@ -324,3 +328,89 @@ def test_long_outage_fails_the_run_with_one_line(
     run = _train_run(root, env)
     assert run.info.status == "FAILED"
     assert _epoch(out) < TRAIN_EPOCHS
+
+
+def _frozen_inside_a_trial(study: Any, worker: psutil.Process) -> Any:
+    """SIGSTOP the worker while it is inside a trial (the trial RUNNING, its MLflow run
+    made); return that trial."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        assert worker.is_running(), "the worker ended first"
+        assert time.monotonic() < deadline, "the worker was never seen inside a trial"
+        if [t for t in sp.trials(study, ("RUNNING",)) if t.user_attrs.get(RUN_ATTR)]:
+            worker.suspend()
+            running = [t for t in sp.trials(study, ("RUNNING",)) if t.user_attrs.get(RUN_ATTR)]
+            if running:
+                return running[0]
+            worker.resume()
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("worker_state", ["responsive", "frozen"])
+def test_long_outage_stops_the_sweep_and_its_workers(
+    cluster: Cluster, templates: dict[str, Path], tmp_path: Path, worker_state: str
+) -> None:
+    """The store stays down past the retry budget while `mlops sweep run` polls it: the
+    sweep exits 1 with one line, never while its worker still runs, and the trial and
+    MLflow runs the worker had open end FAIL and KILLED (or FAILED), not RUNNING.
+    `frozen`: the worker cannot stop itself (SIGSTOP), so the sweep kills it and ends what
+    it left; `responsive`: it is let go once the sweep says it stops its workers."""
+    budget = 5
+    suffix = worker_state[0]
+    env = {
+        "MLOPS_TRACKING_URI": cluster.create(f"mlflow_c{suffix}", "mlflow_tpl"),
+        "MLOPS_OPTUNA_STORAGE": cluster.create(f"optuna_c{suffix}", "optuna_tpl"),
+        "MLOPS_STORE_RETRY_S": str(budget),
+    }
+    root = _copy(templates["sweep"], tmp_path / "sweep")
+    (root / "params.yaml").write_text(sp.params_yaml(epochs=100))  # trials of ~1 s
+    study = sp.open_study(root, env)
+    cmd = [sys.executable, "-c", "from mlops.cli import main; main()", "sweep", "run",
+           "--trials", "50", "--workers", "1"]  # fmt: skip
+    log = tmp_path / "sweep.log"
+    sweep = _start(cmd, root, env, log)
+    workers: list[psutil.Process] = []
+    try:
+        _wait_until(lambda: sp.finished(study) >= 1, "a first trial", [sweep])
+        workers = [
+            c for c in psutil.Process(sweep.pid).children()
+            if "mlops.sweep_worker" in " ".join(c.cmdline())
+        ]  # fmt: skip
+        assert len(workers) == 1, workers
+        trial = _frozen_inside_a_trial(study, workers[0])
+        cluster.stop()
+        # Only the sweep touches the store now (its worker is frozen): it gives up.
+        _wait_until(lambda: "giving up" in log.read_text(errors="replace"), "give up", [sweep])
+        cluster.start()
+        if worker_state == "responsive":
+            said = lambda: "sweep: stopping 1 worker(s)" in log.read_text(errors="replace")  # noqa: E731
+            _wait_until(said, "the sweep stopping its workers", [sweep])
+            workers[0].resume()
+        sweep.wait(timeout=WAIT_S)
+        alive = [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+        assert not alive, "the sweep exited while its worker still ran:\n" + log.read_text()
+    finally:
+        for w in workers:
+            if w.is_running():
+                w.kill()
+        _join(sweep)
+    out = log.read_text(errors="replace")
+    print(out[-3000:])
+    assert sweep.returncode == 1, out[-3000:]
+    assert "Traceback" not in out and PASSWORD not in out
+    last = [line for line in out.splitlines() if line.strip()][-1]
+    url = redact(env["MLOPS_OPTUNA_STORAGE"])
+    assert last.startswith(f"error: optuna storage {url}: unreachable for {budget} s: "), last
+
+    # Nothing the sweep or its worker started is left RUNNING.
+    states = {t.number: t.state.name for t in sp.trials(study)}
+    assert states[trial.number] == "FAIL", states
+    assert "RUNNING" not in states.values() and "WAITING" not in states.values(), states
+    runs = {r.info.run_id: r for r in sp.runs(root, env)}
+    assert not [r.info.run_name for r in runs.values() if r.info.status == "RUNNING"]
+    assert runs[trial.user_attrs[RUN_ATTR]].info.status in ("KILLED", "FAILED")
+    parent = [r for r in runs.values() if r.data.tags.get(tracking.TAG_STAGE) == "sweep"]
+    assert [r.info.status for r in parent] == ["FAILED"]
+    if worker_state == "frozen":
+        assert workers[0].pid not in [p.pid for p in psutil.process_iter()]
+        assert "ended what the workers left: trial(s) [" in out

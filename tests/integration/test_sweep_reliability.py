@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from mlops import tracking
-from mlops.optuna_store import GRACE_S, HEARTBEAT_S
+from mlops.optuna_store import GRACE_S, HEARTBEAT_S, worker_seed
 from mlops.tuning import RUN_ATTR, TAG_STUDY, TAG_TRIAL, study_name
 from tests.integration import sweep_project as sp
 
@@ -100,8 +100,11 @@ def workers(
     """`n` sweep worker processes (logs in `<root>/worker-I.log`); any still running
     when the block is left are killed."""
     procs = [
-        sp.start_worker(root, study, n_trials, env, log=root / f"worker-{i}.log") for i in range(n)
-    ]
+        sp.start_worker(
+            root, study, n_trials, env, log=root / f"worker-{i}.log", seed=worker_seed(0, str(i), 0)
+        )
+        for i in range(n)
+    ]  # each with its own sampler seed, as `mlops sweep run` starts them
     try:
         yield procs
     finally:

@@ -281,6 +281,19 @@ def test_each_unit_runs_what_its_name_says_and_waits_for_what_it_needs() -> None
         assert "mlops-server.service" in _one(_unit(name)["Unit"], "After").split()
 
 
+def test_sweep_workers_aim_at_a_study_total_with_seeds_of_their_own() -> None:
+    """A restarted worker adds no trials (`--total`, not `--trials`, which means new
+    trials); each systemd instance of each host has its own sampler seed."""
+    env = _merged(_env_files(_unit("mlops-sweep-worker@.service")))
+    for command in (_unit_command("mlops-sweep-worker@.service"), _service_command("sweep-worker")):
+        path, options = _parse(command)
+        assert path == ["sweep", "worker"]
+        assert options["total"] == int(env["SWEEP_TRIALS"]) and options["trials"] is None
+        assert options["study"] == env["SWEEP_STUDY"]
+    _, unit = _parse(_unit_command("mlops-sweep-worker@.service"))
+    assert "%i" in unit["worker"] and "%l" in unit["worker"]  # instance and host
+
+
 def test_stop_timeouts_cover_the_code_own_graceful_stops() -> None:
     waits = {
         "mlops-server.service": STOP_GRACE_S,  # mlops stops the server: SIGTERM, then SIGKILL

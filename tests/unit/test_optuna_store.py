@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Literal
 
 import optuna
@@ -10,9 +9,9 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from mlops.optuna_store import Counts, counts, grid, pruner, sampler
+from mlops.optuna_store import Counts, counts, grid, pruner, sampler, worker_seed
 from mlops.search_space import suggest
-from mlops.sweep import best_trials, threads_per_worker
+from mlops.sweep import best_trials
 from mlops.tune_params import Distribution, TuneParams
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -219,44 +218,51 @@ def test_counts_is_frozen() -> None:
         c.complete = 3  # type: ignore[misc]
 
 
-# --- sweep.threads_per_worker --------------------------------------------------------
+# --- worker seeds ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("cores", "workers", "threads"),
-    [
-        (16, 1, 16),
-        (16, 4, 4),
-        (16, 3, 5),
-        (16, 16, 1),
-        (16, 32, 1),
-        (2, 4, 1),
-        (8, 0, 8),
-        (8, -1, 8),
-    ],
-)
-def test_threads_per_worker(
-    monkeypatch: pytest.MonkeyPatch, cores: int, workers: int, threads: int
-) -> None:
-    monkeypatch.setattr(os, "cpu_count", lambda: cores)
-    got = threads_per_worker(workers)
-    assert got == threads
-    assert got >= 1
-    if 1 <= workers <= cores:
-        assert got * workers <= cores  # workers never oversubscribe the cores
+def test_worker_seeds_differ_per_worker_and_per_sweep_and_repeat() -> None:
+    seeds = {worker_seed(7, str(i), start) for i in range(64) for start in (0, 10, 20)}
+    assert len(seeds) == 64 * 3
+    assert worker_seed(7, "3", 10) == worker_seed(7, "3", 10)
+    assert worker_seed(7, "hostb-1", 0) != worker_seed(8, "hostb-1", 0)
+    assert all(0 <= s < 2**32 for s in seeds)
 
 
-def test_threads_per_worker_unknown_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "cpu_count", lambda: None)
-    assert threads_per_worker(4) == 1
+def test_worker_0_of_a_new_study_keeps_tune_seed() -> None:
+    """As the tune stage, which runs one worker with `tune.seed`."""
+    assert worker_seed(7, "0", 0) == 7
+    assert worker_seed(7, "0", 5) != 7
 
 
-def test_threads_per_worker_on_this_machine() -> None:
-    cores = os.cpu_count() or 1
-    for workers in range(1, cores + 3):
-        t = threads_per_worker(workers)
-        assert t >= 1
-        assert t == max(1, cores // workers)
+@pytest.mark.parametrize("name", ["tpe", "random", "cmaes", "grid"])
+def test_two_worker_seeds_suggest_different_configurations(name: str) -> None:
+    """Two samplers of one sweep, each told the other's trials as they end: with one
+    seed for both they suggested the same configurations, trial for trial."""
+    space = {"learning_rate": Distribution(type="float", low=0.0, high=1.0, step=0.001)}
+    p = _tune(sampler=name, seed=0, space=space)
+    storage = optuna.storages.InMemoryStorage()
+    seeds = (worker_seed(0, "0", 0), worker_seed(0, "1", 0))
+    studies = [
+        optuna.create_study(
+            study_name="s", storage=storage, sampler=sampler(p, seed), load_if_exists=True
+        )
+        for seed in seeds
+    ]
+    configs = []
+    for _ in range(3):
+        asked = [(study, study.ask()) for study in studies]  # both running at once
+        for study, trial in asked:
+            values = suggest(trial, p.space, "mlp")
+            configs.append(tuple(sorted(values.items())))
+            study.tell(trial, float(len(configs)))
+    assert len(set(configs)) == len(configs), configs
+
+
+def test_tpe_runs_with_constant_liar() -> None:
+    s = sampler(_tune(sampler="tpe"))
+    assert isinstance(s, optuna.samplers.TPESampler)
+    assert s._constant_liar is True
 
 
 # --- sweep.best_trials ---------------------------------------------------------------

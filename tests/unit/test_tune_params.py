@@ -411,7 +411,7 @@ def test_study_name_changes_with_pipeline_name() -> None:
 @pytest.mark.parametrize(
     "train",
     [
-        {"learning_rate": 0.01},
+        {"weight_decay": 0.01},
         {"epochs": 61},
         {"model": {"family": "cnn"}},
         {"model": {"mlp": {"dropout": 0.2}}},
@@ -419,6 +419,28 @@ def test_study_name_changes_with_pipeline_name() -> None:
 )
 def test_study_name_changes_with_train(train: dict[str, Any]) -> None:
     assert study_name(_params(train=train)) != study_name(_params())
+
+
+DROPOUT = {"model.mlp.dropout": {"type": "float", "low": 0.0, "high": 0.5}}
+FAMILY = {"model.family": {"type": "categorical", "choices": ["mlp", "cnn"]}}
+
+
+@pytest.mark.parametrize(
+    ("train", "space"),
+    [
+        ({"learning_rate": 0.01}, {}),
+        ({"model": {"mlp": {"dropout": 0.3}}}, DROPOUT),
+        ({"model": {"family": "cnn"}}, FAMILY),
+    ],
+)
+def test_study_name_ignores_the_values_the_search_sets(
+    train: dict[str, Any], space: dict[str, Any]
+) -> None:
+    """A trial sets the searched params itself: writing a trial's values into the train
+    section (`mlops sweep apply`) keeps params.yaml on the same study."""
+    base = _params().tune.space
+    tune = {"space": {**{k: v.model_dump() for k, v in base.items()}, **space}}
+    assert study_name(_params(train=train, tune=tune)) == study_name(_params(tune=tune))
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from mlops import console
+from mlops.limits import MAX_SECONDS, MAX_TRIALS, MAX_WORKERS, finite
 
 schedule_app = typer.Typer(
     help="Scheduled sweeps: add, list, pause, history.", no_args_is_help=True
@@ -45,14 +46,25 @@ def _value(v: float | None) -> str:
 @schedule_app.command("add")
 def add_cmd(
     name: NameArg,
-    pipeline: Annotated[str, typer.Option("--pipeline", help="params.yaml pipeline.name.")],
     cron: Annotated[str, typer.Option("--cron", help='5 fields, e.g. "0 2 * * *", or @daily.')],
-    trials: Annotated[int, typer.Option("--trials", min=1, help="New trials per run.")] = 20,
-    timeout: Annotated[float | None, typer.Option(min=1, help="Stop a run after S s.")] = None,
+    pipeline: Annotated[
+        str | None,
+        typer.Option("--pipeline", help="params.yaml pipeline.name (the default; the only one)."),
+    ] = None,
+    trials: Annotated[
+        int, typer.Option("--trials", min=1, max=MAX_TRIALS, help="New trials per run.")
+    ] = 20,
+    timeout: Annotated[
+        float | None,
+        typer.Option(min=1, max=MAX_SECONDS, callback=finite, help="Stop a run after S s."),
+    ] = None,
     timezone: Annotated[str | None, typer.Option(help="IANA zone (default: local).")] = None,
-    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(min=1, max=MAX_WORKERS, help="Worker processes.")] = 1,
     grace: Annotated[
-        float, typer.Option(min=0, help="Catch up a missed run up to S s late.")
+        float,
+        typer.Option(
+            min=0, max=MAX_SECONDS, callback=finite, help="Catch up a missed run up to S s late."
+        ),
     ] = 3600.0,
     as_json: JsonFlag = False,
 ) -> None:
@@ -63,7 +75,7 @@ def add_cmd(
 
     settings, store = _open()
     draft = Schedule(
-        name, pipeline, cron, timezone or local_timezone(), trials, workers, timeout, grace
+        name, pipeline or "", cron, timezone or local_timezone(), trials, workers, timeout, grace
     )
     added = service.add(store, settings, draft)
     if as_json:
@@ -150,7 +162,9 @@ def remove_cmd(name: NameArg) -> None:
 @schedule_app.command("history")
 def history_cmd(
     name: NameArg,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="The last N runs.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=100_000, help="The last N runs.")
+    ] = 50,
     as_json: JsonFlag = False,
 ) -> None:
     """Every run of a schedule: times, trials added, best value before/after, status."""

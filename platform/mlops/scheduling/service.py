@@ -3,11 +3,13 @@ run now. The CLI parses and prints; this module decides."""
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass
 
 from mlops.errors import MlopsError, UserError
+from mlops.limits import MAX_SECONDS, MAX_TRIALS, MAX_WORKERS
 from mlops.owners import current_actor
 from mlops.scheduling.cron import Timetable
 from mlops.scheduling.store import Run, Schedule, ScheduleStore
@@ -42,21 +44,38 @@ def _pipeline_of(settings: Settings) -> tuple[str, bool]:
     return params.pipeline.name, bool(params.tune.space)
 
 
+def check_numbers(draft: Schedule) -> None:
+    """Trials, workers, timeout and grace within their bounds (one line otherwise)."""
+    checks = (
+        ("--trials", draft.trials, 1, MAX_TRIALS),
+        ("--workers", draft.workers, 1, MAX_WORKERS),
+        ("--timeout", draft.timeout, 1, MAX_SECONDS),
+        ("--grace", draft.grace, 0, MAX_SECONDS),
+    )
+    for option, value, low, high in checks:
+        if value is None:
+            continue
+        if not (math.isfinite(value) and low <= value <= high):
+            raise UserError(f"{option} {value}: expected a number from {low:g} to {high:g}")
+
+
 def add(
     store: ScheduleStore,
     settings: Settings,
     draft: Schedule,
     now: float | None = None,
 ) -> Added:
-    """Check and store a schedule; its first fire time is the first one after now."""
+    """Check and store a schedule; its first fire time is the first one after now. An
+    empty `draft.pipeline` is the pipeline of params.yaml."""
     now = time.time() if now is None else now
     check_name(draft.name)
+    check_numbers(draft)
     timetable = Timetable.of(draft.cron, draft.timezone)
     upcoming = timetable.upcoming(now, 5)
     if not upcoming:
         raise UserError(f"cron {draft.cron!r}: never fires (no such date)")
     pipeline, has_space = _pipeline_of(settings)
-    if draft.pipeline != pipeline:
+    if draft.pipeline and draft.pipeline != pipeline:
         raise UserError(
             f"pipeline {draft.pipeline!r}: params.yaml defines {pipeline!r} "
             "(schedules sweep this project's pipeline)"
@@ -64,7 +83,7 @@ def add(
     if not has_space:
         raise UserError("params.yaml: tune.space is empty: a scheduled sweep has nothing to search")
     schedule = Schedule(
-        draft.name, draft.pipeline, timetable.cron.expression, draft.timezone, draft.trials,
+        draft.name, pipeline, timetable.cron.expression, draft.timezone, draft.trials,
         draft.workers, draft.timeout, draft.grace, False, now, current_actor(), upcoming[0],
     )  # fmt: skip
     store.add(schedule)
