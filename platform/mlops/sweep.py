@@ -77,7 +77,7 @@ def finalize(study: optuna.Study, parent_run_id: str) -> None:
     import mlflow
     from optuna.visualization import matplotlib as ovm
 
-    from mlops.tracking import retried
+    from mlops.tracking import describe_run, retried
 
     client = mlflow.tracking.MlflowClient()
     c = counts(study)
@@ -94,6 +94,10 @@ def finalize(study: optuna.Study, parent_run_id: str) -> None:
         retried(partial(client.set_tag, parent_run_id, "mlops.best_trial", str(best.number)))
     for k, v in metrics.items():
         retried(partial(client.log_metric, parent_run_id, k, float(v)))
+    run = retried(partial(client.get_run, parent_run_id))
+    stage = run.data.tags.get("mlops.stage", "sweep")
+    best_text = "no trial complete" if c.best is None else f"best {c.best:.4f}"
+    describe_run(parent_run_id, f"{stage} {study.study_name} · {c.finished} trials · {best_text}")
     with tempfile.TemporaryDirectory() as tmp:
         for name, plot in (
             ("optimization_history", ovm.plot_optimization_history),

@@ -164,15 +164,19 @@ def objective(job: Job, data: Data) -> Callable[[optuna.Trial], float]:
                 result = None
             buffer.flush()
             tracking.set_tags({TAG_THREADS: torch.get_num_threads()})  # what it trained with
+            family = trial_params.model.family
             if result is None:
                 tracking.set_tags(
                     {"mlops.trial_state": "PRUNED", "mlops.pruned_at_epoch": pruned_at[-1]}
                 )
+                what = f"trial {trial.number} {family} · pruned at epoch {pruned_at[-1]}"
             else:
                 seen = [h.metrics[metric] for h in result.history]
                 value = min(seen) if p.tune.direction == "minimize" else max(seen)
                 tracking.log_metrics({f"best_{metric}": value, "best_epoch": result.best_epoch})
                 tracking.set_tags({"mlops.trial_state": "COMPLETE"})
+                what = f"trial {trial.number} {family} · {metric} {value:.4f}"
+            tracking.describe_run(run_id, what)
         if result is None:  # the run ends FINISHED; the trial is PRUNED
             raise optuna.TrialPruned(f"pruned at epoch {pruned_at[-1]}")
         return float(value)

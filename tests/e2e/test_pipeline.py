@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from registry.registration import version_info
 from tests.e2e.project import dvc_outs, run
 
 pytestmark = pytest.mark.e2e
@@ -68,7 +69,11 @@ def test_registered_version_carries_lineage(
     registered = json.loads((pipeline / "reports" / "registered.json").read_text())
     assert registered["name"] == "digits" and registered["version"] == "1"
     mv = client.get_model_version("digits", "1")
-    tags = mv.tags
+    # few tags on the version: the lineage is one JSON tag, its card the description
+    assert set(mv.tags) == {"mlops.stage", "mlops.model_sha256", "mlops.artifact_sha256",
+                            "mlops.manifest", "mlops.lineage"}  # fmt: skip
+    assert mv.description.startswith("**digits version 1**: PyTorch mlp classification")
+    tags = version_info(mv.tags)
     head = run(["git", "rev-parse", "HEAD"], pipeline).stdout.strip()
     assert tags["mlops.git_commit"] == head
     assert tags["mlops.git_dirty"] == "false"
@@ -76,12 +81,34 @@ def test_registered_version_carries_lineage(
     for part in ("train", "val", "test"):
         assert tags[f"mlops.data.{part}.md5"] == outs[f"data/split/{part}.parquet"]
     assert tags["mlops.data.raw.md5"] == outs["data/raw/dataset.parquet"]
-    assert tags["mlops.model_sha256"] == registered["sha256"]
+    assert mv.tags["mlops.model_sha256"] == registered["sha256"]
     assert len(tags["mlops.params_hash"]) == 64
     assert float(tags["mlops.metric.test_accuracy"]) > 0.85
     train = client.get_run(tags["mlops.train_run_id"])
     assert train.data.tags["mlops.stage"] == "train"
     assert mv.run_id and client.get_run(mv.run_id).data.tags["mlops.stage"] == "register"
+
+
+def test_runs_read_well_in_the_mlflow_ui(
+    pipeline: Path, mlflow_client: Callable[[Path], Any]
+) -> None:
+    """Each run is named with what it did and the commit it ran at; train and register
+    runs carry a Markdown description (the register run's is the version's card)."""
+    import re
+
+    client = mlflow_client(pipeline)
+    experiment = client.get_experiment_by_name("digits")
+    runs = {r.data.tags["mlops.stage"]: r for r in client.search_runs([experiment.experiment_id])}
+    head = run(["git", "rev-parse", "HEAD"], pipeline).stdout.strip()[:7]
+    names = {stage: r.info.run_name for stage, r in runs.items()}
+    assert all(name.endswith(f" · {head}") for name in names.values()), names
+    assert re.fullmatch(rf"train mlp · val_loss \d\.\d{{4}} · {head}", names["train"]), names
+    assert names["register"] == f"register digits v1 · {head}"
+    assert len(set(names.values())) == len(names)
+    train_note = runs["train"].data.tags["mlflow.note.content"]
+    assert "**mlp** classification" in train_note and "| val_accuracy |" in train_note
+    card = runs["register"].data.tags["mlflow.note.content"]
+    assert card == client.get_model_version("digits", "1").description
 
 
 def test_second_repro_is_a_no_op(pipeline: Path, mlflow_client: Callable[[Path], Any]) -> None:
