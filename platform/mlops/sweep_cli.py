@@ -144,6 +144,7 @@ def worker_cmd(
         str | None, typer.Option(help="An MLflow run to nest this worker's run under.")
     ] = None,
     threads: Threads = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Join a running study (e.g. from another host with the same MLOPS_* settings).
 
@@ -168,7 +169,10 @@ def worker_cmd(
     signal.signal(signal.SIGINT, _stop)
     try:
         ran = _work(settings, params, study, trials, total, worker, parent, threads)
-        console.out.print(f"worker: ran {ran} trial(s) of {study}")
+        if as_json:
+            console.emit_json({"study": study, "trials_run": ran})
+        else:
+            console.out.print(f"worker: ran {ran} trial(s) of {study}")
     except KeyboardInterrupt:  # a trial's epoch callback saw STOP, or the loop ended on it
         if not STOP.is_set():
             raise

@@ -193,3 +193,15 @@ def test_unknown_schedule_is_one_line(project: Path, command: str) -> None:
 def test_history_of_unknown_schedule_is_one_line(project: Path, as_json: bool) -> None:
     done = _mlops(project, "schedule", "history", "nope", *(["--json"] if as_json else []))
     _one_line_error(done, "'nope'", "not found")
+
+
+def test_pause_resume_and_remove_report_json(tmp_path: Path) -> None:
+    project = _project(tmp_path / "json")
+    _json(_mlops(project, "schedule", "add", "hourly", "--cron", "@hourly", "--json"))
+    paused = _json(_mlops(project, "schedule", "pause", "hourly", "--json"))
+    assert paused["name"] == "hourly" and paused["paused"] is True
+    resumed = _json(_mlops(project, "schedule", "resume", "hourly", "--json"))
+    assert resumed["paused"] is False and resumed["next_fire_at"] > time.time()
+    removed = _json(_mlops(project, "schedule", "remove", "hourly", "--json"))
+    assert removed == {"schedule": "hourly", "removed": True}
+    assert _schedule_names(project) == []

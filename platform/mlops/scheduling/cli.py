@@ -130,32 +130,41 @@ def list_cmd(as_json: JsonFlag = False) -> None:
 
 
 @schedule_app.command("pause")
-def pause_cmd(name: NameArg) -> None:
+def pause_cmd(name: NameArg, as_json: JsonFlag = False) -> None:
     """Stop firing a schedule (a run in progress goes on)."""
     from mlops.scheduling import service
 
     _settings, store = _open()
-    service.pause(store, name)
+    s = service.pause(store, name)
+    if as_json:
+        console.emit_json(asdict(s))
+        return
     console.out.print(f"schedule {name}: paused")
 
 
 @schedule_app.command("resume")
-def resume_cmd(name: NameArg) -> None:
+def resume_cmd(name: NameArg, as_json: JsonFlag = False) -> None:
     """Fire a paused schedule again, from its next fire time after now."""
     from mlops.scheduling import service
 
     _settings, store = _open()
     s = service.resume(store, name)
+    if as_json:
+        console.emit_json(asdict(s))
+        return
     console.out.print(f"schedule {name}: active; next fire {_when(s.next_fire_at, s.timezone)}")
 
 
 @schedule_app.command("remove")
-def remove_cmd(name: NameArg) -> None:
+def remove_cmd(name: NameArg, as_json: JsonFlag = False) -> None:
     """Remove a schedule (its history stays readable)."""
     from mlops.scheduling import service
 
     _settings, store = _open()
     service.remove(store, name)
+    if as_json:
+        console.emit_json({"schedule": name, "removed": True})
+        return
     console.out.print(f"schedule {name}: removed")
 
 
