@@ -5,6 +5,7 @@ and the significance of the difference in the primary metric."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,19 +75,26 @@ def verdict(base: int, cand: int, sig: dict[str, Any]) -> str:
     return f"v{cand} is {word} than v{base} but not significantly: {detail}"
 
 
-def compare(ctx: Context, model: str, refs: list[Ref]) -> dict[str, Any]:
-    """Compare two or more versions of `model` (the first is the baseline)."""
+def compare(
+    ctx: Context, model: str, refs: list[Ref], step: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Compare two or more versions of `model` (the first is the baseline); `step(text)`
+    is told each step that takes a while."""
+    step = step or (lambda _text: None)
     if len(refs) < 2:
         raise UserError("compare needs at least two versions (e.g. 1 2, or @staging @production)")
     ctx.connect_mlflow()
     versions = [resolve(ctx, model, ref) for ref in refs]
     if len({v.version for v in versions}) != len(versions):
         raise UserError("compare: the same version is named twice")
+    step("reading the test split")
     split = load_test_split(ctx.settings.root)
     scored: list[Scored] = []
     with tempfile.TemporaryDirectory() as tmp:
         for v in versions:
+            step(f"downloading v{v.version}")
             local = mlflow_port.download(model, v.version, Path(tmp, str(v.version)))
+            step(f"verifying and evaluating v{v.version}")
             s = score(v, local, split, latency=True)
             if s.outputs is None:
                 raise UserError(
@@ -125,6 +133,7 @@ def compare(ctx: Context, model: str, refs: list[Ref]) -> dict[str, Any]:
                 "sha256": v.sha256,
             }
         )
+    step("testing the significance of the differences")
     tests = []
     for v, s in zip(versions[1:], scored[1:], strict=True):
         sig = significance(metric, split.y, scored[0], s)
