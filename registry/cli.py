@@ -1,7 +1,7 @@
 """`mlops registry …`: parses and prints; the registry's modules decide.
 
 Imports only typer and rich at import time. `list`, `show`, `history` and `lineage`
-read the registry's tables without importing MLflow or torch.
+read the registry's tables without importing MLflow or torch, and never write.
 """
 
 from __future__ import annotations
@@ -12,6 +12,11 @@ from typing import Annotated
 import typer
 
 from mlops import console
+from registry.cli_common import ctx as _ctx
+from registry.cli_common import name as _name
+from registry.cli_common import progress as _progress
+from registry.cli_common import store_refusals as _store_refusals
+from registry.cli_common import warn_pending as _warn_pending
 
 app = typer.Typer(
     help="Model registry: versions, stages, gates, comparison, ledger, rollback.",
@@ -24,19 +29,6 @@ RefArg = Annotated[str, typer.Argument(help="A version number, or @STAGE.", show
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Evaluate gates only.")]
 Force = Annotated[bool, typer.Option("--force", help="Override failing gates (needs --reason).")]
 Reason = Annotated[str, typer.Option("--reason", help="Why (recorded in the ledger).")]
-
-
-def _ctx(with_params: bool = False):  # type: ignore[no-untyped-def]
-    from mlops.settings import Settings
-    from registry.context import Context
-
-    return Context.load() if with_params else Context(Settings.from_env())
-
-
-def _name(model: str) -> str:
-    from registry.stages import check_model_name
-
-    return check_model_name(model)
 
 
 Limit = Annotated[
@@ -63,7 +55,10 @@ def list_cmd(
     """List registered models and their versions, newest first."""
     from registry.queries import list_versions
 
-    every = list_versions(_ctx(), _name(model) if model is not None else None)
+    ctx = _ctx()
+    name = _name(model) if model is not None else None
+    every = list_versions(ctx, name)
+    _warn_pending(ctx, name)
     if as_json:
         console.emit_json([asdict(r) for r in every[:limit]])
         return
@@ -95,7 +90,9 @@ def show_cmd(model: ModelArg, ref: RefArg, as_json: JsonFlag = False) -> None:
     from registry.queries import show
     from registry.stages import parse_ref
 
-    info = show(_ctx(), _name(model), parse_ref(ref))
+    ctx = _ctx(True)
+    info = show(ctx, _name(model), parse_ref(ref, ctx.policy))
+    _warn_pending(ctx, model)
     if as_json:
         console.emit_json(info)
         return
@@ -123,7 +120,9 @@ def lineage_cmd(model: ModelArg, ref: RefArg, as_json: JsonFlag = False) -> None
     from registry.queries import get, lineage_of
     from registry.stages import parse_ref
 
-    chain = lineage_of(get(_ctx(), _name(model), parse_ref(ref)))
+    ctx = _ctx(True)
+    chain = lineage_of(get(ctx, _name(model), parse_ref(ref, ctx.policy)))
+    _warn_pending(ctx, model)
     if as_json:
         console.emit_json(chain)
         return
@@ -145,7 +144,9 @@ def history_cmd(
     latest entries, oldest first)."""
     from registry import queries
 
-    entries = queries.history(_ctx(), _name(model))
+    ctx = _ctx()
+    entries = queries.history(ctx, _name(model))
+    _warn_pending(ctx, model)
     if as_json:
         console.emit_json([asdict(e) for e in (entries[-limit:] if limit else entries)])
         return
@@ -167,7 +168,8 @@ def register_cmd(
     """Register the model a training run saved, as a new version."""
     from registry.registration import register_run
 
-    version = register_run(_ctx(True), run.strip(), _name(name) if name else None)
+    with _store_refusals():
+        version = register_run(_ctx(True), run.strip(), _name(name) if name else None)
     if as_json:
         console.emit_json(asdict(version))
         return
@@ -196,9 +198,13 @@ def _change(
         target = Ref(version=previous_holder(ctx, model, to))
     else:
         target = parse_ref(ref, ctx.policy)
-    done = change_stage(
-        ctx, model, target, to, action=action, reason=reason, dry_run=dry_run, force=force
-    )
+    if dry_run:
+        _warn_pending(ctx, model)
+    with _store_refusals(), _progress() as step:
+        done = change_stage(
+            ctx, model, target, to, action=action, reason=reason, dry_run=dry_run,
+            force=force, progress=step,
+        )  # fmt: skip
     if as_json:
         console.emit_json(asdict(done))
     else:
@@ -234,15 +240,23 @@ def rollback_cmd(
 
 @app.command("archive")
 def archive_cmd(
-    model: ModelArg, ref: RefArg, reason: Reason = "", as_json: JsonFlag = False
+    model: ModelArg,
+    ref: RefArg,
+    reason: Reason = "",
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Archive a stage's holder too (needs --reason)."),
+    ] = False,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Archive a version (it leaves any stage it held; its history stays)."""
+    """Archive a version (its history stays). A version that holds a stage is archived
+    only with --force --reason: that stage is left empty."""
     from mlops.errors import UserError
 
     ctx = _ctx(True)
     if ctx.params.archive_stage is None:
         raise UserError("registry.archive_stage is null in params.yaml: nothing to archive to")
-    _change(model, ref, ctx.params.archive_stage, "archive", reason, False, False, as_json)
+    _change(model, ref, ctx.params.archive_stage, "archive", reason, False, force, as_json)
 
 
 @app.command("compare")
@@ -262,7 +276,9 @@ def compare_cmd(
     from registry.stages import parse_ref
 
     ctx = _ctx(True)
-    result = compare(ctx, _name(model), [parse_ref(r, ctx.policy) for r in refs])
+    name, parsed = _name(model), [parse_ref(r, ctx.policy) for r in refs]
+    with _store_refusals(), _progress() as step:
+        result = compare(ctx, name, parsed, step=step)
     if as_json:
         console.emit_json(result)
     elif markdown:
@@ -272,12 +288,56 @@ def compare_cmd(
 
 
 @app.command("sync")
-def sync_cmd(model: ModelArg) -> None:
+def sync_cmd(model: ModelArg, as_json: JsonFlag = False) -> None:
     """Record versions and aliases set in MLflow outside mlops."""
     from registry.registration import sync
 
+    ctx = _ctx(True)
+    name = _name(model)
     refused: list[str] = []
-    added = sync(_ctx(True), _name(model), refused)
+    with _store_refusals():
+        added = sync(ctx, name, refused)
     for line in refused:
         console.warning(f"not recorded: {line}")
-    console.out.print(f"{model}: {added} version(s) added from MLflow")
+    if as_json:
+        console.emit_json(
+            {"model": name, "added": added, "refused": refused, "holders": ctx.store.holders(name)}
+        )
+        return
+    console.out.print(f"{name}: {added} version(s) added from MLflow")
+
+
+@app.command("repair")
+def repair_cmd(
+    models: Annotated[
+        list[str] | None,
+        typer.Argument(help="Only these models (default: every one with an unfinished change)."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Complete or undo the stage changes that killed commands left unfinished. A change is
+    completed only for its own actor, or when the tracking store had granted its actor the
+    rights it needs; otherwise MLflow is put back to what the ledger shows."""
+    from registry.promotion import lock_name
+    from registry.repair import repair
+
+    ctx = _ctx(True)
+    wanted = {_name(m) for m in models or []}
+    names = sorted({i.model for i in ctx.store.intents() if not wanted or i.model in wanted})
+    settled = []
+    with _store_refusals(), _progress() as step:
+        for name in names:
+            with ctx.store.lock(lock_name(name)):
+                settled += repair(ctx, name, step)
+    if as_json:
+        console.emit_json([asdict(s) for s in settled])
+        return
+    if not settled:
+        console.out.print("nothing to repair")
+    for s in settled:
+        verb = "completed" if s.outcome == "repaired" else "undid"
+        what = {"promote": "promotion", "rollback": "rollback", "archive": "archive"}
+        console.out.print(
+            f"{s.model}: {verb} the {what.get(s.action, s.action)} of v{s.version} → "
+            f"{s.to_stage} by {s.actor} ({s.why})"
+        )

@@ -5,6 +5,7 @@ and the significance of the difference in the primary metric."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,19 +90,26 @@ def _comparable(versions: list[Version], scored: list[Scored]) -> None:
             )
 
 
-def compare(ctx: Context, model: str, refs: list[Ref]) -> dict[str, Any]:
-    """Compare two or more versions of `model` (the first is the baseline)."""
+def compare(
+    ctx: Context, model: str, refs: list[Ref], step: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Compare two or more versions of `model` (the first is the baseline); `step(text)`
+    is told each step that takes a while."""
+    step = step or (lambda _text: None)
     if len(refs) < 2:
         raise UserError("compare needs at least two versions (e.g. 1 2, or @staging @production)")
     ctx.connect_mlflow()
     versions = [resolve(ctx, model, ref) for ref in refs]
     if len({v.version for v in versions}) != len(versions):
         raise UserError("compare: the same version is named twice")
+    step("reading the test split")
     split = load_test_split(ctx.settings.root)
     scored: list[Scored] = []
     with tempfile.TemporaryDirectory() as tmp:
         for v in versions:
+            step(f"downloading v{v.version}")
             local = mlflow_port.download(model, v.version, Path(tmp, str(v.version)))
+            step(f"verifying and evaluating v{v.version}")
             verify(v, local)  # a file that differs: one line naming it
             scored.append(score(v, local, split, latency=True))
     _comparable(versions, scored)
@@ -137,6 +145,7 @@ def compare(ctx: Context, model: str, refs: list[Ref]) -> dict[str, Any]:
                 "sha256": v.sha256,
             }
         )
+    step("testing the significance of the differences")
     tests = []
     for v, s in zip(versions[1:], scored[1:], strict=True):
         assert scored[0].y is not None

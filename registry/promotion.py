@@ -1,40 +1,36 @@
-"""Stage changes: promote (through the gates), rollback, archive, and the repair of a
-change that a killed command left half done.
+"""Stage changes: promote (through the gates), rollback and archive.
 
-Each change runs under the model's lock in the platform database, in three steps:
-record an intent (the decided change and its evidence), move the MLflow alias and
-stage tags, then in one transaction update the holders, append the ledger entry and
-drop the intent. A command killed between the steps leaves the intent behind; the
-next command on that model rolls it forward (MLflow calls are idempotent), so no
-alias ever points at a version the ledger does not show there, and vice versa.
+Each change runs under the model's lock in the platform database: settle what an
+earlier command left half done (`registry.repair`), resolve the version, ask the
+tracking store whether the user may make the change (`registry.store_access`), evaluate
+the gates, then in three steps: record an intent (the decided change, its evidence and
+what the store granted), bring MLflow's aliases and stage tags to the new state, and in
+one transaction update the holders, append the ledger entry and drop the intent. A
+refusal by the store undoes what the command already wrote, drops the intent and is
+recorded in the ledger; a command killed between the steps leaves the intent, which
+the next command on that model completes or undoes.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import tempfile
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
-from mlops.errors import MlopsError, UserError
-from mlops.registry_params import NO_STAGE, GateParams
-from registry import gates, mlflow_port
+from mlops.errors import UserError
+from mlops.registry_params import GateParams
+from registry import gates, gathering, guards, stage_writes
 from registry.context import Context
 from registry.db.store import Change, Entry, Version
-from registry.evaluation import Scored, TestSplit, load_test_split, score
+from registry.queries import missing_model, unheld_stage
+from registry.repair import forward_target, repair
 from registry.stages import Ref
 
 CRASH_ENV = "MLOPS_REGISTRY_CRASH_AT"
-GATE_TAG = "mlops.gates"
-
-
-class Refused(MlopsError):
-    """A promotion refused by a gate or a permission (exit 1); the ledger records it."""
-
-    exit_code = 1
+Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -51,6 +47,7 @@ class Outcome:
     forced: bool
     dry_run: bool
     action: str
+    emptied: list[str] = field(default_factory=list)
 
 
 def _crash_point(name: str) -> None:
@@ -59,111 +56,48 @@ def _crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _quiet(_text: str) -> None:
+    return None
+
+
 def lock_name(model: str) -> str:
     """The lock every stage change of `model` holds."""
     return f"registry:{model}"
 
 
 def resolve(ctx: Context, model: str, ref: Ref) -> Version:
-    """The version a reference names (`3` or `@production`), synced from MLflow if the
-    store has not seen it yet."""
-    version = ref.version
+    """The version a reference names (`3` or `@production`), synced from MLflow when the
+    store has not seen it (or its model) yet. One line naming what is missing if not."""
+    if not ctx.store.versions(model):
+        _sync(ctx, model)  # registered outside mlops, or before the store existed?
+        if not ctx.store.versions(model):
+            raise missing_model(ctx, model)
+    number = ref.version
     if ref.stage is not None:
-        version = ctx.store.holders(model).get(ref.stage)
-        if version is None:
-            raise UserError(f"model {model}: no version holds {ref.stage}")
-    assert version is not None
-    found = ctx.store.version(model, version)
+        number = ctx.store.holders(model).get(ref.stage)
+        if number is None:
+            raise unheld_stage(ctx, model, ref.stage)
+    assert number is not None
+    found = ctx.store.version(model, number)
     if found is None:
-        from registry.registration import sync
-
-        refused: list[str] = []
-        sync(ctx, model, refused)
-        found = ctx.store.version(model, version)
-        mine = [line for line in refused if f" version {version}:" in line]
+        refused = _sync(ctx, model)
+        found = ctx.store.version(model, number)
+        mine = [line for line in refused if f" version {number}:" in line]
         if found is None and mine:
             raise UserError(mine[0])
     if found is None:
-        raise UserError(f"model {model}: no version {version}")
+        raise UserError(f"model {model}: no version {number}")
     return found
 
 
-def repair(ctx: Context, model: str) -> int:
-    """Roll forward the changes left half done on `model` (call under its lock)."""
-    pending = ctx.store.intents(model)
-    if pending:
-        ctx.connect_mlflow()
-    for intent in pending:
-        _apply_mlflow(intent.change, ctx.store.version(model, intent.change.version))
-        evidence = intent.entry.evidence | {"repaired_by": ctx.actor}
-        ctx.store.apply(
-            intent.change,
-            replace(intent.entry, outcome="repaired", evidence=evidence),
-            intent.op_id,
-        )
-    return len(pending)
+def _sync(ctx: Context, model: str) -> list[str]:
+    """Record what MLflow has of `model`; why any version was not recorded (one line
+    each: its files lie outside the artifact store)."""
+    from registry.registration import sync
 
-
-def repair_if_needed(ctx: Context, model: str | None = None) -> int:
-    """Cheap check for leftovers (one query); repair them under the lock if any."""
-    models = {i.model for i in ctx.store.intents(model)}
-    count = 0
-    for name in sorted(models):
-        with ctx.store.lock(lock_name(name)):
-            count += repair(ctx, name)
-    return count
-
-
-def _apply_mlflow(change: Change, version: Version | None) -> None:
-    vacated = version.stage if version is not None else None
-    mlflow_port.move_stage(
-        change.model,
-        change.version,
-        change.to_stage,
-        change.exclusive,
-        vacated if vacated not in (None, NO_STAGE) else None,
-        change.displaced,
-        change.displaced_to,
-    )
-
-
-def needs_evidence(gate: GateParams) -> bool:
-    """True when a gate of this stage needs the model's files or measurements."""
-    return any(
-        (
-            gate.integrity,
-            gate.signature,
-            gate.thresholds,
-            gate.max_size_mb,
-            gate.beat_holder_by is not None,
-            gate.max_latency_ms,
-            gate.require_export,
-        )
-    )
-
-
-def gather(
-    ctx: Context, candidate: Version, holder: Version | None, gate: GateParams
-) -> tuple[Scored, Scored | None]:
-    """Measure the candidate (and the current holder) for the gates of one stage."""
-    needs_data = (
-        bool(gate.thresholds) or gate.beat_holder_by is not None or bool(gate.max_latency_ms)
-    )
-    split: TestSplit | None = load_test_split(ctx.settings.root) if needs_data else None
-    with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow_port.download(candidate.model, candidate.version, Path(tmp, "a"))
-        mine = score(candidate, local, split, latency=gate.max_latency_ms is not None)
-        theirs = None
-        if holder is not None and (gate.signature or gate.beat_holder_by is not None):
-            local = mlflow_port.download(holder.model, holder.version, Path(tmp, "b"))
-            theirs = score(holder, local, split)
-    if gate.require_export is not None:
-        from registry.export import passing_exports
-
-        found = mlflow_port.get_version(candidate.model, candidate.version)
-        exports = passing_exports(found.tags if found is not None else {})
-        mine = replace(mine, evidence=replace(mine.evidence, exports=exports))
-    return mine, theirs
+    refused: list[str] = []
+    sync(ctx, model, refused)
+    return refused
 
 
 def change_stage(
@@ -176,21 +110,26 @@ def change_stage(
     reason: str = "",
     dry_run: bool = False,
     force: bool = False,
+    progress: Progress | None = None,
 ) -> Outcome:
     """Move a version to `to_stage` through that stage's gates (`force`: record an
-    override instead of refusing). `action` is promote, rollback or archive."""
+    override instead of refusing). `action` is promote, rollback or archive. A dry run
+    evaluates the gates on the registry as it is and writes nothing (no lock, no repair).
+    `progress(text)` is told each step that takes a while."""
+    step = progress or _quiet
     policy = ctx.policy
     policy.check_stage(to_stage)
     if force and not reason.strip():
         raise UserError("--force needs --reason: an override is recorded with its reason")
-    allowed = ctx.params.permissions.get(to_stage)
-    with ctx.store.lock(lock_name(model)):
-        repair(ctx, model)
+    with nullcontext() if dry_run else ctx.store.lock(lock_name(model)):
+        if not dry_run:
+            repair(ctx, model, step)
         version = resolve(ctx, model, ref)
         if action == "promote":
             policy.check_move(version.version, version.stage, to_stage)
         elif version.stage == to_stage:
             raise UserError(f"version {version.version} is already in {to_stage}")
+        emptied = guards.archive_guard(ctx, version, force) if action == "archive" else []
 
         def entry(evidence: dict[str, Any], outcome: str, forced: bool = False) -> Entry:
             return Entry(
@@ -206,20 +145,19 @@ def change_stage(
                 outcome=outcome,
             )
 
-        if allowed is not None and ctx.actor not in allowed:
-            ctx.store.append(entry({"permitted": allowed}, "denied"))
-            raise Refused(
-                f"{ctx.actor} may not move versions of {model} to {to_stage} "
-                f"(permitted: {', '.join(allowed) or 'nobody'})"
-            )
+        guards.check_permitted(ctx, model, to_stage, entry, record=not dry_run)
+        access = None
+        if not dry_run:  # quick, and a refusal here stays one line: no progress yet
+            access = guards.check_store(ctx, version, to_stage, entry)
         exclusive = policy.exclusive(to_stage)
         holder_no = ctx.store.holders(model).get(to_stage) if exclusive else None
         holder = ctx.store.version(model, holder_no) if holder_no else None
         gate = ctx.params.gates.get(to_stage, GateParams(signature=False, integrity=False))
         ctx.connect_mlflow()
         results: list[gates.GateResult] = []
-        if action != "archive" and needs_evidence(gate):
-            mine, theirs = gather(ctx, version, holder, gate)
+        if action != "archive" and gathering.needs_evidence(gate):
+            mine, theirs = gathering.gather(ctx, version, holder, gate, step)
+            step(f"evaluating the gates of {to_stage}")
             results = gates.evaluate(
                 gate,
                 ctx.primary_metric,
@@ -236,25 +174,23 @@ def change_stage(
             holder_no,
             results,
             ok,
-            force and not ok,
+            force and (not ok or bool(emptied)),
             dry_run,
             action,
+            emptied,
         )
-        if dry_run:
+        if dry_run or access is None:
             return outcome
-        evidence = {"gates": gates.as_evidence(results), "passed": ok, "displaced": holder_no}
+        evidence: dict[str, Any] = {
+            "gates": gates.as_evidence(results),
+            "passed": ok,
+            "displaced": holder_no,
+            "store": access.as_evidence(),
+        }
+        if emptied:
+            evidence["emptied"] = emptied
         if not ok and not force:
-            ctx.store.append(entry(evidence, "refused"))
-            mlflow_port.set_tags(
-                model,
-                version.version,
-                {f"{GATE_TAG}.{to_stage}": json.dumps(evidence, sort_keys=True)[:5000]},
-            )
-            failed = next(r for r in results if not r.passed)
-            raise Refused(
-                f"{model} version {version.version} → {to_stage} refused by gate "
-                f"'{failed.gate}': {failed.value} (needs {failed.threshold})"
-            )
+            guards.refuse_by_gates(ctx, entry(evidence, "refused"), results)
         change = Change(
             model,
             version.version,
@@ -265,19 +201,23 @@ def change_stage(
             ctx.params.replaced_to,
         )
         done = entry(evidence, "done", forced=outcome.forced)
-        op_id = ctx.store.add_intent(change, done)
-        _crash_point("after-intent")
-        if results:
-            mlflow_port.set_tags(
-                model,
-                version.version,
-                {f"{GATE_TAG}.{to_stage}": json.dumps(evidence, sort_keys=True)[:5000]},
-            )
-        _apply_mlflow(change, version)
-        _crash_point("after-mlflow")
-        ctx.store.apply(change, done, op_id)
-        _crash_point("after-ledger")
+        step(f"moving v{version.version} to {to_stage} in MLflow")
+        _commit(ctx, change, done, bool(results))
         return outcome
+
+
+def _commit(ctx: Context, change: Change, done: Entry, gate_tag: bool) -> None:
+    """Intent, MLflow, then holders + ledger + intent dropped in one transaction."""
+    op_id = ctx.store.add_intent(change, done)
+    _crash_point("after-intent")
+    target = forward_target(ctx, change, done.evidence if gate_tag else None)
+    try:
+        stage_writes.reach(change.model, target)
+    except stage_writes.StoreRefused as exc:
+        guards.store_refused(ctx, op_id, done, exc)
+    _crash_point("after-mlflow")
+    ctx.store.apply(change, done, op_id)
+    _crash_point("after-ledger")
 
 
 def previous_holder(ctx: Context, model: str, stage: str) -> int:

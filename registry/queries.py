@@ -1,6 +1,8 @@
 """Reads for `list`, `show`, `history` and `lineage`: served from the registry's own
 tables (no MLflow, no torch imported), which every write keeps in step with MLflow's
-aliases. A change left half done by a killed command is repaired first."""
+aliases. A read never writes: a change left half done by a killed command is reported
+(`pending`), shown as the ledger has it, and settled by the next command that changes
+the model (or `mlops registry repair`)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any
 
 from mlops.errors import UserError
 from registry.context import Context
-from registry.db.store import Entry, Version
+from registry.db.store import Entry, Intent, Version
 from registry.stages import Ref
 
 
@@ -26,16 +28,49 @@ class Row:
     created_at: float
 
 
-def _prepare(ctx: Context, model: str | None) -> None:
-    if ctx.store.intents(model):
-        from registry.promotion import repair_if_needed
+def pending(ctx: Context, model: str | None = None) -> list[Intent]:
+    """Changes left half done (on `model`, or on any model): nothing is repaired here."""
+    return ctx.store.intents(model)
 
-        repair_if_needed(ctx, model)
+
+def pending_warning(intents: list[Intent]) -> str:
+    """One line about unfinished changes, for a read command to print."""
+    from registry.repair import describe
+
+    first = intents[0]
+    more = f" and {len(intents) - 1} more" if len(intents) > 1 else ""
+    models = sorted({i.model for i in intents})
+    return (
+        f"{first.model}: {describe(first)} was left unfinished{more}; shown here as the "
+        f"ledger has it. `mlops registry repair {' '.join(models)}` (or the next change to "
+        "it) completes or undoes it"
+    )
+
+
+def missing_model(ctx: Context, model: str) -> UserError:
+    """`model` is not registered: one line that lists the registered ones."""
+    names = ctx.store.models()
+    if not names:
+        return UserError(
+            f"model {model}: not registered (no model is registered yet; `dvc repro` registers one)"
+        )
+    shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    return UserError(f"model {model}: not registered (registered models: {shown})")
+
+
+def unheld_stage(ctx: Context, model: str, stage: str) -> UserError:
+    """No version of `model` holds `stage`: one line that says which stages are held."""
+    holders = ctx.store.holders(model)
+    held = ", ".join(f"{s} v{v}" for s, v in sorted(holders.items()))
+    return UserError(
+        f"model {model}: no version holds {stage} ("
+        + (f"held: {held}" if held else "no stage is held")
+        + f"; `mlops registry promote {model} VERSION --to {stage}`)"
+    )
 
 
 def list_versions(ctx: Context, model: str | None = None) -> list[Row]:
     """Every version of one model (or all), newest first."""
-    _prepare(ctx, model)
     names = [model] if model else ctx.store.models()
     rows = []
     for name in names:
@@ -67,17 +102,16 @@ def _metrics(v: Version) -> dict[str, str]:
 
 
 def get(ctx: Context, model: str, ref: Ref) -> Version:
-    """The version `ref` names, from the store."""
-    _prepare(ctx, model)
+    """The version `ref` names, from the store (one line naming what is missing)."""
+    if not ctx.store.versions(model):
+        raise missing_model(ctx, model)
     number = ref.version
     if ref.stage is not None:
         number = ctx.store.holders(model).get(ref.stage)
         if number is None:
-            raise UserError(f"model {model}: no version holds {ref.stage}")
+            raise unheld_stage(ctx, model, ref.stage)
     found = ctx.store.version(model, number) if number is not None else None
     if found is None:
-        if not ctx.store.versions(model):
-            raise UserError(f"model {model}: not registered (see `mlops registry list`)")
         raise UserError(f"model {model}: no version {number}")
     return found
 
@@ -126,8 +160,7 @@ def lineage_of(v: Version) -> dict[str, Any]:
 
 def history(ctx: Context, model: str, limit: int | None = None) -> list[Entry]:
     """The ledger of a model, oldest first."""
-    _prepare(ctx, model)
     entries = ctx.store.history(model, limit)
     if not entries and not ctx.store.versions(model):
-        raise UserError(f"model {model}: not registered (see `mlops registry list`)")
+        raise missing_model(ctx, model)
     return entries

@@ -35,7 +35,9 @@ def outcome(o: Outcome) -> None:
         console.out.print(f"dry run: {o.model} v{o.version} {o.from_stage} → {o.to_stage} {state}")
         return
     extra = f" (replacing v{o.displaced})" if o.displaced and o.displaced != o.version else ""
-    forced = " [yellow]FORCED past failing gates[/]" if o.forced else ""
+    forced = " [yellow]FORCED past failing gates[/]" if o.forced and not o.passed else ""
+    if o.emptied:
+        forced += f" [yellow]FORCED: no version holds {' or '.join(o.emptied)} now[/]"
     console.out.print(
         f"{o.model} v{o.version} {verb}: {o.from_stage} → {o.to_stage}{extra}{forced}"
     )

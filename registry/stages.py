@@ -1,6 +1,7 @@
 """Names, versions, stage references and the stage policy: pure checks, no I/O.
 
-Every check raises `UserError` (exit 2) with one line naming the bad value.
+Every check raises `UserError` (exit 2) with one line naming the bad value; `Refused`
+(exit 1) is a stage change that a gate or a permission stopped.
 """
 
 from __future__ import annotations
@@ -8,8 +9,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mlops.errors import UserError
+from mlops.errors import MlopsError, UserError
 from mlops.registry_params import NO_STAGE, RegistryParams
+
+
+class Refused(MlopsError):
+    """A stage change refused by a gate or a permission (exit 1); the ledger records it."""
+
+    exit_code = 1
+
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")
 _VERSION = re.compile(r"^[1-9][0-9]{0,8}$")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from mlops import tracking
 from mlops.config import PARAMS_FILE, Settings, load_params, redact
 from mlops.errors import UserError
 
@@ -138,10 +139,18 @@ def check_store(name: str, url: str) -> Check:
     return Check(name, ok, detail)
 
 
-def check_artifacts(url: str) -> Check:
-    """A local artifact root is a writable folder (or can be made)."""
+def check_artifacts(url: str, tracking_uri: str = "") -> Check:
+    """A local artifact root is a writable folder (or can be made), and never one on this
+    machine's disk while tracking goes through a server."""
     if not url.startswith("file://"):
         return Check("artifact root", True, f"{redact(url)} (remote, not checked)")
+    if tracking_uri.startswith(("http://", "https://")):
+        return Check(
+            "artifact root",
+            False,
+            f"{url}: on this machine's disk while tracking goes through {redact(tracking_uri)}; "
+            "unset MLOPS_ARTIFACT_ROOT (the server stores artifacts) or use s3://, gs://, …",
+        )
     path = Path(url.removeprefix("file://"))
     parent = next((p for p in (path, *path.parents) if p.exists()), None)
     ok = parent is not None and os.access(parent, os.W_OK)
@@ -174,6 +183,39 @@ def check_schemas(settings: Settings, unreachable: frozenset[str] = frozenset())
     return checks
 
 
+def check_experiments(settings: Settings) -> list[Check]:
+    """Through a tracking server: each experiment's artifact location is the server's (or
+    another shared store), never a path on a client's disk (an experiment made in embedded
+    mode keeps its local location: runs through the server would write there)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    uri = settings.tracking_uri
+    try:
+        found = MlflowClient(tracking_uri=uri).search_experiments(max_results=1000)
+    except MlflowException as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return [Check("experiments", False, f"{redact(uri)}: {redact(first)[:200]}")]
+    checks = []
+    for e in found:
+        # mlops never logs to MLflow's Default experiment; a moved one is kept on purpose.
+        if not tracking.local_artifacts(e.artifact_location) or e.experiment_id == "0":
+            continue
+        if e.name.endswith(tracking.MOVED_SUFFIX):
+            detail = f"kept from embedded mode; its files stay in {e.artifact_location}"
+            checks.append(Check(f"experiment {e.name}", True, detail))
+            continue
+        detail = (
+            f"artifacts in {e.artifact_location}, on this machine's disk (made in embedded "
+            "mode); runs through the server would write there: "
+            + tracking.move_hint(settings, e.name, e.experiment_id)
+        )
+        checks.append(Check(f"experiment {e.name}", False, detail))
+    if not [c for c in checks if not c.ok]:
+        checks.append(Check("experiments", True, "artifacts go through the server (or remote)"))
+    return checks
+
+
 def run_checks(settings: Settings) -> list[Check]:
     """Every check, in display order (an unreachable store is reported once)."""
     stores = {
@@ -183,14 +225,17 @@ def run_checks(settings: Settings) -> list[Check]:
     }
     reached = {name: check_store(name, url) for name, url in stores.items()}
     unreachable = frozenset(stores[name] for name, check in reached.items() if not check.ok)
+    tracked = reached["tracking store"]
+    server = tracked.ok and tracking.through_server(settings)
     return [
         check_python(),
         check_platform_module(),
         *check_versions(),
         check_dvc(settings),
         check_params(settings),
-        reached["tracking store"],
-        check_artifacts(settings.artifact_root),
+        tracked,
+        check_artifacts(settings.artifact_root, settings.tracking_uri),
+        *(check_experiments(settings) if server else []),
         reached["optuna storage"],
         reached["platform database"],
         *check_schemas(settings, unreachable),

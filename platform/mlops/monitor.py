@@ -117,9 +117,9 @@ def check_drift(
     path = params_file or settings.root / "params.yaml"
     params = load_params(path) if path.is_file() else Params()
     thresholds = params.monitor.drift
-    frame, where = read_current(settings, name, input_file, sink)
     ctx = Context(settings, params.registry, params.evaluate.primary_metric)
-    version = resolve(ctx, name, ref)
+    version = resolve(ctx, name, ref)  # first: an unknown model is named as such
+    frame, where = read_current(settings, name, input_file, sink)
     reference = load_reference(settings.root, version)
     names = reference.features
     x_ref = feature_matrix(reference.frame, names, str(reference.path), 2)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlops import retry
 from mlops.config import Settings, redact
-from mlops.errors import Interrupted, StoreError
+from mlops.errors import Interrupted, StoreError, UserError
 from mlops.owners import Owner
 
 if TYPE_CHECKING:
@@ -78,8 +79,49 @@ def retried(fn: Callable[[], T]) -> T:
     return retry.call(fn, "tracking store", url)
 
 
+def local_artifacts(location: str) -> bool:
+    """True for an artifact location on the local disk (`file://…` or a bare path)."""
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):", location)
+    return scheme is None or scheme.group(1).lower() == "file"
+
+
+def through_server(settings: Settings) -> bool:
+    """True when tracking goes through an MLflow server (team mode)."""
+    return settings.tracking_uri.startswith(("http://", "https://"))
+
+
+MOVED_SUFFIX = "-embedded"
+
+
+def move_hint(settings: Settings, name: str, experiment_id: str) -> str:
+    """How to give `name` to a new experiment whose artifacts go through the server: the
+    old one is renamed `<name>-embedded` and keeps its runs (and their local files)."""
+    return (
+        f"MLFLOW_TRACKING_URI={redact(settings.tracking_uri)} mlflow experiments rename "
+        f"-x {experiment_id} --new-name {name}{MOVED_SUFFIX} (its runs stay there; the next "
+        f"run makes a new {name} on the server's store)"
+    )
+
+
+def check_team_location(settings: Settings, name: str, location: str, experiment_id: str) -> None:
+    """Refuse runs through a server that would write artifacts to this machine's disk: an
+    experiment made in embedded mode keeps its local artifact location for good."""
+    if not through_server(settings) or not local_artifacts(location):
+        return
+    raise UserError(
+        f"experiment {name}: its artifacts are in {location}, on this machine's disk (it was "
+        f"made in embedded mode), so runs through the server {redact(settings.tracking_uri)} "
+        f"would write there, out of every other host's reach; move it: "
+        + move_hint(settings, name, experiment_id)
+    )
+
+
 def ensure_experiment(name: str, settings: Settings) -> str:
-    """The id of the experiment `name`, created with artifacts under the artifact root."""
+    """The id of the experiment `name`, created with artifacts under the artifact root.
+
+    Through a tracking server, artifacts never go to this machine's disk: an experiment
+    whose location is local (made in embedded mode) or a local `MLOPS_ARTIFACT_ROOT` is
+    refused with one line that says how to move."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -87,9 +129,17 @@ def ensure_experiment(name: str, settings: Settings) -> str:
     try:
         found = retried(lambda: client.get_experiment_by_name(name))
         if found is not None:
+            check_team_location(settings, name, found.artifact_location, found.experiment_id)
             if found.lifecycle_stage == "deleted":
                 retried(partial(client.restore_experiment, found.experiment_id))
             return str(found.experiment_id)
+        if through_server(settings) and local_artifacts(settings.artifact_root):
+            raise UserError(
+                f"MLOPS_ARTIFACT_ROOT={settings.artifact_root} is on this machine's disk but "
+                f"runs go through the server {redact(settings.tracking_uri)}: unset it (the "
+                "server stores artifacts, mlflow-artifacts:/) or use a store every host "
+                "reaches (s3://, gs://, …)"
+            )
         location = f"{settings.artifact_root.rstrip('/')}/{name}"
         return str(retried(lambda: client.create_experiment(name, artifact_location=location)))
     except MlflowException as exc:

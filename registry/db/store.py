@@ -78,13 +78,17 @@ class Change:
 
 @dataclass(frozen=True)
 class Intent:
-    """A change decided (gates passed) but not yet finished in MLflow and the ledger."""
+    """A change decided (gates passed) but not yet finished in MLflow and the ledger.
+
+    `refused`: the tracking store refused its writes and not all of them could be undone;
+    a repair only ever undoes such an intent."""
 
     op_id: str
     model: str
     created_at: float
     change: Change
     entry: Entry
+    refused: bool = False
 
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -225,6 +229,7 @@ class RegistryStore:
                     r.created_at,
                     Change(**payload["change"]),
                     Entry(**payload["entry"]),
+                    bool(payload.get("refused", False)),
                 )
             )
         return found
@@ -315,14 +320,29 @@ class RegistryStore:
             if op_id is not None:
                 s.execute(delete(IntentRow).where(IntentRow.op_id == op_id))
 
-    def drop_intent(self, op_id: str) -> None:
-        """Forget an intent (it was found already applied)."""
+    def settle(self, op_id: str, entry: Entry) -> None:
+        """Drop an intent that will not be applied and append the entry that says why
+        (a refusal, an undone change), in one transaction."""
         from sqlalchemy import delete
 
         from registry.db.models import IntentRow
 
         with db.session(self.url) as s:
             s.execute(delete(IntentRow).where(IntentRow.op_id == op_id))
+            s.add(_entry_row(entry))
+
+    def flag_refused(self, op_id: str, entry: Entry) -> None:
+        """Mark an intent as refused by the tracking store (a repair will undo it, never
+        complete it) and append the refusal, in one transaction."""
+        from registry.db.models import IntentRow
+
+        with db.session(self.url) as s:
+            row = s.get(IntentRow, op_id)
+            if row is not None:
+                payload = json.loads(row.payload_json)
+                payload["refused"] = True
+                row.payload_json = json.dumps(payload, sort_keys=True)
+            s.add(_entry_row(entry))
 
     # locks
     @contextmanager

@@ -197,7 +197,7 @@ def test_a_parity_failure_is_refused_and_writes_nothing(flow: dict[str, Any]) ->
         (["digits@1", "--quantize", "int4"], "--quantize 'int4'"),
         (["digits@1", "--prune", "1.5"], "--prune 1.5"),
         (["digits@9"], "model digits: no version 9"),
-        (["nosuch@1"], "model nosuch: no version 1"),
+        (["nosuch@1"], "model nosuch: not registered (registered models: digits)"),
         (["digits@staging"], "no version holds staging"),
         (["digits@nostage"], "stage 'nostage': unknown"),
         (["digits"], "expected MODEL@STAGE or MODEL@VERSION"),

@@ -90,17 +90,25 @@ def as_json(result: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(ok(result).stdout)
 
 
-def one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
-    """The single `error: …` line a failed command printed, after checking its exit code."""
+def one_line_error(
+    result: subprocess.CompletedProcess[str], code: int, progress: bool = False
+) -> str:
+    """The single `error: …` line a failed command printed, after checking its exit code.
+    With `progress`, the command had started work: its progress lines (plain lines on
+    stderr when it is not a terminal) may come first; the error is still one line, last."""
     assert result.returncode == code, (
         f"{result.args[3:]}: exit {result.returncode}, expected {code}\n"
         f"stdout: {result.stdout[-2000:]}\nstderr: {result.stderr[-3000:]}"
     )
     assert "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    return lines[0]
+    if progress:
+        before = lines[:-1]
+        assert not [line for line in before if line.startswith(("error", "warning"))], lines
+    else:
+        assert len(lines) == 1, result.stderr
+    assert lines[-1].startswith("error: "), lines[-1]
+    return lines[-1]
 
 
 def client(ctx: Context) -> MlflowClient:
@@ -234,6 +242,40 @@ def test_promotions_move_mlflow_aliases(flow: dict[str, Any]) -> None:
     assert flow["after_v2_staging"] == {"production": 1, "staging": 2}
 
 
+def test_promote_and_compare_show_their_progress(
+    gated: tuple[Context, list[RegisteredVersion]], flow: dict[str, Any]
+) -> None:
+    """Plain lines on stderr when it is not a terminal (here: a pipe), one per step."""
+    steps = flow["to_production"].stderr.splitlines()
+    assert [line.split(" (")[0] for line in steps] == [
+        "reading the test split",
+        "downloading v1",
+        "verifying and evaluating v1",
+        "evaluating the gates of production",
+        "moving v1 to production in MLflow",
+    ], steps
+    assert all(line.endswith(" s)") for line in steps[1:]), steps
+    compared = ok(mlops(gated[0].settings.root, "compare", MODEL, "1", "2", "--json"))
+    assert json.loads(compared.stdout)["model"] == MODEL  # stdout stays pure JSON
+    lines = [line.split(" (")[0] for line in compared.stderr.splitlines()]
+    assert lines == [
+        "reading the test split",
+        "downloading v1",
+        "verifying and evaluating v1",
+        "downloading v2",
+        "verifying and evaluating v2",
+        "testing the significance of the differences",
+    ], compared.stderr
+
+
+def test_sync_json(gated: tuple[Context, list[RegisteredVersion]], flow: dict[str, Any]) -> None:
+    ctx, _ = gated
+    before = state(ctx)
+    synced = as_json(mlops(ctx.settings.root, "sync", MODEL, "--json"))
+    assert synced == {"model": MODEL, "added": 0, "holders": {"production": 1, "staging": 2}}
+    assert state(ctx) == before
+
+
 def test_dry_run_evaluates_gates_and_changes_nothing(flow: dict[str, Any]) -> None:
     outcome = flow["dry_run"]
     assert outcome["dry_run"] is True
@@ -254,7 +296,7 @@ def test_dry_run_evaluates_gates_and_changes_nothing(flow: dict[str, Any]) -> No
 def test_weak_version_is_refused_by_the_threshold_gate(
     gated: tuple[Context, list[RegisteredVersion]], flow: dict[str, Any]
 ) -> None:
-    line = one_line_error(flow["refused"], 1)
+    line = one_line_error(flow["refused"], 1, progress=True)
     assert "version 3" in line
     assert "production" in line
     assert "refused by gate 'metric accuracy'" in line
@@ -596,7 +638,19 @@ BAD_INPUT: dict[str, tuple[tuple[str, ...], str]] = {
         ("promote", MODEL, "2", "--to", "staging"),
         "version 2 is already in staging",
     ),
-    "unknown-model": (("show", "nosuch", "1"), "model nosuch: not registered"),
+    "unknown-model": (
+        ("show", "nosuch", "1"),
+        "model nosuch: not registered (registered models: digits)",
+    ),
+    "unknown-stage-show": (
+        ("show", MODEL, "@prod"),
+        "stage 'prod': unknown (configured stages: staging, production, archived)",
+    ),
+    "unknown-stage-lineage": (("lineage", MODEL, "@prod"), "stage 'prod': unknown"),
+    "archive-the-holder": (
+        ("archive", MODEL, "1"),
+        "digits v1 holds production: archiving it leaves production empty",
+    ),
     "unknown-model-promote": (("promote", "nosuch", "1", "--to", "staging"), "model nosuch"),
     "unknown-version": (("promote", MODEL, "99", "--to", "production"), "no version 99"),
     "unknown-version-show": (("show", MODEL, "99"), "no version 99"),
@@ -749,13 +803,13 @@ def test_tampered_artifact_is_refused(guarded: dict[str, Any]) -> None:
     ctx: Context = guarded["ctx"]
     root = ctx.settings.root
     before = state(ctx)
-    line = one_line_error(mlops(root, "promote", MODEL, "2", "--to", "staging"), 1)
+    line = one_line_error(mlops(root, "promote", MODEL, "2", "--to", "staging"), 1, True)
     assert "refused by gate 'artifact integrity'" in line
     assert "files differ" in line
     refused = state(ctx)
     _unchanged_but_a_refusal(before, refused, 2)
 
-    line = one_line_error(mlops(root, "compare", MODEL, "1", "2"), 1)
+    line = one_line_error(mlops(root, "compare", MODEL, "1", "2"), 1, progress=True)
     assert "version 2" in line
     assert "artifacts/model.safetensors differs" in line
     assert state(ctx) == refused
@@ -766,12 +820,12 @@ def test_pickled_artifact_is_never_unpickled(guarded: dict[str, Any]) -> None:
     root = ctx.settings.root
     marker = guarded["markers"] / "unpickled-artifact"
     before = state(ctx)
-    line = one_line_error(mlops(root, "promote", MODEL, "3", "--to", "staging"), 1)
+    line = one_line_error(mlops(root, "promote", MODEL, "3", "--to", "staging"), 1, True)
     assert "refused by gate 'artifact integrity'" in line
     refused = state(ctx)
     _unchanged_but_a_refusal(before, refused, 3)
 
-    line = one_line_error(mlops(root, "compare", MODEL, "1", "3", "--json"), 1)
+    line = one_line_error(mlops(root, "compare", MODEL, "1", "3", "--json"), 1, True)
     assert "version 3" in line
     assert "artifacts/model.safetensors differs" in line
     assert state(ctx) == refused
@@ -850,6 +904,66 @@ def test_names_that_try_to_escape_the_project(guarded: dict[str, Any]) -> None:
     assert state(ctx) == before
     assert not (outer / "escaped").exists()
     assert not (outer / "etc").exists()
+
+
+def test_archiving_a_stage_holder_needs_force_and_a_reason(guarded: dict[str, Any]) -> None:
+    ctx: Context = guarded["ctx"]
+    root = ctx.settings.root
+    if ctx.store.holders(MODEL).get("production") != 1:  # test_permissions did it
+        ok(mlops(root, "promote", MODEL, "1", "--to", "production", env={"MLOPS_USER": "alice"}))
+    before = state(ctx)
+    line = one_line_error(mlops(root, "archive", MODEL, "1"), 2)
+    assert "digits v1 holds production: archiving it leaves production empty" in line
+    assert "--force --reason" in line
+    assert state(ctx) == before
+    assert "--reason" in one_line_error(mlops(root, "archive", MODEL, "1", "--force"), 2)
+    assert state(ctx) == before
+
+    done = as_json(mlops(root, "archive", MODEL, "1", "--force", "--reason", "withdrawn",
+                         "--json"))  # fmt: skip
+    assert (done["version"], done["to_stage"], done["forced"]) == (1, "archived", True)
+    assert done["emptied"] == ["production"]
+    assert "production" not in aliases(ctx)
+    assert "production" not in ctx.store.holders(MODEL)
+    entry = ctx.store.history(MODEL)[-1]
+    assert (entry.action, entry.version, entry.to_stage, entry.outcome) == (
+        "archive", 1, "archived", "done",
+    )  # fmt: skip
+    assert (entry.forced, entry.reason, entry.evidence["emptied"]) == (
+        True, "withdrawn", ["production"],
+    )  # fmt: skip
+    # Nobody holds production now, and every command that resolves it says so.
+    empty = (
+        "error: model digits: no version holds production (no stage is held; "
+        "`mlops registry promote digits VERSION --to production`)"
+    )
+    assert one_line_error(mlops(root, "show", MODEL, "@production"), 2) == empty
+    assert one_line_error(cli(root, "serve", "digits@production"), 2, progress=True) == empty
+
+
+RESOLVING = [
+    ("serve", "nosuch@production"),
+    ("export", "nosuch@production"),
+    ("monitor", "drift", "nosuch"),
+    ("registry", "show", "nosuch", "@production"),
+    ("registry", "lineage", "nosuch", "1"),
+    ("registry", "history", "nosuch"),
+    ("registry", "promote", "nosuch", "1", "--to", "staging"),
+    ("registry", "compare", "nosuch", "1", "2"),
+]
+
+
+def test_an_unregistered_model_is_named_with_the_registered_ones(
+    gated: tuple[Context, list[RegisteredVersion]], flow: dict[str, Any]
+) -> None:
+    """Every command that resolves MODEL@STAGE says the same thing, and `monitor drift`
+    says it before looking for inputs."""
+    ctx, _ = gated
+    before = state(ctx)
+    for args in RESOLVING:
+        line = one_line_error(cli(ctx.settings.root, *args), 2, progress=True)
+        assert line == "error: model nosuch: not registered (registered models: digits)", args
+    assert state(ctx) == before
 
 
 # --- an MLflow tracking server over http -----------------------------------------------

@@ -245,6 +245,32 @@ CRASHES = [
 ]
 
 
+def registry_state(ctx: Context) -> tuple[Any, ...]:
+    """Intents, aliases, holders, ledger and the lock's holder: what a read must not change."""
+    return (ctx.store.intents(MODEL), mlflow_port.aliases(MODEL), ctx.store.holders(MODEL),
+            ctx.store.history(MODEL), lock_holder_pid(ctx, lock_name(MODEL)))  # fmt: skip
+
+
+def read_writes_nothing(ctx: Context, env: dict[str, str], point: str, intent_left: bool) -> None:
+    """`registry list` after a kill: the holders as the ledger has them, one warning line
+    when an intent is pending, and nothing written."""
+    seen = registry_state(ctx)
+    listed = cli(ctx.settings.root, "registry", "list", "--json", env=env)
+    assert listed.returncode == 0, f"{point}: {listed.stdout}{listed.stderr}"
+    rows = {r["version"]: r for r in json.loads(listed.stdout) if r["name"] == MODEL}
+    shown = 2 if intent_left else 1  # the holder as the ledger has it
+    assert {v: r["aliases"] for v, r in rows.items()} == {shown: [PROD], 3 - shown: []}, point
+    if intent_left:
+        [warning] = listed.stderr.strip().splitlines()
+        assert warning.startswith(
+            f"warning: {MODEL}: the promotion of v1 → production by {ctx.actor} was left unfinished"
+        ), warning
+        assert f"mlops registry repair {MODEL}" in warning, warning
+    else:
+        assert listed.stderr == "", listed.stderr
+    assert registry_state(ctx) == seen, point
+
+
 def test_killed_promotion_is_repaired_by_the_next_command(two_versions: Context) -> None:
     ctx = two_versions
     root = ctx.settings.root
@@ -274,13 +300,18 @@ def test_killed_promotion_is_repaired_by_the_next_command(two_versions: Context)
         dead = lock_holder_pid(ctx, lock)
         assert dead is not None, f"{point}: the killed command's lock is gone"
 
-        # A read command repairs what was left half done.
-        listed = cli(root, "registry", "list", "--json", env=env)
-        assert listed.returncode == 0, f"{point}: {listed.stdout}{listed.stderr}"
-        rows = {r["version"]: r for r in json.loads(listed.stdout) if r["name"] == MODEL}
-        assert (rows[1]["stage"], rows[1]["aliases"]) == (PROD, [PROD]), point
-        assert (rows[2]["stage"], rows[2]["aliases"]) == ("none", []), point
-        assert agreed_holder(ctx, [1, 2], f"{point}, after list") == 1
+        # A read command writes nothing: it shows the ledger's state and warns once.
+        read_writes_nothing(ctx, env, point, intent_left)
+
+        # `mlops registry repair` (or any command that changes the model) settles it: its
+        # own actor's change is completed.
+        repaired = cli(root, "registry", "repair", MODEL, "--json", env=env)
+        assert repaired.returncode == 0, f"{point}: {repaired.stdout}{repaired.stderr}"
+        settled = json.loads(repaired.stdout)
+        assert [(s["version"], s["to_stage"], s["outcome"]) for s in settled] == (
+            [(1, PROD, "repaired")] if intent_left else []
+        ), point
+        assert agreed_holder(ctx, [1, 2], f"{point}, after repair") == 1
         new = ctx.store.history(MODEL)[entries_before:]
         assert [(e.action, e.version, e.outcome) for e in new] == [
             ("promote", 1, "repaired" if intent_left else "done")

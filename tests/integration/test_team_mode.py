@@ -4,11 +4,17 @@ directory, data copy and environment) running `mlops sweep worker` on one study.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from mlops import tracking
+from mlops.config import Settings
+from mlops.errors import UserError
 from mlops.tuning import RUN_ATTR, TAG_STUDY, TAG_TRIAL
 from mlops.ui import free_port
 from tests.integration import sweep_project as sp
@@ -131,3 +137,80 @@ def test_worker_cli_refuses_an_unknown_study_and_stops_on_sigterm(tmp_path: Path
     assert out.strip().splitlines()[-1] == "error: worker: stopped by a signal", out
     states = [t.state.name for t in sp.trials(study)]
     assert "RUNNING" not in states and states.count("FAIL") == 1, states
+
+
+def _doctor(root: Path, url: str) -> tuple[int, dict[str, dict[str, object]]]:
+    done = _mlops(root, {"MLOPS_TRACKING_URI": url}, "doctor", "--json")
+    return done.returncode, {c["name"]: c for c in json.loads(done.stdout)}
+
+
+def _files(top: Path) -> set[str]:
+    return {p.relative_to(top).as_posix() for p in top.rglob("*") if p.is_file()}
+
+
+def test_an_embedded_experiment_is_moved_before_runs_go_through_a_server(tmp_path: Path) -> None:
+    """An experiment made in embedded mode keeps a `file://` artifact location: through
+    the team's server its runs would write to the client's own disk. They are refused
+    with the move to make, `mlops doctor` names the experiment, and after the move runs
+    store their files on the server."""
+    from mlflow.tracking import MlflowClient
+
+    client_root = tmp_path / "client"
+    (client_root / ".dvc").mkdir(parents=True)
+    (client_root / ".dvc" / "config").write_text("[core]\n    analytics = false\n")
+    (client_root / "params.yaml").write_text("{}\n")
+    note = tmp_path / "note.txt"
+    note.write_text("hello")
+    embedded = Settings.from_env(env={}, cwd=client_root)
+    with tracking.stage_run(embedded, "digits", "train"):
+        tracking.log_artifacts(note)
+    local = client_root / ".mlops" / "artifacts"
+    before = _files(local)
+    assert [f for f in before if f.endswith("note.txt")], before
+
+    # The team's server, on that very store, with its artifacts elsewhere.
+    server, served = tmp_path / "server", tmp_path / "served"
+    (server / ".dvc").mkdir(parents=True)
+    server_env = {"MLOPS_TRACKING_URI": embedded.tracking_uri, "MLOPS_ARTIFACT_ROOT": str(served)}
+    started = _mlops(server, server_env, "server", "start", "--port", str(free_port()))
+    assert started.returncode == 0, started.stderr
+    try:
+        url = started.stdout.split("MLflow server: ", 1)[1].split()[0]
+        team = Settings.from_env(env={"MLOPS_TRACKING_URI": url}, cwd=client_root)
+        with pytest.raises(UserError) as refused, tracking.stage_run(team, "digits", "train"):
+            pytest.fail("a run started that would write to the client's disk")
+        message = str(refused.value)
+        assert message.startswith(
+            f"experiment digits: its artifacts are in {local.as_uri()}/digits, on this "
+            "machine's disk"
+        ), message
+        move = f"MLFLOW_TRACKING_URI={url} mlflow experiments rename -x 1 --new-name "
+        move += "digits-embedded"
+        assert move in message and "\n" not in message
+        assert _files(local) == before
+
+        code, checks = _doctor(client_root, url)
+        assert code == 1 and not checks["experiment digits"]["ok"]
+        assert move in checks["experiment digits"]["detail"]
+
+        # The move, as the message gives it (MLflow's own command).
+        bin_dir = str(Path(sys.executable).parent)
+        moved = subprocess.run(
+            move, shell=True, cwd=client_root, capture_output=True, text=True, timeout=120,
+            env=sp.clean_env({"PATH": f"{bin_dir}:{sp.clean_env()['PATH']}"}),
+        )  # fmt: skip
+        assert moved.returncode == 0, moved.stderr
+        with tracking.stage_run(team, "digits", "train"):
+            tracking.log_artifacts(note)
+        assert _files(local) == before  # nothing more on the client's disk
+        assert len(list(served.rglob("note.txt"))) == 1  # on the server's store
+        new = MlflowClient(tracking_uri=url).get_experiment_by_name("digits")
+        assert new is not None and new.artifact_location.startswith("mlflow-artifacts:")
+
+        code, checks = _doctor(client_root, url)
+        assert code == 0, [c for c in checks.values() if not c["ok"]]
+        assert checks["experiment digits-embedded"]["ok"]
+        assert checks["experiments"]["ok"]
+    finally:
+        stopped = _mlops(server, server_env, "server", "stop")
+        assert stopped.returncode == 0, stopped.stderr
