@@ -101,8 +101,8 @@ def render_card(v: Version, entries: Sequence[Entry]) -> str:
     size = f", {int(parameters):,} parameters" if parameters.isdigit() else ""
     lines = [
         f"**{v.model} version {v.version}**: PyTorch {family} {task}{size}.".replace("  ", " "),
-        f"Weights sha256 {_short(v.sha256)} · all files {_short(v.artifact_sha256)} "
-        "(verified on every load).",
+        f"Stage **{v.stage}** · weights sha256 {_short(v.sha256)} · all files "
+        f"{_short(v.artifact_sha256)} (verified on every load).",
         "",
         *_metrics(info),
         *_lineage(v),

@@ -13,6 +13,7 @@ the next command on that model completes or undoes.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from collections.abc import Callable
@@ -22,13 +23,15 @@ from typing import Any
 
 from mlops.errors import UserError
 from mlops.registry_params import GateParams
-from registry import gates, gathering, guards, stage_writes
+from registry import gates, gathering, guards, mlflow_port, stage_writes
+from registry.card import render_card
 from registry.context import Context
 from registry.db.store import Change, Entry, Version
 from registry.queries import missing_model, unheld_stage
 from registry.repair import forward_target, repair
 from registry.stages import Ref
 
+log = logging.getLogger("mlops.registry")
 CRASH_ENV = "MLOPS_REGISTRY_CRASH_AT"
 Progress = Callable[[str], None]
 
@@ -203,7 +206,26 @@ def change_stage(
         done = entry(evidence, "done", forced=outcome.forced)
         step(f"moving v{version.version} to {to_stage} in MLflow")
         _commit(ctx, change, done, bool(results))
+        _refresh_cards(ctx, change)
         return outcome
+
+
+def _refresh_cards(ctx: Context, change: Change) -> None:
+    """The model cards of the versions a change moved show their new stage and history.
+    The change is done: a card that cannot be written now catches up at the next one."""
+    from mlflow.exceptions import MlflowException
+
+    history = ctx.store.history(change.model)
+    moved = {change.version} | ({change.displaced} if change.displaced is not None else set())
+    for number in sorted(moved):
+        record = ctx.store.version(change.model, number)
+        if record is None:
+            continue
+        try:
+            mlflow_port.set_description(change.model, record.version, render_card(record, history))
+        except (MlflowException, OSError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            log.warning("model %s version %s: card not updated: %s", change.model, number, first)
 
 
 def _commit(ctx: Context, change: Change, done: Entry, gate_tag: bool) -> None:

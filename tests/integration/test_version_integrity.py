@@ -197,3 +197,16 @@ def test_a_source_outside_the_store_is_never_read(
     assert "outside the artifact store" in line
     line = one_error(cli(root, "serve", f"{MODEL}@{number}", "--port", "0"), 2)
     assert "outside the artifact store" in line
+
+
+def test_a_promotion_writes_the_stage_change_into_the_version_card(
+    project: dict[str, Any],
+) -> None:
+    root, ctx = project["root"], project["ctx"]
+    done = cli(root, "registry", "promote", MODEL, "2", "--to", "staging", "--reason", "card")
+    assert done.returncode == 0, done.stderr
+    card = client(ctx).get_model_version(MODEL, "2").description
+    assert card.startswith("**digits version 2**") and "Stage **staging**" in card
+    section = card.split("**Stages and gates**", 1)[1]
+    assert "promote → **staging**" in section and "1/1 gates passed" in section
+    assert "— card" in section
