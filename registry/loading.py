@@ -105,17 +105,21 @@ def fetch(ctx: Context, version: Version, dest: Path) -> tuple[Path, ModelSpec]:
 
 def load(ctx: Context, version: Version, dest: Path) -> Loaded:
     """Download `version` into `dest`, verify its files and rebuild the module."""
+    directory, spec = fetch(ctx, version, dest)
+    return Loaded(version, directory, build(version, directory, spec), spec)
+
+
+def build(version: Version, directory: Path, spec: ModelSpec) -> nn.Module:
+    """The module of a version `fetch` downloaded and verified, in eval mode."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from mlops.models import build_model
     from registry.integrity import model_files
 
-    directory, spec = fetch(ctx, version, dest)
     try:
         module = build_model(spec)
         module.load_state_dict(load_file(str(model_files(directory)[0])))
     except (SafetensorError, TypeError, ValueError, RuntimeError) as exc:
         raise DataError(f"model {version.model} version {version.version}: {exc}") from None
-    module.eval()
-    return Loaded(version, directory, module, spec)
+    return module.eval()

@@ -111,7 +111,7 @@ def check_drift(
     from mlops.params import Params
     from mlops.params_file import load_params
     from registry.context import Context
-    from registry.loading import load, resolve
+    from registry.loading import build, fetch, resolve
 
     name, ref = parse_model(target)
     path = params_file or settings.root / "params.yaml"
@@ -121,22 +121,23 @@ def check_drift(
     version = resolve(ctx, name, ref)  # first: an unknown model is named as such
     frame, where = read_current(settings, name, input_file, sink)
     reference = load_reference(settings.root, version)
-    names = reference.features
-    x_ref = feature_matrix(reference.frame, names, str(reference.path), 2)
-    x_cur = feature_matrix(frame, names, where, thresholds.min_rows)
-    out = _plot_path(plot or default_plot(settings, name, version.version))
     with tempfile.TemporaryDirectory(prefix="mlops-drift-") as tmp:
-        loaded = load(ctx, version, Path(tmp))
-    spec = loaded.spec
-    if spec.in_features != len(names):
-        raise DataError(
-            f"model {name} version {version.version} reads {spec.in_features} features, "
-            f"its training split has {len(names)}"
-        )
+        directory, spec = fetch(ctx, version, Path(tmp))  # verified; nothing loaded yet
+        # the version's own features, in its order (older versions: the split's columns)
+        names = list(spec.features) or reference.features
+        if spec.in_features != len(names):
+            raise DataError(
+                f"model {name} version {version.version} reads {spec.in_features} features, "
+                f"its training split has {len(names)}"
+            )
+        x_ref = feature_matrix(reference.frame, names, str(reference.path), 2)
+        x_cur = feature_matrix(frame, names, where, thresholds.min_rows)
+        out = _plot_path(plot or default_plot(settings, name, version.version))
+        module = build(version, directory, spec)
     logged = _logged(frame, version.version, spec.classes, spec.task, where)
     truth = _truth(frame, spec.classes, spec.task, where)
-    ref_out = _predict(loaded.module, spec.task, x_ref)
-    cur_out = logged if logged is not None else _predict(loaded.module, spec.task, x_cur)
+    ref_out = _predict(module, spec.task, x_ref)
+    cur_out = logged if logged is not None else _predict(module, spec.task, x_cur)
     shift = _shift(ref_out, cur_out, spec.classes, spec.task, thresholds)
     report = assess(names, x_ref, x_cur, thresholds, shift)
     performance = _performance(truth, cur_out, spec.task)
