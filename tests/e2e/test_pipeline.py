@@ -73,6 +73,7 @@ def test_registered_version_carries_lineage(
     head = run(["git", "rev-parse", "HEAD"], pipeline).stdout.strip()
     assert tags["mlops.git_commit"] == head
     assert tags["mlops.git_dirty"] == "false"
+    assert not [k for k in tags if k.startswith("mlops.dvc_exp.")]  # not an experiment
     outs = dvc_outs(pipeline)
     for part in ("train", "val", "test"):
         assert tags[f"mlops.data.{part}.md5"] == outs[f"data/split/{part}.parquet"]
@@ -136,3 +137,12 @@ def test_temp_experiment_logs_into_the_workspace_store(
     assert [r.data.tags["mlops.stage"] for r in seeded] == ["train"]
     assert seeded[0].info.status == "FINISHED"
     assert not list((pipeline / ".dvc" / "tmp").glob("exps/**/.mlops"))
+    # The version it registered names the experiment, which ran in a copy of the workspace.
+    tags = client.get_model_version("digits", "2").tags
+    assert tags["mlops.dvc_exp.name"] and tags["mlops.dvc_exp.ref"].endswith(
+        "/" + tags["mlops.dvc_exp.name"]
+    )
+    assert json.loads(tags["mlops.dvc_exp.params"]) == {"train.seed": 7}
+    assert tags["mlops.git_dirty"] == "false"
+    listed = run(["dvc", "exp", "list", "--name-only"], pipeline).stdout.split()
+    assert tags["mlops.dvc_exp.name"] in listed
