@@ -9,13 +9,15 @@ PostgreSQL with pre-ping, and every `SQLAlchemyError` turned into a one-line
 
 from __future__ import annotations
 
+import errno
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops.errors import StoreError
+from mlops.errors import StoreError, full_disk, no_space
 from mlops.settings import redact
 
 if TYPE_CHECKING:
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 BUSY_TIMEOUT_S = 60.0
+FULL_BELOW_BYTES = 1024 * 1024  # SQLite's I/O errors on a disk with less free are a full disk
 
 
 class Conflict(StoreError):
@@ -74,6 +77,40 @@ def describe(url: str) -> str:
     return redact(url)
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file of a `sqlite:///` URL (None for another database, or in memory)."""
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
+    return Path(path) if path and path != ":memory:" else None
+
+
+def _out_of_space(url: str, exc: BaseException) -> str | None:
+    """The full-disk line (the URL names the file) when `exc` says so, or when SQLite
+    reports an I/O error (as it does for its shared-memory file on a full disk) and the
+    file's disk has no space."""
+    line = full_disk(exc)
+    if line is not None:
+        return no_space(OSError(errno.ENOSPC, "No space left on device"))
+    path = sqlite_path(url)
+    if line is None and path is not None and "disk i/o error" in str(exc).lower():
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            return None
+        if free < FULL_BELOW_BYTES:
+            line = no_space(OSError(errno.ENOSPC, "No space left on device"))
+    return line
+
+
+def error_line(url: str, exc: BaseException) -> str:
+    """One line for a failed database call: the driver's first line, password hidden,
+    or the full-disk line."""
+    text = _out_of_space(url, exc)
+    if text is None:
+        text = str(getattr(exc, "orig", None) or exc).strip()
+        text = text.splitlines()[0] if text else type(exc).__name__
+    return f"database {describe(url)}: {text}"
+
+
 @contextmanager
 def session(url: str) -> Iterator[Session]:
     """One transaction: commit on success, roll back on error; SQLAlchemy errors become
@@ -85,6 +122,5 @@ def session(url: str) -> Iterator[Session]:
         with Session(engine(url), expire_on_commit=False) as s, s.begin():
             yield s
     except SQLAlchemyError as exc:
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         kind = Conflict if isinstance(exc, IntegrityError) else StoreError
-        raise kind(f"database {describe(url)}: {detail}") from None
+        raise kind(error_line(url, exc)) from None
