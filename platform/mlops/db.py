@@ -4,19 +4,24 @@ One place builds engines and runs transactions, so every store of the platform g
 the same behaviour: SQLite in WAL mode with a busy timeout and `BEGIN IMMEDIATE`
 transactions (concurrent writers queue instead of failing with "database is locked"),
 PostgreSQL with pre-ping, and every `SQLAlchemyError` turned into a one-line
-`StoreError` with the password redacted. Importing this module imports no SQLAlchemy.
+`StoreError` with the password redacted. A store class decorated with `retrying` rides
+out a short outage of PostgreSQL: a transaction that fails to reach the database is run
+again. Importing this module imports no SQLAlchemy.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
+import inspect
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from mlops import retry
 from mlops.errors import StoreError, full_disk, no_space
 from mlops.settings import redact
 
@@ -101,6 +106,14 @@ def _out_of_space(url: str, exc: BaseException) -> str | None:
     return line
 
 
+def failure(url: str, exc: BaseException) -> StoreError:
+    """The `StoreError` for a failed database call: `retry.Unreachable` (which `retry.call`
+    retries) when the database could not be reached."""
+    if retry.transient(exc):
+        return retry.Unreachable(error_line(url, exc), retry.detail(exc, url))
+    return StoreError(error_line(url, exc))
+
+
 def error_line(url: str, exc: BaseException) -> str:
     """One line for a failed database call: the driver's first line, password hidden,
     or the full-disk line."""
@@ -122,5 +135,33 @@ def session(url: str) -> Iterator[Session]:
         with Session(engine(url), expire_on_commit=False) as s, s.begin():
             yield s
     except SQLAlchemyError as exc:
-        kind = Conflict if isinstance(exc, IntegrityError) else StoreError
-        raise kind(error_line(url, exc)) from None
+        if isinstance(exc, IntegrityError):
+            raise Conflict(error_line(url, exc)) from None
+        raise failure(url, exc) from None  # rolled back: `retrying` may run it again
+
+
+STORE = "platform database"
+C = TypeVar("C", bound=type)
+
+
+def _retried(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return retry.call(lambda: method(self, *args, **kwargs), STORE, self.url)
+
+    return call
+
+
+def retrying(cls: C) -> C:
+    """Class decorator for a store on the platform database (an instance with `url`):
+    each method, one transaction, is run again as a whole when the database cannot be
+    reached, within `MLOPS_STORE_RETRY_S` (one warning line per outage, one error line
+    when the time is spent; `mlops.retry`). Context managers (generators) are left as they
+    are: the methods they call are retried."""
+    for name, member in list(vars(cls).items()):
+        if name.startswith("__") or not inspect.isfunction(member):
+            continue
+        if inspect.isgeneratorfunction(inspect.unwrap(member)):
+            continue
+        setattr(cls, name, _retried(member))
+    return cls

@@ -17,7 +17,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from mlops import db
+from mlops import db, retry
 from mlops.errors import StoreError
 
 LEFTOVER_PREFIX = "_alembic_tmp_"
@@ -37,7 +37,7 @@ def revision(url: str, version_table: str) -> str | None:
             row = conn.execute(text(f"SELECT version_num FROM {version_table}")).first()
             conn.rollback()
     except SQLAlchemyError as exc:
-        raise StoreError(db.error_line(url, exc)) from None
+        raise db.failure(url, exc) from None
     return str(row[0]) if row else None
 
 
@@ -93,7 +93,7 @@ def drop_leftovers(url: str) -> list[str]:
     try:
         dropped, orphans = _drop_sqlite(path) if path is not None else _drop_sql(url)
     except (sqlite3.Error, SQLAlchemyError) as exc:
-        raise StoreError(db.error_line(url, exc)) from None
+        raise db.failure(url, exc) from None
     if orphans:
         table = orphans[0].removeprefix(LEFTOVER_PREFIX)
         raise StoreError(
@@ -118,16 +118,21 @@ def upgrade(url: str, migrations: Path) -> None:
             command.upgrade(config, "head")
             conn.commit()
     except SQLAlchemyError as exc:
-        raise StoreError(db.error_line(url, exc)) from None
+        raise db.failure(url, exc) from None
 
 
 def ensure_schema(url: str, migrations: Path, version_table: str, head: str) -> None:
-    """Create or upgrade a store's tables once per process."""
+    """Create or upgrade a store's tables in the platform database once per process,
+    riding out a short outage (`mlops.retry`)."""
     if (url, version_table) in _CURRENT:
         return
-    if revision(url, version_table) != head:
-        drop_leftovers(url)
-        upgrade(url, migrations)
+
+    def ensure() -> None:
+        if revision(url, version_table) != head:
+            drop_leftovers(url)
+            upgrade(url, migrations)
+
+    retry.call(ensure, db.STORE, url)
     _CURRENT.add((url, version_table))
 
 
