@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 
-from mlops.errors import MlopsError, StoreError, UserError
+from mlops.errors import MlopsError, StoreError, UserError, full_disk
 from mlops.settings import redact
 
 T = TypeVar("T")
@@ -192,6 +192,6 @@ def call(fn: Callable[[], T], store: str, url: str) -> T:
 
 def quiet_mlflow(record: logging.LogRecord) -> bool:
     """A logging filter for `mlflow.store.db.utils`: drop its traceback for an error we
-    retry (and report in one line ourselves)."""
+    retry, or for a full disk (each reported in one line by us)."""
     exc = record.exc_info[1] if record.exc_info else None
-    return not (exc is not None and transient(exc))
+    return not (exc is not None and (transient(exc) or full_disk(exc) is not None))

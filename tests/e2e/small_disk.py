@@ -73,6 +73,13 @@ class SmallDisk:
         done = self.run([sys.executable, "-c", FILL, str(self.where / "filler"), str(leave_bytes)])
         assert done.returncode == 0, done.stderr
 
+    def available(self) -> int:
+        """Bytes free on the disk."""
+        code = "import os, sys; s = os.statvfs(sys.argv[1]); print(s.f_bavail * s.f_frsize)"
+        done = self.run([sys.executable, "-c", code, str(self.where)])
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout)
+
     def free(self) -> None:
         """Give the space back."""
         done = self.run(["rm", "-f", str(self.where / "filler")])
