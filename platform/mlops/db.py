@@ -92,18 +92,17 @@ def _out_of_space(url: str, exc: BaseException) -> str | None:
     """The full-disk line (the URL names the file) when `exc` says so, or when SQLite
     reports an I/O error (as it does for its shared-memory file on a full disk) and the
     file's disk has no space."""
-    line = full_disk(exc)
-    if line is not None:
-        return no_space(OSError(errno.ENOSPC, "No space left on device"))
+    full = no_space(OSError(errno.ENOSPC, "No space left on device"))
+    if full_disk(exc) is not None:
+        return full
     path = sqlite_path(url)
-    if line is None and path is not None and "disk i/o error" in str(exc).lower():
-        try:
-            free = shutil.disk_usage(path.parent).free
-        except OSError:
-            return None
-        if free < FULL_BELOW_BYTES:
-            line = no_space(OSError(errno.ENOSPC, "No space left on device"))
-    return line
+    if path is None or "disk i/o error" not in str(exc).lower():
+        return None
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return None
+    return full if free < FULL_BELOW_BYTES else None
 
 
 def failure(url: str, exc: BaseException) -> StoreError:
