@@ -3,13 +3,12 @@ one line and an exit code (2 bad input, 1 failure, 130 interrupted)."""
 
 from __future__ import annotations
 
-import errno
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlops.config import Params, Settings, load_params
-from mlops.errors import Interrupted, MlopsError, no_space
+from mlops.errors import Interrupted, MlopsError, full_disk
 from pipelines import paths
 
 
@@ -38,8 +37,9 @@ def run_stage(name: str, body: Callable[[StageContext], None]) -> None:
     except (KeyboardInterrupt, Interrupted):
         print(f"{name}: interrupted", file=sys.stderr)
         sys.exit(130)
-    except OSError as exc:
-        if exc.errno != errno.ENOSPC:
+    except Exception as exc:  # a full disk, however wrapped: one line, not a traceback
+        line = full_disk(exc)
+        if line is None:
             raise
-        print(f"{name}: error: {no_space(exc)}", file=sys.stderr)
+        print(f"{name}: error: {line}", file=sys.stderr)
         sys.exit(1)

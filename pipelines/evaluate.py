@@ -1,5 +1,6 @@
-"""Stage `evaluate`: test-split metrics (DVC metrics), confusion matrix and learning curves
-(DVC plots and PNGs), logged in a child run of the training run."""
+"""Stage `evaluate`: test-split metrics (DVC metrics), confusion matrix (of classes, or of
+the target's bins for a regression), validation score per epoch and learning curves (DVC
+plots and PNGs), logged in a child run of the training run."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ from mlops.metrics import (
     regression_metrics,
 )
 from mlops.models import WEIGHTS_FILE, load_model
-from mlops.plots import confusion_matrix_png, learning_curves_png, predictions_png
+from mlops.plots import (
+    binned_records,
+    confusion_matrix_png,
+    learning_curves_png,
+    predictions_png,
+    score_records,
+)
 from mlops.training import predict_proba, predict_values
 from pipelines import paths
 from pipelines._stage import StageContext, run_stage
@@ -35,7 +42,7 @@ def evaluate(ctx: StageContext) -> None:
             pred = predict_values(model, x_test)
             test = regression_metrics(y_test, pred)
             val = regression_metrics(y_val, predict_values(model, x_val))
-            write_json(paths.CONFUSION, [])
+            write_json(paths.CONFUSION, binned_records(y_test, pred))
             predictions_png(y_test, pred, paths.PREDICTIONS_PNG)
             headline = f"test RMSE {test['rmse']:.4f}, R² {test['r2']:.4f}"
         else:
@@ -48,6 +55,7 @@ def evaluate(ctx: StageContext) -> None:
             confusion_matrix_png(matrix, spec.classes, paths.PREDICTIONS_PNG)
             headline = f"test accuracy {test['accuracy']:.4f}, macro F1 {test['f1_macro']:.4f}"
         write_json(paths.METRICS, {"test": test, "val": val})
+        write_json(paths.VAL_SCORE, score_records(history))
         learning_curves_png(history, paths.CURVES_PNG)
         flat = {f"test_{k}": v for k, v in test.items()}
         tracking.log_metrics(flat | {f"val_{k}": v for k, v in val.items()})

@@ -26,7 +26,11 @@ def ingest(ctx: StageContext) -> None:
         )
         tracking.set_tags({"mlops.data.raw.md5": dvc_md5(paths.RAW)})
         tracking.log_artifacts(paths.SCHEMA)
-        print(f"ingest: {len(frame)} rows, {len(schema.features)} features -> {paths.RAW}")
+        kind = f"{len(schema.classes)} classes" if schema.classes else "a regression target"
+        print(
+            f"ingest: {len(frame)} rows, {len(schema.features)} features, {kind} "
+            f"(data.task: {p.task}) -> {paths.RAW}"
+        )
 
 
 def main() -> None:

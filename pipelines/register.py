@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mlops import tracking
 from mlops.io import file_digest, read_json, write_json
-from mlops.lineage import data_hashes, dvc_md5, git_commit, git_dirty, params_hash
+from mlops.lineage import data_hashes, dvc_md5, lineage_tags
 from mlops.models import WEIGHTS_FILE, count_parameters, load_model
 from pipelines import paths
 from pipelines._stage import StageContext, run_stage
@@ -28,9 +28,7 @@ def register(ctx: StageContext) -> None:
     tracking.connect(ctx.settings)
     parent = tracking.find_run_by_tag(ctx.experiment, tracking.TAG_MODEL_SHA, sha, "train")
     lineage = {
-        "mlops.git_commit": git_commit(root),
-        "mlops.git_dirty": str(git_dirty(root)).lower(),
-        "mlops.params_hash": params_hash(ctx.params.as_dict()),
+        **lineage_tags(root, ctx.params.as_dict(), paths.PARAMS),  # git, params, dvc exp
         "mlops.data.raw.md5": dvc_md5(paths.RAW),
         **{f"mlops.data.{k}.md5": v for k, v in data_hashes(paths.SPLITS).items()},
         "mlops.train_run_id": parent or "unknown",

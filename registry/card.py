@@ -47,8 +47,13 @@ def _lineage(v: Version) -> list[str]:
         f"- **params sha256** {_short(info.get('mlops.params_hash', 'unknown'))}",
         f"- **training run** {_short(info.get('mlops.train_run_id', 'unknown'), 32)}",
     ]
-    if "mlops.experiment" in info:
-        lines.append(f"- **DVC experiment** {info['mlops.experiment']}")
+    if "mlops.dvc_exp.name" in info:
+        changed = info.get("mlops.dvc_exp.params", "")
+        lines.append(
+            f"- **DVC experiment** `{info['mlops.dvc_exp.name']}`"
+            + (f" ({info['mlops.dvc_exp.ref']})" if info.get("mlops.dvc_exp.ref") else "")
+            + (f", params changed from the baseline: `{changed}`" if changed else "")
+        )
     if "mlops.optuna.study" in info:
         lines.append(
             f"- **Optuna** study `{info['mlops.optuna.study']}`, "

@@ -145,9 +145,17 @@ def lineage_of(v: Version) -> dict[str, Any]:
         for k, val in sorted(info.items())
         if k.startswith("mlops.data.")
     }
-    return {
+    chain: dict[str, Any] = {
         "git_commit": info.get("mlops.git_commit", "unknown"),
         "git_dirty": info.get("mlops.git_dirty", "unknown"),
+    }
+    if "mlops.dvc_exp.name" in info:  # trained by `dvc exp run`: the experiment, on top
+        chain["dvc_experiment"] = {
+            "name": info["mlops.dvc_exp.name"],
+            "ref": info.get("mlops.dvc_exp.ref", ""),
+            "params_changed": info.get("mlops.dvc_exp.params", "{}"),
+        }
+    return chain | {
         "data_md5": data,
         "params_hash": info.get("mlops.params_hash", "unknown"),
         "family": info.get("mlops.family", "unknown"),

@@ -7,7 +7,6 @@ models of `mlops.config`: commands import what they need.
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -18,7 +17,7 @@ import typer
 from typer._click import exceptions as click  # typer 0.29 vendors click's exceptions
 
 from mlops import __version__, console
-from mlops.errors import Interrupted, MlopsError, UserError, no_space
+from mlops.errors import Interrupted, MlopsError, UserError, full_disk
 
 app = typer.Typer(
     name="mlops",
@@ -314,9 +313,10 @@ def main() -> None:
     except Interrupted:
         console.error("interrupted")
         code = 130
-    except OSError as exc:
-        if exc.errno != errno.ENOSPC:
+    except Exception as exc:  # a full disk, however wrapped: one line, not a traceback
+        line = full_disk(exc)
+        if line is None:
             raise
-        console.error(no_space(exc))
+        console.error(line)
         code = 1
     sys.exit(code if isinstance(code, int) else 0)

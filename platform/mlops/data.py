@@ -80,12 +80,40 @@ def load_source(source: str, target: str, base: Path) -> pd.DataFrame:
             f"data.target = {target!r}: no such column in {source} "
             f"(columns: {', '.join(map(str, frame.columns[:10]))})"
         )
+    if pd.api.types.is_float_dtype(frame[target]) and frame[target].isna().any():
+        frame[target] = _integer_labels(path, target, frame[target])
     frame.columns = [str(c) for c in frame.columns]
     if target != "target":
         if "target" in frame.columns:
             raise DataError(f"{source}: a feature column is named 'target'; rename it")
         frame = frame.rename(columns={target: "target"})
     return frame
+
+
+def _integer_labels(path: Path, target: str, column: pd.Series) -> pd.Series:
+    """`column` as nullable integers when the file stores the target as integers (pandas
+    reads an integer column with a missing value as floats), else `column` unchanged."""
+    import pandas as pd
+
+    try:
+        if path.suffix.lower() == ".csv":
+            raw = pd.read_csv(path, usecols=[target], dtype_backend="numpy_nullable")[target]
+        else:
+            raw = pd.read_parquet(path, columns=[target], dtype_backend="numpy_nullable")[target]
+    except Exception:  # read once already: the first read's floats stand
+        return column
+    return column.astype("Int64") if pd.api.types.is_integer_dtype(raw) else column
+
+
+def resolve_task(labels: pd.Series, task: str = "auto") -> str:
+    """`classification` or `regression`: `data.task`, or with `auto` the target's type
+    (a float column is a quantity; integers, strings and booleans are classes)."""
+    import pandas as pd
+
+    if task != "auto":
+        return task
+    floats = pd.api.types.is_float_dtype(labels) and not pd.api.types.is_bool_dtype(labels)
+    return "regression" if floats else "classification"
 
 
 def infer_schema(
@@ -95,25 +123,29 @@ def infer_schema(
     input_shape: list[int] | None = None,
     task: str = "auto",
 ) -> Schema:
-    """Describe a loaded frame: features, dtypes, sorted class labels, input shape.
+    """Describe a loaded frame: features, dtypes, task, sorted class labels, input shape.
 
-    A float target whose values are all integral is converted to integers in place.
+    The task is `data.task`, or with `auto` the target's type (`resolve_task`). A float
+    target read as classes (`data.task: classification`) must hold whole values; it is
+    converted to integers in place.
     """
     import pandas as pd
 
     labels = frame["target"].dropna()
     numeric = pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels)
     continuous = pd.api.types.is_float_dtype(labels) and not (labels == labels.round()).all()
-    if task == "auto":
-        task = "regression" if continuous else "classification"
+    task = resolve_task(labels, task)
     if task == "classification" and continuous:
         raise DataError(
             f"data.task = classification: the target {target!r} holds continuous values "
-            "(use task: regression or auto)"
+            "(set data.task: regression or auto)"
         )
     if task == "regression":
         if not numeric:
-            raise DataError(f"data.task = regression: the target {target!r} is not numeric")
+            raise DataError(
+                f"data.task = regression: the target {target!r} is not numeric "
+                "(set data.task: classification or auto)"
+            )
         frame["target"] = frame["target"].astype("float64")
     elif pd.api.types.is_float_dtype(labels):
         frame["target"] = frame["target"].astype("Int64")

@@ -4,18 +4,25 @@ One place builds engines and runs transactions, so every store of the platform g
 the same behaviour: SQLite in WAL mode with a busy timeout and `BEGIN IMMEDIATE`
 transactions (concurrent writers queue instead of failing with "database is locked"),
 PostgreSQL with pre-ping, and every `SQLAlchemyError` turned into a one-line
-`StoreError` with the password redacted. Importing this module imports no SQLAlchemy.
+`StoreError` with the password redacted. A store class decorated with `retrying` rides
+out a short outage of PostgreSQL: a transaction that fails to reach the database is run
+again. Importing this module imports no SQLAlchemy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import errno
+import functools
+import inspect
+import shutil
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from mlops.errors import StoreError
+from mlops import retry
+from mlops.errors import StoreError, full_disk, no_space
 from mlops.settings import redact
 
 if TYPE_CHECKING:
@@ -23,6 +30,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 BUSY_TIMEOUT_S = 60.0
+FULL_BELOW_BYTES = 1024 * 1024  # SQLite's I/O errors on a disk with less free are a full disk
 
 
 class Conflict(StoreError):
@@ -74,6 +82,47 @@ def describe(url: str) -> str:
     return redact(url)
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file of a `sqlite:///` URL (None for another database, or in memory)."""
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
+    return Path(path) if path and path != ":memory:" else None
+
+
+def _out_of_space(url: str, exc: BaseException) -> str | None:
+    """The full-disk line (the URL names the file) when `exc` says so, or when SQLite
+    reports an I/O error (as it does for its shared-memory file on a full disk) and the
+    file's disk has no space."""
+    full = no_space(OSError(errno.ENOSPC, "No space left on device"))
+    if full_disk(exc) is not None:
+        return full
+    path = sqlite_path(url)
+    if path is None or "disk i/o error" not in str(exc).lower():
+        return None
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return None
+    return full if free < FULL_BELOW_BYTES else None
+
+
+def failure(url: str, exc: BaseException) -> StoreError:
+    """The `StoreError` for a failed database call: `retry.Unreachable` (which `retry.call`
+    retries) when the database could not be reached."""
+    if retry.transient(exc):
+        return retry.Unreachable(error_line(url, exc), retry.detail(exc, url))
+    return StoreError(error_line(url, exc))
+
+
+def error_line(url: str, exc: BaseException) -> str:
+    """One line for a failed database call: the driver's first line, password hidden,
+    or the full-disk line."""
+    text = _out_of_space(url, exc)
+    if text is None:
+        text = str(getattr(exc, "orig", None) or exc).strip()
+        text = text.splitlines()[0] if text else type(exc).__name__
+    return f"database {describe(url)}: {text}"
+
+
 @contextmanager
 def session(url: str) -> Iterator[Session]:
     """One transaction: commit on success, roll back on error; SQLAlchemy errors become
@@ -85,6 +134,33 @@ def session(url: str) -> Iterator[Session]:
         with Session(engine(url), expire_on_commit=False) as s, s.begin():
             yield s
     except SQLAlchemyError as exc:
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        kind = Conflict if isinstance(exc, IntegrityError) else StoreError
-        raise kind(f"database {describe(url)}: {detail}") from None
+        if isinstance(exc, IntegrityError):
+            raise Conflict(error_line(url, exc)) from None
+        raise failure(url, exc) from None  # rolled back: `retrying` may run it again
+
+
+STORE = "platform database"
+C = TypeVar("C", bound=type)
+
+
+def _retried(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return retry.call(lambda: method(self, *args, **kwargs), STORE, self.url)
+
+    return call
+
+
+def retrying(cls: C) -> C:
+    """Class decorator for a store on the platform database (an instance with `url`):
+    each method, one transaction, is run again as a whole when the database cannot be
+    reached, within `MLOPS_STORE_RETRY_S` (one warning line per outage, one error line
+    when the time is spent; `mlops.retry`). Context managers (generators) are left as they
+    are: the methods they call are retried."""
+    for name, member in list(vars(cls).items()):
+        if name.startswith("__") or not inspect.isfunction(member):
+            continue
+        if inspect.isgeneratorfunction(inspect.unwrap(member)):
+            continue
+        setattr(cls, name, _retried(member))
+    return cls

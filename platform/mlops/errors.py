@@ -7,6 +7,11 @@ that cannot be reached. Each is printed as one line, never with a traceback.
 
 from __future__ import annotations
 
+import errno
+
+# What a full disk says once a wrapper (SQLAlchemy, MLflow, a server) kept only the text.
+_FULL_DISK_TEXT = ("database or disk is full", "no space left on device", "disk quota exceeded")
+
 
 class MlopsError(Exception):
     """Base of every error the platform reports to a person as one line."""
@@ -51,3 +56,19 @@ def no_space(exc: OSError) -> str:
     """The one line for a full disk (ENOSPC), naming the file when the OS said which."""
     where = f" writing {exc.filename}" if exc.filename else ""
     return f"no space left on the device{where}: free some space and run the command again"
+
+
+def full_disk(exc: BaseException) -> str | None:
+    """The one line for a full disk when `exc`, or anything that caused it, says so:
+    ENOSPC or EDQUOT, SQLite's "database or disk is full", or a wrapper (SQLAlchemy,
+    MLflow) that kept only that text; None for any other error."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return no_space(current)
+        if any(text in str(current).lower() for text in _FULL_DISK_TEXT):
+            return no_space(OSError(errno.ENOSPC, "No space left on device"))
+        current = current.__cause__ or current.__context__
+    return None

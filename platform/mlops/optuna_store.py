@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops import migrations
 from mlops.db import driver_url
 from mlops.errors import Interrupted, MlopsError, StoreError
 from mlops.settings import redact
@@ -53,6 +54,7 @@ def storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         with sqlite3.connect(path, timeout=60) as conn:  # WAL persists in the file
             conn.execute("PRAGMA journal_mode=WAL")
+        migrations.drop_leftovers(url)  # of an upgrade cut short (a full disk)
         kwargs = {"connect_args": {"timeout": 60}}
     else:
         kwargs = {"pool_pre_ping": True}

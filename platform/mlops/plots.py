@@ -1,7 +1,10 @@
-"""PNG plots for people: confusion matrix and learning curves (matplotlib, Agg backend)."""
+"""Plots for people: the PNGs (confusion matrix or predicted against actual, learning
+curves; matplotlib, Agg backend) and the records of DVC's plots, whose fields are the same
+for a classifier and a regression, so dvc.yaml's static plot definitions fit both."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +49,41 @@ def confusion_matrix_png(matrix: np.ndarray, classes: list[Any], path: str | Pat
     _save(fig, path)
 
 
+def score_metric(history: list[dict[str, float]]) -> str:
+    """The validation score a learning curve shows: accuracy, or R² for a regression."""
+    return "val_accuracy" if history and "val_accuracy" in history[0] else "val_r2"
+
+
+def score_records(history: list[dict[str, float]]) -> list[dict[str, Any]]:
+    """One row per epoch, `{epoch, val_score, metric}`, for DVC's `val_score` plot."""
+    metric = score_metric(history)
+    return [{"epoch": h["epoch"], "val_score": h[metric], "metric": metric} for h in history]
+
+
+def binned_records(
+    actual: np.ndarray, predicted: np.ndarray, bins: int = 8
+) -> list[dict[str, str]]:
+    """Per-sample `{actual, predicted}` of a regression as quantile bins of the actual
+    values (labels like `3: 87.5-120` with an en dash, numbered so they sort in order), for DVC's
+    confusion template: where the predictions of each range of the target land."""
+    import numpy as np
+
+    bins = max(1, min(bins, 9))  # one digit: the labels sort as text
+    quantiles = np.linspace(0.0, 1.0, bins + 1)
+    edges = np.unique(np.quantile(actual, quantiles, method="inverted_cdf"))  # data values
+    if edges.size < 2:
+        edges = np.array([edges[0], edges[0]])
+    labels = [f"{i + 1}: {lo:.4g}–{hi:.4g}" for i, (lo, hi) in enumerate(pairwise(edges))]
+    inner = edges[1:-1]
+
+    def label(values: np.ndarray) -> list[str]:
+        return [labels[i] for i in np.searchsorted(inner, values, side="right").tolist()]
+
+    return [
+        {"actual": a, "predicted": p} for a, p in zip(label(actual), label(predicted), strict=True)
+    ]
+
+
 def learning_curves_png(history: list[dict[str, float]], path: str | Path) -> None:
     """Train/validation loss and the validation score (accuracy, or R²) per epoch."""
     import matplotlib
@@ -60,7 +98,7 @@ def learning_curves_png(history: list[dict[str, float]], path: str | Path) -> No
     left.set_xlabel("epoch")
     left.set_ylabel("loss")
     left.legend()
-    score = "val_accuracy" if "val_accuracy" in history[0] else "val_r2"
+    score = score_metric(history)
     right.plot(epochs, [h[score] for h in history], color="tab:green")
     right.set_xlabel("epoch")
     right.set_ylabel(score.replace("_", " "))

@@ -1,10 +1,11 @@
 """Store calls that ride out a short database outage.
 
-A call to MLflow's or Optuna's store that fails because the database went away (a
-PostgreSQL restart, a failover, a dropped connection) is retried with exponential
-backoff (0.2 s doubling to 5 s) for up to `MLOPS_STORE_RETRY_S` seconds (default 60),
-then fails as one `StoreError` naming the store, its password hidden. Each store method
-is one transaction, so re-running the whole call is safe. Anything else (a constraint,
+A call to MLflow's or Optuna's store, or a transaction on the platform database (the
+registry's and the schedules' tables: `mlops.db.retrying`), that fails because the
+database went away (a PostgreSQL restart, a failover, a dropped connection) is retried
+with exponential backoff (0.2 s doubling to 5 s) for up to `MLOPS_STORE_RETRY_S` seconds
+(default 60), then fails as one `StoreError` naming the store, its password hidden. Each
+store method is one transaction, so re-running the whole call is safe. Anything else (a constraint,
 bad input, a wrong password, a missing database) is raised at once, never retried.
 Importing this module imports no SQLAlchemy, MLflow or Optuna.
 """
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 
-from mlops.errors import MlopsError, StoreError, UserError
+from mlops.errors import MlopsError, StoreError, UserError, full_disk
 from mlops.settings import redact
 
 T = TypeVar("T")
@@ -28,6 +29,16 @@ FIRST_DELAY_S = 0.2
 MAX_DELAY_S = 5.0
 
 log = logging.getLogger("mlops.retry")
+
+
+class Unreachable(StoreError):
+    """A store call that failed because the store could not be reached (a connection
+    failure): `call` retries it. Raised by `mlops.db.session` once it rolled back."""
+
+    def __init__(self, message: str, detail: str) -> None:
+        super().__init__(message)
+        self.detail = detail  # the driver's first line, password hidden
+
 
 # Errors of the connection's driver that retrying cannot fix.
 _PERMANENT = re.compile(
@@ -100,7 +111,8 @@ def transient(exc: BaseException) -> bool:
     chain: list[BaseException] = []
     for e in _chain(exc):
         if isinstance(e, MlopsError):
-            return False  # already reported, e.g. by an inner retry that gave up
+            # Ours are final (e.g. an inner retry that gave up), but for a failed connection.
+            return isinstance(e, Unreachable)
         verdict = _connection_error(e)
         if verdict is not None:
             return verdict
@@ -129,7 +141,9 @@ def detail(exc: BaseException, url: str = "") -> str:
 
     text = ""
     for e in _chain(exc):
-        if isinstance(e, DBAPIError) and e.orig is not None:
+        if isinstance(e, Unreachable):
+            text = e.detail
+        elif isinstance(e, DBAPIError) and e.orig is not None:
             text = str(e.orig).strip()
         elif type(e).__module__.split(".")[0] in ("psycopg", "sqlite3"):
             text = str(e).strip()
@@ -178,6 +192,6 @@ def call(fn: Callable[[], T], store: str, url: str) -> T:
 
 def quiet_mlflow(record: logging.LogRecord) -> bool:
     """A logging filter for `mlflow.store.db.utils`: drop its traceback for an error we
-    retry (and report in one line ourselves)."""
+    retry, or for a full disk (each reported in one line by us)."""
     exc = record.exc_info[1] if record.exc_info else None
-    return not (exc is not None and transient(exc))
+    return not (exc is not None and (transient(exc) or full_disk(exc) is not None))

@@ -3,7 +3,8 @@
 Our own tables (the registry's, the schedules') carry their own Alembic revision in
 the platform database and upgrade themselves on first use; MLflow's tracking database
 and Optuna's storage have their own migrations, which MLflow and Optuna refuse to run
-implicitly on an old schema. `mlops db upgrade` runs them all (idempotent);
+implicitly on an old schema. `mlops db upgrade` runs them all (idempotent), after
+dropping what an interrupted batch migration left (`migrations.drop_leftovers`);
 `mlops doctor` reports each one's revision against the one this code expects.
 """
 
@@ -111,6 +112,8 @@ def upgrade(settings: Settings) -> list[tuple[Schema, Schema]]:
         from mlops.errors import StoreError
 
         raise StoreError(unreachable[0])
+    for url in dict.fromkeys(s.url for s in before):  # what an interrupted upgrade left
+        migrations.drop_leftovers(url)
     if not settings.tracking_uri.startswith(("http://", "https://")):
         from mlflow.store.db.utils import _upgrade_db
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mlops import retry
+from mlops import migrations, retry
 from mlops.config import Settings, redact
 from mlops.errors import Interrupted, StoreError, UserError
 from mlops.owners import Owner
@@ -52,6 +52,7 @@ def connect(settings: Settings) -> None:
         Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
             parents=True, exist_ok=True
         )
+        migrations.drop_leftovers(settings.tracking_uri)  # of a first use cut short
     retry.budget_s()  # a bad MLOPS_STORE_RETRY_S is refused before any work
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # MLflow logs a traceback for every failed attempt; we log one line per outage.

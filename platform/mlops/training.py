@@ -111,7 +111,7 @@ def check_metric(task: str, metric: str) -> None:
     if metric not in known:
         raise UserError(
             f"train.early_stopping.metric = {metric}: not a {task} metric "
-            f"(use one of {', '.join(known)})"
+            f"(use one of {', '.join(known)}; the task is data.task, auto: from the target)"
         )
 
 

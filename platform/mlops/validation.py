@@ -27,8 +27,20 @@ def _check(name: str, passed: bool, value: Any, threshold: Any, detail: str) -> 
     return Check(name=name, passed=bool(passed), value=value, threshold=threshold, detail=detail)
 
 
+def _task_hint(schema: Schema) -> str:
+    """For a numeric target read as classes: how to read it as a quantity instead."""
+    dtype = schema.dtypes.get("target", "").lower()
+    if not dtype.startswith(("int", "uint")):
+        return ""
+    return (
+        f"; the integer target {schema.target!r} is read as classes "
+        "(set data.task: regression if it is a quantity)"
+    )
+
+
 def _label_checks(counts: pd.Series, schema: Schema, params: ValidateParams) -> list[Check]:
     checks: list[Check] = []
+    hint = _task_hint(schema)
     known = {str(c) for c in schema.classes}
     unknown = sorted(set(counts.index) - known)
     n_classes = int(counts.size)
@@ -40,7 +52,8 @@ def _label_checks(counts: pd.Series, schema: Schema, params: ValidateParams) -> 
             f"2..{params.max_classes} classes, all known to the schema",
             f"{n_classes} classes"
             + (f"; labels not in schema: {unknown[:5]}" if unknown else "")
-            + ("; a classifier needs at least 2" if n_classes < 2 else ""),
+            + ("; a classifier needs at least 2" if n_classes < 2 else "")
+            + (hint if n_classes > params.max_classes else ""),
         )
     )
     smallest = int(counts.min()) if n_classes else 0
@@ -56,7 +69,8 @@ def _label_checks(counts: pd.Series, schema: Schema, params: ValidateParams) -> 
                 f"; too few rows for {', '.join(map(str, rare.index[:5]))}"
                 if not rare.empty
                 else ""
-            ),
+            )
+            + (hint if not rare.empty else ""),
         )
     )
     return checks

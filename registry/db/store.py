@@ -149,6 +149,7 @@ def _entry_row(entry: Entry) -> Any:
     )
 
 
+@db.retrying  # each method, one transaction, rides out a short outage
 class RegistryStore:
     """The registry's tables in the database at `url` (created on first use)."""
 

@@ -89,3 +89,16 @@ def point_at_file(project: Path, file: str, target: str, name: str | None = None
     if name is not None:
         text = text.replace("name: digits", f"name: {name}", 1)
     path.write_text(text)
+
+
+def assert_plots(data: dict[str, Any], epochs: int, score: str) -> None:
+    """`dvc plots show --json`'s data holds the plots of either task, none of them empty:
+    the losses and the validation score per epoch, the confusion matrix (of classes, or of
+    the target's bins for a regression) and the two images."""
+    for name in ("losses", "val_score", "reports/confusion.json"):
+        assert [p["type"] for p in data.get(name, [])] == ["vega"], name
+        assert data[name][0]["content"]["data"]["values"], f"{name}: no data"
+    scores = data["val_score"][0]["content"]["data"]["values"]
+    assert len(scores) == epochs and all(v["metric"] == score for v in scores), scores[:2]
+    for name in ("reports/plots/test_predictions.png", "reports/plots/learning_curves.png"):
+        assert [p["type"] for p in data.get(name, [])] == ["image"], name

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from registry.registration import version_info
-from tests.e2e.project import dvc_outs, run
+from tests.e2e.project import assert_plots, dvc_outs, run
 
 pytestmark = pytest.mark.e2e
 
@@ -36,9 +36,10 @@ def test_outputs_and_dvc_metrics(pipeline: Path) -> None:
     assert "test.accuracy" in json.dumps(shown.stdout) or '"accuracy"' in shown.stdout
     plots = run(["dvc", "plots", "show", "--json"], pipeline)
     assert plots.returncode == 0, plots.stderr
-    rendered = json.loads(plots.stdout)["data"]
-    assert "reports/confusion.json" in rendered
-    assert "reports/plots/test_predictions.png" in rendered
+    assert "WARNING" not in plots.stderr, plots.stderr
+    shown = json.loads(plots.stdout)
+    assert not shown.get("errors"), shown.get("errors")
+    assert_plots(shown["data"], epochs=40, score="val_accuracy")
 
 
 def test_every_stage_logged_and_linked(
@@ -77,6 +78,7 @@ def test_registered_version_carries_lineage(
     head = run(["git", "rev-parse", "HEAD"], pipeline).stdout.strip()
     assert tags["mlops.git_commit"] == head
     assert tags["mlops.git_dirty"] == "false"
+    assert not [k for k in tags if k.startswith("mlops.dvc_exp.")]  # not an experiment
     outs = dvc_outs(pipeline)
     for part in ("train", "val", "test"):
         assert tags[f"mlops.data.{part}.md5"] == outs[f"data/split/{part}.parquet"]
@@ -162,3 +164,12 @@ def test_temp_experiment_logs_into_the_workspace_store(
     assert [r.data.tags["mlops.stage"] for r in seeded] == ["train"]
     assert seeded[0].info.status == "FINISHED"
     assert not list((pipeline / ".dvc" / "tmp").glob("exps/**/.mlops"))
+    # The version it registered names the experiment, which ran in a copy of the workspace.
+    tags = version_info(client.get_model_version("digits", "2").tags)
+    assert tags["mlops.dvc_exp.name"] and tags["mlops.dvc_exp.ref"].endswith(
+        "/" + tags["mlops.dvc_exp.name"]
+    )
+    assert json.loads(tags["mlops.dvc_exp.params"]) == {"train.seed": 7}
+    assert tags["mlops.git_dirty"] == "false"
+    listed = run(["dvc", "exp", "list", "--name-only"], pipeline).stdout.split()
+    assert tags["mlops.dvc_exp.name"] in listed

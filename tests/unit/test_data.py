@@ -141,11 +141,51 @@ def test_continuous_target_is_data_error_when_classification_is_forced() -> None
     assert "continuous" in str(info.value)
 
 
-def test_integral_float_target_is_accepted() -> None:
-    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "target": [1.0, 0.0, 1.0, np.nan]})
+def test_float_target_with_whole_values_is_regression() -> None:
+    # The diabetes target (151.0, 75.0, ...): a float column is a quantity, not 214 classes.
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "target": [151.0, 75.0, 141.0, 206.0]})
     schema = infer_schema(frame, "x.csv", "target")
+    assert schema.task == "regression" and schema.classes == []
+    assert frame["target"].dtype == np.float64
+
+
+def test_integral_float_target_is_classes_when_forced() -> None:
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "target": [1.0, 0.0, 1.0, np.nan]})
+    schema = infer_schema(frame, "x.csv", "target", task="classification")
     assert schema.classes == [0, 1]
     assert all(type(c) is int for c in schema.classes)
+
+
+@pytest.mark.parametrize(
+    ("values", "classes"),
+    [
+        ([1, 0, 1, 0], [0, 1]),
+        (["b", "a", "b", "a"], ["a", "b"]),
+        ([True, False, True, False], [False, True]),
+    ],
+)
+def test_integers_strings_and_booleans_are_classes(values: list, classes: list) -> None:
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "target": values})
+    schema = infer_schema(frame, "x.csv", "target")
+    assert schema.task == "classification" and schema.classes == classes
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_integer_labels_with_a_missing_value_stay_classes(tmp_path: Path, suffix: str) -> None:
+    # A missing label makes pandas read integer labels as floats: they are still classes.
+    frame = pd.DataFrame({"a": [0.5, 1.5, 2.5, 3.5], "y": pd.array([1, 0, None, 2], "Int64")})
+    path = tmp_path / f"d.{suffix}"
+    frame.to_csv(path, index=False) if suffix == "csv" else frame.to_parquet(path)
+    loaded = load_source(path.name, "y", tmp_path)
+    schema = infer_schema(loaded, path.name, "y")
+    assert schema.task == "classification" and schema.classes == [0, 1, 2]
+    assert loaded["target"].isna().sum() == 1
+
+
+def test_regression_of_a_text_target_names_data_task() -> None:
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "target": ["x", "y", "z"]})
+    with pytest.raises(DataError, match=r"data\.task = regression: the target 'label'"):
+        infer_schema(frame, "x.csv", "label", task="regression")
 
 
 def test_subsample_none_or_large_keeps_everything(digits: pd.DataFrame) -> None:

@@ -76,3 +76,37 @@ def test_interrupted_is_not_an_exception() -> None:
     assert error.signum == 15
     assert not isinstance(error, Exception)
     assert "15" in str(error)
+
+
+def test_full_disk_is_found_however_it_is_wrapped() -> None:
+    import errno
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import OperationalError
+
+    from mlops.errors import full_disk
+
+    assert full_disk(OSError(errno.ENOSPC, "No space left on device", "/m/x")) == (
+        "no space left on the device writing /m/x: free some space and run the command again"
+    )
+    assert full_disk(OSError(errno.EDQUOT, "Disk quota exceeded")) is not None
+    # MLflow keeps only the text of SQLAlchemy's error, which wraps SQLite's.
+    driver = sqlite3.OperationalError("database or disk is full")
+    wrapped = OperationalError("INSERT INTO runs ...", {}, driver)
+    try:
+        try:
+            raise wrapped
+        except OperationalError as exc:
+            raise MlflowException(str(exc)) from None  # the chain is cut, the text stays
+    except MlflowException as exc:
+        assert full_disk(exc) is not None
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("while logging") from None
+    except RuntimeError as exc:
+        assert full_disk(exc) is not None  # found in the context of what was raised
+    assert full_disk(ValueError("bad value")) is None
+    assert full_disk(OSError(errno.EACCES, "Permission denied")) is None

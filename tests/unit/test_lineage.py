@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -10,7 +11,17 @@ from pathlib import Path
 import pytest
 
 from mlops.config import Params
-from mlops.lineage import data_hashes, dvc_md5, git_commit, git_dirty, params_hash
+from mlops.lineage import (
+    EXP_BASELINE_ENV,
+    EXP_NAME_ENV,
+    data_hashes,
+    dvc_md5,
+    git_commit,
+    git_dirty,
+    lineage_tags,
+    params_diff,
+    params_hash,
+)
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "t",
@@ -148,3 +159,55 @@ def test_outside_a_repo_is_not_dirty(tmp_path: Path, monkeypatch: pytest.MonkeyP
     plain = tmp_path / "plain"
     plain.mkdir()
     assert git_dirty(plain) is False
+
+
+def test_params_diff_names_dotted_keys_with_their_new_values() -> None:
+    before = {"train": {"epochs": 60, "seed": 1, "model": {"mlp": {"sizes": [64]}}}, "a": 1}
+    after = {"train": {"epochs": 5, "seed": True, "model": {"mlp": {"sizes": [64, 32]}}}}
+    assert params_diff(before, after) == {
+        "a": None,  # removed
+        "train.epochs": 5,
+        "train.model.mlp.sizes": [64, 32],
+        "train.seed": True,  # 1 == True in Python, not in params
+    }
+    assert params_diff(after, after) == {}
+
+
+def _exp_env(repo: Path, name: str = "lucky-seed") -> dict[str, str]:
+    return {EXP_NAME_ENV: name, EXP_BASELINE_ENV: _git(repo, "rev-parse", "HEAD")}
+
+
+def test_lineage_of_a_dvc_experiment(repo: Path) -> None:
+    params = repo / "params.yaml"
+    params.write_text("train:\n  epochs: 60  # a comment\n  seed: 42\n")
+    _git(repo, "add", "params.yaml")
+    _git(repo, "commit", "-q", "-m", "params")
+    head = _git(repo, "rev-parse", "HEAD")
+    params.write_text("train:\n  epochs: 5\n  seed: 42\n")  # what `dvc exp run -S` does
+    tags = lineage_tags(repo, {"x": 1}, params, _exp_env(repo))
+    assert (
+        tags
+        == {
+            "mlops.git_commit": head,
+            "mlops.git_dirty": "false",  # params.yaml's change is recorded below
+            "mlops.params_hash": params_hash({"x": 1}),
+            "mlops.dvc_exp.name": "lucky-seed",
+            "mlops.dvc_exp.ref": f"refs/exps/{head[:2]}/{head[2:]}/lucky-seed",
+            "mlops.dvc_exp.params": '{"train.epochs": 5}',
+        }
+    )
+    (repo / "code.py").write_text("x = 5\n")  # code changed too: the experiment holds it
+    assert lineage_tags(repo, {}, params, _exp_env(repo))["mlops.git_dirty"] == "true"
+
+
+def test_lineage_outside_an_experiment_has_no_experiment_tags(repo: Path) -> None:
+    (repo / "params.yaml").write_text("train: {epochs: 5}\n")
+    tags = lineage_tags(repo, {}, repo / "params.yaml", env={})
+    assert set(tags) == {"mlops.git_commit", "mlops.git_dirty", "mlops.params_hash"}
+    assert tags["mlops.git_commit"] == _git(repo, "rev-parse", "HEAD")
+
+
+def test_experiment_params_against_a_baseline_without_params_yaml(repo: Path) -> None:
+    (repo / "params.yaml").write_text("train: {epochs: 5}\n")  # untracked in the baseline
+    tags = lineage_tags(repo, {}, repo / "params.yaml", _exp_env(repo))
+    assert json.loads(tags["mlops.dvc_exp.params"]) == {"train.epochs": 5}

@@ -29,7 +29,8 @@ def test_continuous_target_is_regression_in_auto_mode() -> None:
 
 def test_task_can_be_forced() -> None:
     frame = _frame(np.arange(40, dtype=float) % 4)
-    assert infer_schema(frame.copy(), "x.csv", "y").task == "classification"
+    assert infer_schema(frame.copy(), "x.csv", "y").task == "regression"
+    assert infer_schema(frame.copy(), "x.csv", "y", task="classification").task == "classification"
     assert infer_schema(frame.copy(), "x.csv", "y", task="regression").task == "regression"
     with pytest.raises(DataError, match=r"data\.task"):
         infer_schema(_frame(np.linspace(0.5, 9.7, 40)), "x.csv", "y", task="classification")
@@ -51,8 +52,9 @@ def test_regression_metric_choice_is_checked() -> None:
     check_metric("classification", "val_f1_macro")
     with pytest.raises(UserError, match="val_accuracy: not a regression metric"):
         check_metric("regression", "val_accuracy")
-    with pytest.raises(UserError, match="not a classification metric"):
+    with pytest.raises(UserError, match="not a classification metric") as info:
         check_metric("classification", "val_rmse")
+    assert "data.task" in str(info.value)  # where the task comes from, and how to change it
 
 
 def test_regression_model_learns_in_target_units() -> None:

@@ -149,3 +149,15 @@ def test_a_tracking_server_answering_503_is_transient() -> None:
     assert retry.transient(MlflowException("db down", error_code=TEMPORARILY_UNAVAILABLE))
     # MLflow's SQL store says the same of a locked SQLite file: not an outage.
     assert not retry.transient(_mlflow(_wrapped(sqlite3.OperationalError("database is locked"))))
+
+
+def test_a_platform_database_transaction_that_could_not_connect_is_retried() -> None:
+    from mlops import db
+
+    url = "postgresql://mlops:s3cret@db.example:5432/mlops"
+    lost = db.failure(url, _wrapped(psycopg.OperationalError(REFUSED)))
+    assert isinstance(lost, retry.Unreachable) and retry.transient(lost)
+    assert str(lost).startswith("database postgresql://mlops:***@db.example:5432/mlops: ")
+    assert retry.detail(lost, url) == REFUSED
+    local = db.failure("sqlite:///x.db", _wrapped(sqlite3.OperationalError("disk I/O error")))
+    assert type(local) is StoreError and not retry.transient(local)

@@ -164,3 +164,24 @@ def test_failure_summary_names_each_failed_check(digits: pd.DataFrame, schema: S
     for name in CHECK_NAMES - failed:
         assert f"{name}:" not in summary
     assert summary.count(";") >= len(failed) - 1
+
+
+def test_integer_target_read_as_classes_points_at_data_task() -> None:
+    # An integer quantity (a price in whole euros) is read as classes; the failure says
+    # how to read it as a regression target instead.
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=200), "target": rng.integers(100, 900, 200)})
+    schema = infer_schema(frame, "prices.csv", "price")
+    report = validate_frame(frame, schema, ValidateParams())
+    assert "labels.min_rows_per_class" in _failed(report)
+    summary = failure_summary(report)
+    assert "data.task: regression" in summary and "\n" not in summary
+
+
+def test_text_labels_with_a_rare_class_do_not_suggest_regression(
+    digits: pd.DataFrame, schema: Schema
+) -> None:
+    frame = pd.DataFrame({"a": np.arange(21.0), "target": ["x"] * 20 + ["y"]})
+    report = validate_frame(frame, infer_schema(frame, "t.csv", "y"), ValidateParams())
+    assert "labels.min_rows_per_class" in _failed(report)
+    assert "data.task" not in failure_summary(report)

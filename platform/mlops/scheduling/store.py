@@ -116,6 +116,7 @@ def _new_run(schedule: Schedule, kind: str, status: str, fire_time: float | None
     )  # fmt: skip
 
 
+@db.retrying  # each method, one transaction, rides out a short outage
 class ScheduleStore:
     """The scheduling tables in the database at `url` (created on first use)."""
 

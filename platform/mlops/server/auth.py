@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mlops import safe_yaml
 from mlops.errors import MlopsError, UserError
 from mlops.io import write_bytes, write_json
 from mlops.server import gate
@@ -112,12 +112,9 @@ def load(path: Path) -> AuthConfig:
     """Read and check the users file; every problem is one `UserError` line naming it."""
     from mlops.params_file import _describe
 
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found (--auth-config)") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise UserError(f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
+    if not path.exists():
+        raise UserError(f"{path}: file not found (--auth-config)")
+    data = safe_yaml.load(path)  # a regular file, size, nesting and aliases bounded
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping with admin, users")
     try:
