@@ -37,7 +37,7 @@ def evaluate(ctx: StageContext) -> None:
     tracking.connect(ctx.settings)
     parent = tracking.find_run_by_tag(ctx.experiment, tracking.TAG_MODEL_SHA, sha, "train")
     tags = {tracking.TAG_MODEL_SHA: sha}
-    with tracking.stage_run(ctx.settings, ctx.experiment, "evaluate", parent, tags):
+    with tracking.stage_run(ctx.settings, ctx.experiment, "evaluate", parent, tags) as run_id:
         if spec.task == "regression":
             pred = predict_values(model, x_test)
             test = regression_metrics(y_test, pred)
@@ -64,6 +64,12 @@ def evaluate(ctx: StageContext) -> None:
         tracking.log_artifacts(
             paths.METRICS, paths.PREDICTIONS_PNG, paths.CURVES_PNG, artifact_path="evaluation"
         )
+        key = ctx.params.evaluate.primary_metric
+        key = key if key in test else ("rmse" if spec.task == "regression" else "accuracy")
+        scored = f"{spec.family} · test {key} {test[key]:.4f}"
+        tracking.describe_run(run_id, f"evaluate {scored}")
+        if parent:  # the train run reads best in the runs list by what it scored on test
+            tracking.describe_run(parent, f"train {scored}")
         print(f"evaluate: {headline} on {int(test['n_samples'])} rows -> {paths.METRICS}")
 
 

@@ -15,7 +15,7 @@ def ingest(ctx: StageContext) -> None:
     """Load, subsample if asked, and write the raw data set and its schema."""
     p = ctx.params.data
     check_source(p.source, Path.cwd())
-    with tracking.stage_run(ctx.settings, ctx.experiment, "ingest"):
+    with tracking.stage_run(ctx.settings, ctx.experiment, "ingest") as run_id:
         tracking.log_params(p.model_dump(mode="json"), prefix="data")
         frame = subsample(load_source(p.source, p.target, Path.cwd()), p.max_rows, p.seed)
         schema = infer_schema(frame, p.source, p.target, p.input_shape, p.task)
@@ -27,6 +27,8 @@ def ingest(ctx: StageContext) -> None:
         tracking.set_tags({"mlops.data.raw.md5": dvc_md5(paths.RAW)})
         tracking.log_artifacts(paths.SCHEMA)
         kind = f"{len(schema.classes)} classes" if schema.classes else "a regression target"
+        what = f"ingest {len(frame)} rows · {len(schema.features)} features · {kind}"
+        tracking.describe_run(run_id, what)
         print(
             f"ingest: {len(frame)} rows, {len(schema.features)} features, {kind} "
             f"(data.task: {p.task}) -> {paths.RAW}"

@@ -18,7 +18,7 @@ def split(ctx: StageContext) -> None:
         raise DataError(f"{paths.VALIDATION}: the data did not pass validation")
     frame = read_parquet(paths.RAW)
     task = Schema.load(paths.SCHEMA).task
-    with tracking.stage_run(ctx.settings, ctx.experiment, "split"):
+    with tracking.stage_run(ctx.settings, ctx.experiment, "split") as run_id:
         tracking.log_params(ctx.params.split.model_dump(mode="json"), prefix="split")
         parts = dict(
             zip(paths.SPLITS, stratified_split(frame, ctx.params.split, task), strict=True)
@@ -28,6 +28,8 @@ def split(ctx: StageContext) -> None:
         tracking.log_metrics({f"rows_{name}": len(part) for name, part in parts.items()})
         tracking.set_tags({f"mlops.data.{n}.md5": dvc_md5(p) for n, p in paths.SPLITS.items()})
         sizes = ", ".join(f"{name} {len(part)}" for name, part in parts.items())
+        counts = "/".join(str(len(part)) for part in parts.values())
+        tracking.describe_run(run_id, f"split {counts} rows (train/val/test)")
         print(f"split: {sizes}")
 
 

@@ -15,12 +15,15 @@ def validate(ctx: StageContext) -> None:
     """Run every check, write `reports/validation.json`, raise when a check fails."""
     schema = Schema.load(paths.SCHEMA)
     frame = read_parquet(paths.RAW)
-    with tracking.stage_run(ctx.settings, ctx.experiment, "validate"):
+    with tracking.stage_run(ctx.settings, ctx.experiment, "validate") as run_id:
         tracking.log_params(ctx.params.validate_.model_dump(mode="json"), prefix="validate")
         report = validate_frame(frame, schema, ctx.params.validate_)
         write_json(paths.VALIDATION, report)
         tracking.log_artifacts(paths.VALIDATION)
         tracking.log_metrics({"checks_failed": sum(not c["passed"] for c in report["checks"])})
+        failed = [c["name"] for c in report["checks"] if not c["passed"]]
+        verdict = f"failed {', '.join(failed)}" if failed else "passed"
+        tracking.describe_run(run_id, f"validate {verdict} · {report['n_rows']} rows")
         if not report["passed"]:
             raise DataError(f"data unusable ({paths.VALIDATION}): {failure_summary(report)}")
         print(f"validate: {len(report['checks'])} checks passed on {report['n_rows']} rows")

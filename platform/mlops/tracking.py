@@ -55,6 +55,8 @@ def connect(settings: Settings) -> None:
         migrations.drop_leftovers(settings.tracking_uri)  # of a first use cut short
     retry.budget_s()  # a bad MLOPS_STORE_RETRY_S is refused before any work
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # "Creating initial MLflow database tables…": not news to the person running a stage.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     # MLflow logs a traceback for every failed attempt; we log one line per outage.
     logging.getLogger("mlflow.store.db.utils").addFilter(retry.quiet_mlflow)
     # Our commands print their own progress; MLflow's per-download bars are noise.

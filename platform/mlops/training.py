@@ -103,14 +103,14 @@ REGRESSION_METRICS = ("val_loss", "val_rmse", "val_mae", "val_r2")
 CLASSIFICATION_METRICS = ("val_loss", "val_accuracy", "val_f1_macro")
 
 
-def check_metric(task: str, metric: str) -> None:
-    """Refuse an early-stopping metric the task does not produce (one line, exit 2)."""
+def check_metric(task: str, metric: str, key: str = "train.early_stopping.metric") -> None:
+    """Refuse a metric the task does not produce (one line naming `key`, exit 2)."""
     from mlops.errors import UserError
 
     known = REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
     if metric not in known:
         raise UserError(
-            f"train.early_stopping.metric = {metric}: not a {task} metric "
+            f"{key} = {metric}: not a {task} metric "
             f"(use one of {', '.join(known)}; the task is data.task, auto: from the target)"
         )
 

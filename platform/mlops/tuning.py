@@ -126,7 +126,7 @@ def objective(job: Job, data: Data) -> Callable[[optuna.Trial], float]:
     p = job.params
     metric = p.tune.metric
     schema = data.schema
-    check_metric(schema.task, metric)
+    check_metric(schema.task, metric, "tune.metric")
 
     def run(trial: optuna.Trial) -> float:
         values = suggest(trial, p.tune.space, p.train.model.family)

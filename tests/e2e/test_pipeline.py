@@ -104,7 +104,11 @@ def test_runs_read_well_in_the_mlflow_ui(
     head = run(["git", "rev-parse", "HEAD"], pipeline).stdout.strip()[:7]
     names = {stage: r.info.run_name for stage, r in runs.items()}
     assert all(name.endswith(f" · {head}") for name in names.values()), names
-    assert re.fullmatch(rf"train mlp · val_loss \d\.\d{{4}} · {head}", names["train"]), names
+    assert re.fullmatch(rf"train mlp · test accuracy 0\.\d{{4}} · {head}", names["train"]), names
+    assert names["evaluate"] == names["train"].replace("train", "evaluate", 1)
+    assert re.fullmatch(rf"ingest 600 rows · 64 features · 10 classes · {head}", names["ingest"])
+    assert names["validate"] == f"validate passed · 600 rows · {head}"
+    assert re.fullmatch(rf"split \d+/\d+/90 rows \(train/val/test\) · {head}", names["split"])
     assert names["register"] == f"register digits v1 · {head}"
     assert len(set(names.values())) == len(names)
     train_note = runs["train"].data.tags["mlflow.note.content"]

@@ -84,3 +84,22 @@ def test_regression_model_learns_in_target_units() -> None:
     pred = predict_values(result.model, xs[300:])
     assert pred.shape == (100,)
     assert regression_metrics(ys[300:], pred)["r2"] == pytest.approx(metrics["val_r2"], abs=1e-4)
+
+
+def test_a_sweep_names_its_own_metric_key_when_the_task_lacks_it(tmp_path: object) -> None:
+    """tune.metric = val_accuracy on a regression: the line names tune.metric, not the
+    early-stopping key the user never set."""
+    from pathlib import Path
+
+    from mlops.config import Settings
+    from mlops.errors import UserError
+    from mlops.params_file import parse_params
+    from mlops.tuning import Data, Job, objective
+
+    frame = pd.DataFrame({"a": np.arange(40.0), "target": np.linspace(0.5, 9.5, 40)})
+    schema = infer_schema(frame, "x.csv", "target", task="regression")
+    x, y = features_and_target(frame, schema)
+    params = parse_params({"tune": {"metric": "val_accuracy"}})
+    settings = Settings.from_env(env={}, cwd=Path(str(tmp_path)))
+    with pytest.raises(UserError, match=r"^tune\.metric = val_accuracy: not a regression metric"):
+        objective(Job(settings, params, "s"), Data(schema, (x, y), (x, y)))
