@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sklearn.datasets import load_wine
 
+from registry.registration import version_info
 from tests.e2e.project import copy_repo, point_at_file, run
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +38,7 @@ def test_csv_through_the_pipeline(tmp_path: Path, mlflow_client: Callable[[Path]
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert metrics["test"]["accuracy"] >= 0.9
     version = mlflow_client(project).get_model_version("wine", "1")
-    assert version.tags["mlops.metric.test_accuracy"]
+    assert version_info(version.tags)["mlops.metric.test_accuracy"]
 
 
 def test_unusable_csv_fails_validate_with_one_line(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from mlops.registry_params import NO_STAGE
 from mlops.scheduling.store import ScheduleStore
+from registry.registration import version_info
 from tests.e2e.project import clean_env, run
 from tests.integration import sweep_project as sp
 
@@ -125,7 +126,7 @@ def test_scheduler_on_the_real_clock_registers_a_challenger(
     assert version.tags["mlops.role"] == "challenger"
     assert version.tags["mlops.stage"] == NO_STAGE
     assert version.tags["mlops.challenger_of"] == f"schedule nightly run {entry['id']}"
-    assert version.tags["mlops.data.train.md5"] == entry["data_version"]["train"]
+    assert version_info(version.tags)["mlops.data.train.md5"] == entry["data_version"]["train"]
     assert not version.aliases  # never promoted
     assert not client.get_registered_model("digits").aliases
     sweep = client.get_run(entry["mlflow_run_id"])

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from registry.registration import version_info
 from tests.e2e.project import clean_env, copy_repo, point_at_file, run
 
 pytestmark = pytest.mark.e2e
@@ -122,9 +123,9 @@ def test_family_through_dvc_exp_run(
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     client = mlflow_client(project)
     versions = client.search_model_versions("name = 'digits'")
-    mine = [v for v in versions if v.tags.get("mlops.family") == family]
+    mine = [v for v in versions if version_info(v.tags).get("mlops.family") == family]
     assert len(mine) == 1
-    assert float(mine[0].tags["mlops.metric.test_accuracy"]) > 0.8
+    assert float(version_info(mine[0].tags)["mlops.metric.test_accuracy"]) > 0.8
 
 
 def test_cnn_on_tabular_data_is_refused_with_one_line(

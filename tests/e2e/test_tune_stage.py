@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from registry.registration import version_info
 from tests.e2e.project import REPO, SLICE, copy_repo, run
 
 pytestmark = pytest.mark.e2e
@@ -162,8 +163,9 @@ def test_train_applies_best_values_and_lineage_records_the_trial(
     assert train.data.tags["mlops.optuna.trial"] == str(best["trial"])
 
     mv = client.get_model_version("digits", "1")
-    assert mv.tags["mlops.optuna.study"] == best["study"]
-    assert mv.tags["mlops.optuna.trial"] == str(best["trial"])
+    lineage = version_info(mv.tags)
+    assert lineage["mlops.optuna.study"] == best["study"]
+    assert lineage["mlops.optuna.trial"] == str(best["trial"])
     lineage = _lineage(tuned)
     assert lineage["optuna_study"] == best["study"]
     assert str(lineage["optuna_trial"]) == str(best["trial"])

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from registry.registration import version_info
 from tests.e2e.project import REPO, clean_env, run
 
 if TYPE_CHECKING:
@@ -78,14 +79,15 @@ def _expected(url: str) -> dict[str, Any]:
     """What the server's REST API says the pages must show."""
     experiment = _api(url, "experiments/get-by-name", experiment_name=MODEL)["experiment"]
     runs = _api(url, "runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
-    names = {
-        run["info"]["run_name"]
-        for run in runs
-        if any(t["key"] == "mlops.stage" for t in run["data"].get("tags", []))
-    }
+    names = {}  # stage → the run's name, as the runs list shows it
+    for found in runs:
+        tags = {t["key"]: t["value"] for t in found["data"].get("tags", [])}
+        if "mlops.stage" in tags:
+            names[tags["mlops.stage"]] = found["info"]["run_name"]
     model = _api(url, "registered-models/get", name=MODEL)["registered_model"]
     version = _api(url, "model-versions/get", name=MODEL, version="1")["model_version"]
-    train_id = next(t["value"] for t in version["tags"] if t["key"] == "mlops.train_run_id")
+    tags = {t["key"]: t["value"] for t in version["tags"]}
+    train_id = version_info(tags)["mlops.train_run_id"]
     train = _api(url, "runs/get", run_id=train_id)["run"]
     metric = next(m["value"] for m in train["data"]["metrics"] if m["key"] == METRIC)
     return {
@@ -110,7 +112,7 @@ def _runs_page(page: Page, url: str, want: dict[str, Any], shot: Path) -> None:
     def link(name: str) -> Any:
         return page.get_by_role("link", name=name, exact=True)
 
-    expect(link("train").first, f"the runs table ({shot})").to_be_visible()
+    expect(link(want["run_names"]["train"]).first, f"the runs table ({shot})").to_be_visible()
     dataset = page.get_by_role("columnheader", name="Dataset", exact=True)
     hidden = ["Dataset"] if dataset.count() else []
     page.get_by_role("button", name="Columns").click()
@@ -118,13 +120,13 @@ def _runs_page(page: Page, url: str, want: dict[str, Any], shot: Path) -> None:
         page.get_by_placeholder("Search columns").fill(name)
         page.get_by_test_id("column-selector-tree").get_by_text(name, exact=True).click()
     page.keyboard.press("Escape")
-    trains = page.get_by_role("row").filter(has=link("train"))
+    trains = page.get_by_role("row").filter(has=link(want["run_names"]["train"]))
     for i in range(trains.count()):
         expand = trains.nth(i).get_by_role("button")  # the +/- of its child runs
         if expand.count():
             expand.first.click()
     page.evaluate("document.activeElement && document.activeElement.blur()")
-    for name in sorted(want["run_names"]):
+    for name in sorted(want["run_names"].values()):
         expect(link(name).first, f"run {name} in the runs table ({shot})").to_be_visible()
     for name in METRICS:
         header = page.get_by_role("columnheader", name=name, exact=True).first
@@ -186,7 +188,9 @@ def check_ui(browser: Browser, url: str, label: str) -> list[Path]:
     would, asserting what each page shows against the REST API. Every page is saved as
     `<artifacts>/<label>-<page>.png`, also when its check fails; returns the paths."""
     want = _expected(url)
-    assert want["run_names"] == STAGES, want["run_names"]
+    assert set(want["run_names"]) == STAGES, want["run_names"]
+    # each run reads in the list: what it did, then the commit it ran at
+    assert all(name.startswith(stage + " ") for stage, name in want["run_names"].items())
     assert want["aliases"], f"{MODEL} version 1 has no alias to look for"
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     context.add_init_script(QUIET_UI)

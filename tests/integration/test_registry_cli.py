@@ -272,7 +272,8 @@ def test_sync_json(gated: tuple[Context, list[RegisteredVersion]], flow: dict[st
     ctx, _ = gated
     before = state(ctx)
     synced = as_json(mlops(ctx.settings.root, "sync", MODEL, "--json"))
-    assert synced == {"model": MODEL, "added": 0, "holders": {"production": 1, "staging": 2}}
+    holders = {"production": 1, "staging": 2}
+    assert synced == {"model": MODEL, "added": 0, "refused": [], "holders": holders}
     assert state(ctx) == before
 
 

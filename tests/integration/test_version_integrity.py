@@ -150,15 +150,25 @@ def _signature(text: str) -> str:
         ("artifacts/model.json", _shift_mean),
         ("artifacts/model.json", _swap_classes),
         ("MLmodel", _signature),
+        ("mlops_model.py", lambda text: text + "\nimport os\n"),
     ],
 )
-def test_an_edited_file_is_refused_by_every_door(
+def test_an_edited_file_is_refused_when_loaded(
     project: dict[str, Any], file: str, change: Any, tmp_path: Path
 ) -> None:
+    ctx = project["ctx"]
+    version = resolve(ctx, MODEL, Ref(version=1))
+    with (
+        edited(version_folder(ctx, 1) / file, change),
+        pytest.raises(DataError, match=file.replace(".", r"\.")),
+    ):
+        fetch(ctx, version, tmp_path)
+
+
+def test_an_edited_file_is_refused_by_every_door(project: dict[str, Any]) -> None:
     root, ctx = project["root"], project["ctx"]
-    with edited(version_folder(ctx, 1) / file, change):
-        with pytest.raises(DataError, match=file.replace(".", r"\.")):
-            fetch(ctx, resolve(ctx, MODEL, Ref(version=1)), tmp_path)
+    file = "artifacts/model.json"
+    with edited(version_folder(ctx, 1) / file, _swap_classes):
         for args in (
             ["export", f"{MODEL}@1", "--format", "onnx"],
             ["serve", f"{MODEL}@1", "--port", "0"],
@@ -176,18 +186,24 @@ def test_an_edited_file_is_refused_by_every_door(
 # --- sources outside the artifact store ------------------------------------------------------
 
 
-@pytest.mark.parametrize("source", ["/etc/ssl", "file:///etc", "/"])
-def test_a_source_outside_the_store_is_never_read(
+@pytest.mark.parametrize("source", ["file:///etc", "/", "../../../etc"])
+def test_a_source_outside_the_store_is_never_copied(
     project: dict[str, Any], source: str, tmp_path: Path
 ) -> None:
-    root, ctx = project["root"], project["ctx"]
+    ctx = project["ctx"]
     run_id = project["versions"][0].run_id
     forged = client(ctx).create_model_version(MODEL, source, run_id=run_id)
-    number = int(forged.version)
     dest = tmp_path / "dest"
     with pytest.raises(UserError, match="outside the artifact store"):
-        mlflow_port.download(MODEL, number, dest)
+        mlflow_port.download(MODEL, int(forged.version), dest)
     assert not dest.exists() or not any(dest.rglob("*"))  # nothing was copied
+
+
+def test_a_source_outside_the_store_is_never_read(project: dict[str, Any], tmp_path: Path) -> None:
+    root, ctx = project["root"], project["ctx"]
+    run_id = project["versions"][0].run_id
+    forged = client(ctx).create_model_version(MODEL, "/etc/ssl", run_id=run_id)
+    number = int(forged.version)
 
     done = cli(root, "registry", "sync", MODEL)
     assert done.returncode == 0, done.stderr
