@@ -30,8 +30,12 @@ run: install
 	dvc repro
 	mlops summary
 
+# The suite over the machine's cores (2 in CI), a whole test file per worker so that a
+# module's fixtures are built once: 23 min instead of 36 min serially on 2 cores.
+TEST_WORKERS ?= 2
+
 test: install lint browser
-	pytest
+	pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The browser tests (tests/e2e/test_ui_browser.py) drive the system Chromium: Playwright's
 # own browser download is not used. Installed here when missing (as root), else one line.
