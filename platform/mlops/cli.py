@@ -18,6 +18,7 @@ from typer._click import exceptions as click  # typer 0.29 vendors click's excep
 
 from mlops import __version__, console
 from mlops.errors import Interrupted, MlopsError, UserError, full_disk
+from mlops.exposure import open_ui_warning
 
 app = typer.Typer(
     name="mlops",
@@ -179,6 +180,11 @@ def ui(
 
     settings = Settings.from_env()
     port = port or server.free_port(host)
+    exposed = open_ui_warning(
+        "the MLflow UI", host, port, "read, change and delete every run, model and artifact"
+    )
+    if exposed is not None:
+        console.warning(exposed)
     process = server.start_server(settings, host, port)
 
     def _stop(signum: int, _frame: object) -> None:

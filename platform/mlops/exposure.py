@@ -1,5 +1,6 @@
 """Whether a server's bind address reaches beyond this machine (for the warnings of
-`mlops serve` and `mlops server start` when they listen there without authentication)."""
+`mlops serve`, `mlops server start`, `mlops ui` and `mlops sweep dashboard` when they
+listen there without authentication)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,15 @@ def _loopback(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped.is_loopback
     return ip.is_loopback
+
+
+def open_ui_warning(what: str, host: str, port: int, reach: str) -> str | None:
+    """The one warning line for a web UI without authentication that listens beyond
+    loopback (`reach`: what anyone who reaches it can do), else None."""
+    if is_loopback(host):
+        return None
+    return (
+        f"{what} on {host}:{port} listens beyond this machine with no authentication: anyone "
+        f"who reaches the port can {reach}; bind 127.0.0.1 (the default) and reach it "
+        "through an SSH tunnel, or run `mlops server start --auth` for a team"
+    )

@@ -353,6 +353,7 @@ def dashboard_cmd(
     import sys
 
     from mlops.errors import Interrupted
+    from mlops.exposure import open_ui_warning
     from mlops.owners import die_with_parent
     from mlops.settings import Settings, redact
     from mlops.ui import free_port
@@ -365,6 +366,9 @@ def dashboard_cmd(
     url = settings.optuna_storage
     cmd = [sys.executable, "-m", "optuna_dashboard._cli", url, "--host", host, "--port", str(port)]
     signal.signal(signal.SIGTERM, _stop)
+    exposed = open_ui_warning("optuna-dashboard", host, port, "read and delete every study")
+    if exposed is not None:
+        console.warning(exposed)
     console.out.print(f"optuna-dashboard on {redact(url)}: http://{host}:{port}  (Ctrl-C to stop)")
     # It dies with us even when we are killed outright (SIGKILL).
     child = subprocess.Popen(cmd, preexec_fn=die_with_parent())  # noqa: PLW1509

@@ -253,14 +253,16 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_dashboard_stops_its_child_on_sigterm(template: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_dashboard_stops_its_child_on_sigterm(template: Path, tmp_path: Path, host: str) -> None:
+    """...and says so in one warning line when it listens beyond this machine."""
     root = tmp_path / "project"
     shutil.copytree(template, root)
     sp.open_study(root)  # the storage exists
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-c", "from mlops.cli import main; main()", "sweep", "dashboard",
-         "--port", str(port)],
+         "--host", host, "--port", str(port)],
         cwd=root, env=sp.clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     children: list[psutil.Process] = []
@@ -289,6 +291,12 @@ def test_dashboard_stops_its_child_on_sigterm(template: Path, tmp_path: Path) ->
         s.bind(("127.0.0.1", port))  # free again
     assert proc.returncode == 0, out[-3000:]
     assert "dashboard stopped" in out
+    warned = [line for line in out.splitlines() if line.startswith("warning:")]
+    if host == "0.0.0.0":
+        assert len(warned) == 1 and "no authentication" in warned[0], out
+        assert "read and delete every study" in warned[0]
+    else:
+        assert warned == [], out
 
 
 # --- the tune stage ----------------------------------------------------------------

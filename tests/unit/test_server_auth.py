@@ -81,3 +81,13 @@ def test_the_server_config_names_the_gate_and_the_rights(tmp_path: Path) -> None
     assert f"authorization_function = {gate.FUNCTION}" in ini.read_text()
     assert Path(env[gate.RIGHTS_ENV]).is_file()
     assert "admin-secret-0123" not in ini.read_text() + Path(env[gate.RIGHTS_ENV]).read_text()
+
+
+def test_an_open_web_ui_is_warned_about_beyond_loopback() -> None:
+    from mlops.exposure import open_ui_warning
+
+    assert open_ui_warning("the MLflow UI", "127.0.0.1", 5000, "read runs") is None
+    assert open_ui_warning("the MLflow UI", "localhost", 5000, "read runs") is None
+    line = open_ui_warning("the MLflow UI", "0.0.0.0", 5000, "read runs")
+    assert line is not None and "0.0.0.0:5000" in line and "read runs" in line
+    assert "\n" not in line
