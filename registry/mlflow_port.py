@@ -89,33 +89,6 @@ def all_versions(name: str) -> list[MlflowVersion]:
     return sorted((_convert(mv) for mv in found), key=lambda v: v.version)
 
 
-def move_stage(
-    name: str,
-    version: int,
-    stage: str,
-    exclusive: bool,
-    vacated: str | None,
-    displaced: int | None,
-    displaced_to: str,
-) -> None:
-    """Give `version` the stage (alias moved atomically by MLflow), drop the alias of the
-    stage it leaves, and retag the version it displaced."""
-    from mlflow.exceptions import MlflowException
-
-    c = client()
-    if exclusive:
-        c.set_registered_model_alias(name, stage, str(version))
-    if vacated is not None and vacated != stage:
-        try:
-            c.delete_registered_model_alias(name, vacated)
-        except MlflowException as exc:
-            if not _missing(exc):
-                raise
-    c.set_model_version_tag(name, str(version), STAGE_TAG, stage)
-    if displaced is not None and displaced != version:
-        c.set_model_version_tag(name, str(displaced), STAGE_TAG, displaced_to)
-
-
 def set_tags(name: str, version: int, tags: dict[str, str]) -> None:
     """Set tags on a version."""
     c = client()
