@@ -156,12 +156,8 @@ class Server:
             times.append(time.perf_counter() - start)
 
     def classes(self, batch: int) -> list[int]:
-        import numpy as np
-
-        answer = self.answers[batch]
-        if self.mlflow:  # MLflow's pytorch flavor answers the logits
-            return np.asarray(answer["predictions"]).argmax(axis=1).tolist()
-        return list(answer["predictions"])
+        # Both answer labels: the version's pyfunc model does what `mlops serve` does.
+        return [int(c) for c in self.answers[batch]["predictions"]]
 
     def stop(self) -> dict[str, Any]:
         rss_now = _tree_rss(self.process.pid)
@@ -190,18 +186,28 @@ class Server:
         return found
 
 
-def _drive(servers: list[Server], x: Any) -> None:
+def _body(server: Server, rows: Any, names: list[str]) -> bytes:
+    """The same rows as each server reads them: MLflow's scoring server takes the version's
+    named columns (its signature), `mlops serve` rows in the version's order."""
+    if server.mlflow:
+        split = {"columns": names, "data": rows.tolist()}
+        return json.dumps({"dataframe_split": split}).encode()
+    return json.dumps({"inputs": rows.tolist()}).encode()
+
+
+def _drive(servers: list[Server], x: Any, names: list[str]) -> None:
     """The same load on every server, in rounds that alternate between them, so that
     whatever else the machine does falls on all of them alike."""
     for batch in BATCHES:
-        body = json.dumps({"inputs": x[:batch].tolist()}).encode()
+        bodies = {server.name: _body(server, x[:batch], names) for server in servers}
         for server in servers:
+            body = bodies[server.name]
             server.answers[batch] = json.loads(server.call(body))
             for _ in range(WARMUP):
                 server.call(body)
         for _ in range(ROUNDS):
             for server in servers:
-                server.timed(batch, body, REQUESTS // ROUNDS)
+                server.timed(batch, bodies[server.name], REQUESTS // ROUNDS)
 
 
 def main() -> None:
@@ -210,6 +216,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
         root = Path(tmp)
         version, x = _project(root)
+        names = json.loads((root / "data" / "raw" / "schema.json").read_text())["features"]
         mlops = str(Path(sys.executable).parent / "mlops")
         mlflow = str(Path(sys.executable).parent / "mlflow")
         tracking = Settings.from_env(env={}, cwd=root).tracking_uri
@@ -231,7 +238,7 @@ def main() -> None:
             subprocess.run([mlops, "export", f"{NAME}@production", "--format", "onnx"],
                            cwd=root, env=env(), check=True, capture_output=True)  # fmt: skip
             servers.append(Server("mlops_onnx_exported", commands["mlops_onnx"], root, {}))
-            _drive(servers, x)
+            _drive(servers, x, names)
         finally:
             results = {server.name: server.stop() for server in servers}
         for name, found in results.items():

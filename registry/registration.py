@@ -23,7 +23,7 @@ from mlops.tracking import TAG_MODEL_SHA
 from registry import integrity, mlflow_port
 from registry.card import render_card
 from registry.context import Context
-from registry.db.store import Entry, Version
+from registry.db.store import Change, Entry, Version
 from registry.mlflow_port import STAGE_TAG
 
 if TYPE_CHECKING:
@@ -300,7 +300,6 @@ def sync(ctx: Context, name: str, refused: list[str] | None = None) -> int:
     outside mlops, or before the store existed), with holders from MLflow's aliases. A
     version whose files lie outside the artifact store is not recorded: why goes into
     `refused` (one line each)."""
-    from registry.db.store import Change
 
     ctx.connect_mlflow()
     known = {v.version for v in ctx.store.versions(name)}
@@ -317,15 +316,32 @@ def sync(ctx: Context, name: str, refused: list[str] | None = None) -> int:
             continue
         _record(ctx, mv, "synced from MLflow")
         added += 1
-    holders = ctx.store.holders(name)
-    recorded = {v.version for v in ctx.store.versions(name)}
-    for alias, version in mlflow_port.aliases(name).items():
-        if (
-            version in recorded
-            and ctx.policy.exclusive(alias)
-            and alias in ctx.policy.stages
-            and holders.get(alias) != version
-        ):
-            entry = Entry("sync", name, version, NO_STAGE, alias, ctx.actor, "alias set in MLflow")
-            ctx.store.apply(Change(name, version, NO_STAGE, alias, True), entry)
+    _sync_holders(ctx, name, refused)
     return added
+
+
+def _sync_holders(ctx: Context, name: str, refused: list[str] | None) -> None:
+    """Holders from MLflow's aliases, under the model's lock, and not while a stage change
+    of the model is unfinished (its aliases are half moved: `mlops registry repair`)."""
+    from registry.promotion import lock_name  # promotion imports this module
+
+    with ctx.store.lock(lock_name(name)):
+        if ctx.store.intents(name):
+            if refused is not None:
+                refused.append(
+                    f"model {name}: a stage change is unfinished, so its aliases were not "
+                    "read; run `mlops registry repair` first"
+                )
+            return
+        holders = ctx.store.holders(name)
+        recorded = {v.version for v in ctx.store.versions(name)}
+        for alias, version in mlflow_port.aliases(name).items():
+            if (
+                version in recorded
+                and ctx.policy.exclusive(alias)
+                and alias in ctx.policy.stages
+                and holders.get(alias) != version
+            ):
+                why = "alias set in MLflow"
+                entry = Entry("sync", name, version, NO_STAGE, alias, ctx.actor, why)
+                ctx.store.apply(Change(name, version, NO_STAGE, alias, True), entry)

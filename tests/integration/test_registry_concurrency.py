@@ -302,6 +302,13 @@ def test_killed_promotion_is_repaired_by_the_next_command(two_versions: Context)
 
         # A read command writes nothing: it shows the ledger's state and warns once.
         read_writes_nothing(ctx, env, point, intent_left)
+        if intent_left:
+            # `sync` does not take the half-moved aliases for holders: it says why
+            synced = cli(root, "registry", "sync", MODEL, "--json", env=env)
+            assert synced.returncode == 0, f"{point}: {synced.stdout}{synced.stderr}"
+            found = json.loads(synced.stdout)
+            assert any("unfinished" in line for line in found["refused"]), found
+            assert ctx.store.holders(MODEL) == {PROD: 2}, point
 
         # `mlops registry repair` (or any command that changes the model) settles it: its
         # own actor's change is completed.

@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops.predictions import answer, labels
 from mlops.serving.schema import InputSpec
 
 if TYPE_CHECKING:
@@ -45,14 +46,10 @@ class Served:
     @cached_property
     def labels(self) -> np.ndarray | list[Any]:
         """Class labels indexable by an array of class indices."""
-        from mlops.predictions import labels
-
         return labels(tuple(self.spec.classes))
 
     def predict(self, x: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
         """The response body of a batch, and the predicted class indices (or values)."""
-        from mlops.predictions import answer
-
         found = answer(self.built.predictor(x), self.spec.task, self.labels, len(x))
         body: dict[str, Any] = {
             "model": self.name,
