@@ -175,6 +175,8 @@ class Server:
             "ready_s": round(self.ready_s, 2),
         }
         for batch, times in self.latencies.items():
+            if not times:  # the load never reached it (an earlier failure)
+                continue
             ordered = sorted(times)
             found[f"batch_{batch}"] = {
                 "requests_per_s": round(len(times) / sum(times), 1),
