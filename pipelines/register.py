@@ -60,8 +60,10 @@ def register(ctx: StageContext) -> None:
             paths.REGISTERED,
             {"name": version.name, "version": version.version, "sha256": sha},
         )
-        record = registry.store.version(version.name, int(version.version))
-        card = render_card(record, registry.store.history(version.name)) if record else None
+        number = int(version.version)
+        record = registry.store.version(version.name, number)
+        entries = registry.store.history(version.name, versions=[number])
+        card = render_card(record, entries) if record else None
         tracking.describe_run(run_id, f"register {version.name} v{version.version}", card)
         how = "already registered as" if version.reused else "registered"
         print(f"register: {how} {version.name} version {version.version} (sha256 {sha[:12]})")

@@ -71,9 +71,9 @@ def lock_name(model: str) -> str:
 def resolve(ctx: Context, model: str, ref: Ref) -> Version:
     """The version a reference names (`3` or `@production`), synced from MLflow when the
     store has not seen it (or its model) yet. One line naming what is missing if not."""
-    if not ctx.store.versions(model):
+    if not ctx.store.has_model(model):
         _sync(ctx, model)  # registered outside mlops, or before the store existed?
-        if not ctx.store.versions(model):
+        if not ctx.store.has_model(model):
             raise missing_model(ctx, model)
     number = ref.version
     if ref.stage is not None:
@@ -215,8 +215,8 @@ def _refresh_cards(ctx: Context, change: Change) -> None:
     The change is done: a card that cannot be written now catches up at the next one."""
     from mlflow.exceptions import MlflowException
 
-    history = ctx.store.history(change.model)
     moved = {change.version} | ({change.displaced} if change.displaced is not None else set())
+    history = ctx.store.history(change.model, versions=moved)
     for number in sorted(moved):
         record = ctx.store.version(change.model, number)
         if record is None:

@@ -103,17 +103,17 @@ def _metrics(v: Version) -> dict[str, str]:
 
 def get(ctx: Context, model: str, ref: Ref) -> Version:
     """The version `ref` names, from the store (one line naming what is missing)."""
-    if not ctx.store.versions(model):
-        raise missing_model(ctx, model)
     number = ref.version
     if ref.stage is not None:
         number = ctx.store.holders(model).get(ref.stage)
-        if number is None:
-            raise unheld_stage(ctx, model, ref.stage)
     found = ctx.store.version(model, number) if number is not None else None
-    if found is None:
-        raise UserError(f"model {model}: no version {number}")
-    return found
+    if found is not None:
+        return found
+    if not ctx.store.has_model(model):
+        raise missing_model(ctx, model)
+    if ref.stage is not None:
+        raise unheld_stage(ctx, model, ref.stage)
+    raise UserError(f"model {model}: no version {number}")
 
 
 def show(ctx: Context, model: str, ref: Ref) -> dict[str, Any]:
@@ -169,6 +169,6 @@ def lineage_of(v: Version) -> dict[str, Any]:
 def history(ctx: Context, model: str, limit: int | None = None) -> list[Entry]:
     """The ledger of a model, oldest first."""
     entries = ctx.store.history(model, limit)
-    if not entries and not ctx.store.versions(model):
+    if not entries and not ctx.store.has_model(model):
         raise missing_model(ctx, model)
     return entries

@@ -13,7 +13,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,6 +179,16 @@ class RegistryStore:
         with db.session(self.url) as s:
             return [_version(r) for r in s.scalars(query)]
 
+    def has_model(self, model: str) -> bool:
+        """Whether any version of `model` is recorded (one indexed row, not all of them)."""
+        from sqlalchemy import select
+
+        from registry.db.models import VersionRow
+
+        with db.session(self.url) as s:
+            query = select(VersionRow.version).where(VersionRow.model == model).limit(1)
+            return s.scalars(query).first() is not None
+
     def version(self, model: str, version: int) -> Version | None:
         """One version, or None."""
         from registry.db.models import VersionRow
@@ -197,13 +207,18 @@ class RegistryStore:
             rows = s.scalars(select(HolderRow).where(HolderRow.model == model))
             return {r.stage: r.version for r in rows}
 
-    def history(self, model: str, limit: int | None = None) -> list[Entry]:
-        """Ledger entries of a model, oldest first (the last `limit` if given)."""
+    def history(
+        self, model: str, limit: int | None = None, versions: Iterable[int] | None = None
+    ) -> list[Entry]:
+        """Ledger entries of a model (of these `versions` only, if given), oldest first
+        (the last `limit` if given)."""
         from sqlalchemy import select
 
         from registry.db.models import LedgerRow
 
         query = select(LedgerRow).where(LedgerRow.model == model).order_by(LedgerRow.id.desc())
+        if versions is not None:
+            query = query.where(LedgerRow.version.in_(list(versions)))
         if limit is not None:
             query = query.limit(limit)
         with db.session(self.url) as s:
