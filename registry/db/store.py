@@ -11,6 +11,7 @@ import json
 import os
 import random
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -24,6 +25,8 @@ from mlops.errors import StoreError
 from mlops.owners import Owner
 
 HEAD_REVISION = "0001"
+
+_HELD = threading.local()  # (pid, url, lock name) → how many times this thread holds it
 
 
 @dataclass(frozen=True)
@@ -364,7 +367,18 @@ class RegistryStore:
     @contextmanager
     def lock(self, name: str, ttl: float = 600.0, wait: float = 300.0) -> Iterator[None]:
         """Hold the named lock (waiting up to `wait` seconds). A lock whose holder died
-        on this host, or whose expiry passed, is taken over."""
+        on this host, or whose expiry passed, is taken over. The thread that holds it
+        re-enters it at once (a stage change that syncs the model takes it twice); it is
+        released when the outermost hold ends."""
+        key = (os.getpid(), self.url, name)  # a forked child holds nothing of its parent's
+        held: dict[tuple[int, str, str], int] = _HELD.__dict__.setdefault("locks", {})
+        if key in held:
+            held[key] += 1
+            try:
+                yield
+            finally:
+                held[key] -= 1
+            return
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         deadline = time.monotonic() + wait
         while not self._try_lock(name, owner, ttl):
@@ -376,9 +390,11 @@ class RegistryStore:
                 who = f"{holder['host']} pid {holder['pid']}" if holder else "another process"
                 raise StoreError(f"{name}: locked by {who} for more than {wait:g} s")
             time.sleep(random.uniform(0.01, 0.05))
+        held[key] = 1
         try:
             yield
         finally:
+            del held[key]
             self._break(name, owner)
 
     def _try_lock(self, name: str, owner: str, ttl: float) -> bool:

@@ -229,10 +229,15 @@ def test_simultaneous_registrations_get_distinct_versions(
 
 def lock_holder_pid(ctx: Context, name: str) -> int | None:
     """The pid recorded on the lock `name`, or None when nobody holds it."""
+    return store_lock_pid(ctx.store, name)
+
+
+def store_lock_pid(store: RegistryStore, name: str) -> int | None:
+    """The pid recorded on the lock `name` in `store`, or None when nobody holds it."""
     from mlops import db
     from registry.db.models import LockRow
 
-    with db.session(ctx.store.url) as s:
+    with db.session(store.url) as s:
         row = s.get(LockRow, name)
         return None if row is None else int(row.pid)
 
@@ -389,3 +394,37 @@ def test_lock_of_a_killed_holder_is_taken_over(tmp_path: Path, backend: dict[str
     began = time.monotonic()
     with store.lock(name, wait=5.0):
         assert time.monotonic() - began < 1.0
+
+
+def test_a_lock_is_reentered_by_its_holder_and_waited_on_by_others(
+    tmp_path: Path, backend: dict[str, str]
+) -> None:
+    """A stage change holds the model's lock and may sync the model, which takes the same
+    lock: the holder re-enters it at once (no self-deadlock), while another thread still
+    waits for it, and it is released only when the outermost hold ends."""
+    (tmp_path / ".dvc").mkdir()
+    store = RegistryStore(Settings.from_env(env=backend, cwd=tmp_path).database_url)
+    name = lock_name(MODEL)
+    other: list[BaseException | float] = []
+
+    def contend() -> None:
+        began = time.monotonic()
+        try:
+            with store.lock(name, wait=1.0):
+                other.append(time.monotonic() - began)
+        except StoreError as exc:
+            other.append(exc)
+
+    with store.lock(name, wait=5.0):
+        began = time.monotonic()
+        with store.lock(name, wait=5.0):
+            assert time.monotonic() - began < 1.0
+        # Leaving the inner hold did not release the outer one.
+        assert store_lock_pid(store, name) == os.getpid()
+        thread = threading.Thread(target=contend)
+        thread.start()
+        thread.join(timeout=60)
+    assert len(other) == 1 and isinstance(other[0], StoreError), other
+    assert store_lock_pid(store, name) is None
+    with store.lock(name, wait=5.0):
+        pass
