@@ -133,16 +133,26 @@ class Server:
         self.peak = Peak(self.process.pid)
         self.peak.start()
         self.ready_s = _wait(self.port, "/ping" if self.mlflow else "/ready", self.process)
-        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        self.conn.connect()
-        assert self.conn.sock is not None
-        self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.conn = self._connect()
         self.latencies: dict[int, list[float]] = {b: [] for b in BATCHES}
         self.answers: dict[int, Any] = {}
 
+    def _connect(self) -> http.client.HTTPConnection:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn.connect()
+        assert conn.sock is not None
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
+
     def call(self, body: bytes) -> bytes:
-        self.conn.request("POST", self.path, body, {"Content-Type": "application/json"})
-        response = self.conn.getresponse()
+        try:
+            self.conn.request("POST", self.path, body, {"Content-Type": "application/json"})
+            response = self.conn.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            self.conn.close()  # closed by the server while idle: once more on a new one
+            self.conn = self._connect()
+            self.conn.request("POST", self.path, body, {"Content-Type": "application/json"})
+            response = self.conn.getresponse()
         data = response.read()
         if response.status != 200:
             raise RuntimeError(f"{self.name}: {response.status} {data[:200]!r}")
@@ -150,6 +160,11 @@ class Server:
 
     def timed(self, batch: int, body: bytes, n: int) -> None:
         times = self.latencies[batch]
+        # A keep-alive connection left idle while the other servers were timed may have
+        # been closed by this one (uvicorn: 5 s): a fresh one, warmed, before the timing.
+        self.conn.close()
+        self.conn = self._connect()
+        self.call(body)
         for _ in range(n):
             start = time.perf_counter()
             self.call(body)
