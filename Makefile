@@ -52,6 +52,7 @@ lint: install
 	ruff check .
 	ruff format --check .
 	mypy
+	lint-imports
 
 unit: install
 	pytest tests/unit

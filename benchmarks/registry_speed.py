@@ -52,8 +52,9 @@ def _fill(project: Path) -> None:
     import torch
 
     from mlops import tracking
-    from mlops.config import MLPParams, ModelParams, Settings
     from mlops.models import build_model, make_spec, save_model
+    from mlops.params import MLPParams, ModelParams
+    from mlops.settings import Settings
     from registry import mlflow_port
     from registry.context import Context
     from registry.registration import register_model, sync
@@ -82,7 +83,7 @@ def _fill(project: Path) -> None:
 
 def in_process(project: Path, repeat: int) -> dict[str, dict[str, float]]:
     """Median seconds of each registry operation and its bare MLflow baseline."""
-    from mlops.config import Settings
+    from mlops.settings import Settings
     from registry import mlflow_port, queries
     from registry.context import Context
     from registry.promotion import change_stage

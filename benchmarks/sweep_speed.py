@@ -59,8 +59,8 @@ train:
 
 
 def _project(root: Path, pruner: str, seed: int = 0) -> None:
-    from mlops.config import SplitParams
     from mlops.data import infer_schema, load_source, write_parquet
+    from mlops.params import SplitParams
     from mlops.splitting import stratified_split
 
     (root / ".dvc").mkdir(parents=True, exist_ok=True)
@@ -79,10 +79,10 @@ def _project(root: Path, pruner: str, seed: int = 0) -> None:
 
 
 def _study(root: Path) -> Any:
-    from mlops.optuna_store import open_study
-    from mlops.params_file import load_params
+    from mlops.params import load_params
     from mlops.settings import Settings
-    from mlops.tuning import study_name
+    from mlops.tuning.objective import study_name
+    from mlops.tuning.storage import open_study
 
     settings = Settings.from_env(env={}, cwd=root)
     params = load_params(root / "params.yaml")
@@ -96,7 +96,7 @@ PRUNERS = ("successive_halving", "median", "hyperband")
 def _search(pruner: str, seed: int) -> dict[str, Any]:
     from optuna.trial import TrialState
 
-    from mlops.tuning import Job, work
+    from mlops.tuning.objective import Job, work
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -257,7 +257,7 @@ def storage(trials: int = 200) -> dict[str, Any]:
     """Seconds per trial of a trivial objective: embedded SQLite storage vs in memory."""
     import optuna
 
-    from mlops.optuna_store import storage as rdb
+    from mlops.tuning.storage import storage as rdb
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 

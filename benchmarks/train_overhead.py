@@ -52,7 +52,8 @@ import json, random, resource, sys, time
 from pathlib import Path
 import mlflow, numpy as np, torch
 from torch.nn import functional as F
-from mlops.config import Params, Settings
+from mlops.params import Params
+from mlops.settings import Settings
 from mlops.models import build_model, feature_stats, make_spec
 from mlops.training import train_model
 

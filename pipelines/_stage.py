@@ -7,8 +7,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mlops.config import Params, Settings, load_params
 from mlops.errors import Interrupted, MlopsError, full_disk
+from mlops.params import Params, load_params
+from mlops.settings import Settings
 from pipelines import paths
 
 

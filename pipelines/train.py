@@ -19,7 +19,6 @@ from mlops.checkpoint import fingerprint, load_checkpoint
 from mlops.data import Schema, features_and_target, read_parquet
 from mlops.io import read_json, write_json
 from mlops.lineage import data_hashes
-from mlops.model_params import TrainParams
 from mlops.models import (
     SPEC_FILE,
     WEIGHTS_FILE,
@@ -29,8 +28,9 @@ from mlops.models import (
     make_spec,
     save_model,
 )
-from mlops.search_space import derive
+from mlops.params import TrainParams
 from mlops.training import Checkpointing, EpochResult, check_metric, train_model
+from mlops.tuning.search_space import derive
 from pipelines import paths
 from pipelines._stage import StageContext, run_stage
 

@@ -11,10 +11,10 @@ import time
 from mlops import tracking
 from mlops.errors import UserError
 from mlops.io import write_json
-from mlops.optuna_store import counts, open_study
-from mlops.sweep import finalize
-from mlops.sweep_progress import reporter
-from mlops.tuning import TAG_STUDY, Job, study_name, work
+from mlops.tuning.objective import TAG_STUDY, Job, study_name, work
+from mlops.tuning.progress import reporter
+from mlops.tuning.storage import counts, open_study
+from mlops.tuning.sweep import finalize
 from pipelines import paths
 from pipelines._stage import StageContext, run_stage
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from mlops.errors import UserError
-from mlops.registry_params import HIGHER_IS_BETTER
+from mlops.params import HIGHER_IS_BETTER
 from registry import mlflow_port, stats
 from registry.context import Context
 from registry.db.store import Version

@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 
 from mlops.owners import current_actor
-from mlops.registry_params import RegistryParams
+from mlops.params import RegistryParams
 from mlops.settings import Settings
 from registry.db.store import RegistryStore
 from registry.stages import StagePolicy
@@ -26,7 +26,7 @@ class Context:
     @classmethod
     def load(cls, settings: Settings | None = None, params_file: Path | None = None) -> Context:
         """From the environment and the project's params.yaml (defaults if it is absent)."""
-        from mlops.params_file import load_params
+        from mlops.params import load_params
 
         settings = settings or Settings.from_env()
         path = params_file or settings.root / "params.yaml"

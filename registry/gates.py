@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mlops.registry_params import HIGHER_IS_BETTER, GateParams
+from mlops.params import HIGHER_IS_BETTER, GateParams
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from mlops.registry_params import GateParams
+from mlops.params import GateParams
 from registry import mlflow_port
 from registry.context import Context
 from registry.db.store import Version

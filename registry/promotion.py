@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlops.errors import UserError
-from mlops.registry_params import GateParams
+from mlops.params import GateParams
 from registry import gates, gathering, guards, mlflow_port, stage_writes
 from registry.card import render_card
 from registry.context import Context

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops.errors import DataError, StoreError, UserError
-from mlops.registry_params import NO_STAGE
+from mlops.params import NO_STAGE
 from mlops.tracking import TAG_MODEL_SHA
 from registry import integrity, mlflow_port
 from registry.card import render_card

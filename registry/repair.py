@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from mlops.registry_params import NO_STAGE
+from mlops.params import NO_STAGE
 from registry import stage_writes, store_access
 from registry.context import Context
 from registry.db.store import Change, Intent

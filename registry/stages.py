@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from mlops.errors import MlopsError, UserError
-from mlops.registry_params import NO_STAGE, RegistryParams
+from mlops.params import NO_STAGE, RegistryParams
 
 
 class Refused(MlopsError):

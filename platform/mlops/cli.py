@@ -2,7 +2,7 @@
 
 Exit codes: 0 success, 1 failure, 2 bad input, 130 interrupted. Errors are one line
 on stderr. Importing this module imports neither torch nor mlflow, nor the pydantic
-models of `mlops.config`: commands import what they need.
+models of `mlops.params`: commands import what they need.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from typer._click import exceptions as click  # typer 0.29 vendors click's exceptions
 
-from mlops import __version__, console
+from mlops import __version__, console, exposure
 from mlops.errors import Interrupted, MlopsError, UserError, full_disk
 from mlops.exposure import open_ui_warning
 
@@ -39,11 +39,11 @@ _VERSIONED = ("torch", "mlflow", "optuna", "dvc", "sqlalchemy", "pydantic", "typ
 
 def _mount_registry() -> None:
     # The sub-apps import only typer and rich at import time.
-    from mlops.monitor_cli import app as monitor_app
+    from mlops.monitoring.cli import app as monitor_app
     from mlops.scheduling.cli import schedule_app, scheduler_app
     from mlops.server.cli import app as server_app
     from mlops.serving.cli import serve
-    from mlops.sweep_cli import app as sweep_app
+    from mlops.tuning.cli import app as sweep_app
     from registry.cli import app as registry_app
     from registry.export_cli import export_cmd
 
@@ -78,7 +78,7 @@ ParamsFile = Annotated[Path, typer.Option("--file", "-f", help="The params file.
 @params_app.command("check")
 def params_check(file: ParamsFile = Path("params.yaml"), as_json: JsonFlag = False) -> None:
     """Validate params.yaml without running anything (exit 2 with one line if it is bad)."""
-    from mlops.config import load_params
+    from mlops.params import load_params
 
     params = load_params(file)
     if as_json:
@@ -90,8 +90,8 @@ def params_check(file: ParamsFile = Path("params.yaml"), as_json: JsonFlag = Fal
 @app.command("doctor")
 def doctor(as_json: JsonFlag = False) -> None:
     """Check the environment: versions, stores reachable, `platform` not shadowed, DVC."""
-    from mlops.config import Settings
     from mlops.doctor import run_checks
+    from mlops.settings import Settings
 
     checks = run_checks(Settings.from_env())
     if as_json:
@@ -176,10 +176,10 @@ def ui(
     import signal
 
     from mlops import ui as server
-    from mlops.config import Settings
+    from mlops.settings import Settings
 
     settings = Settings.from_env()
-    port = port or server.free_port(host)
+    port = port or exposure.free_port(host)
     exposed = open_ui_warning(
         "the MLflow UI", host, port, "read, change and delete every run, model and artifact"
     )
@@ -209,8 +209,8 @@ def ui(
 @app.command("summary")
 def summary(as_json: JsonFlag = False) -> None:
     """Show where the pipeline's results are: metrics, the registered version, the stores."""
-    from mlops.config import Settings
     from mlops.io import read_json
+    from mlops.settings import Settings
 
     settings = Settings.from_env()
     root = settings.root

@@ -12,8 +12,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from mlops import tracking
-from mlops.config import PARAMS_FILE, Settings, load_params, redact
 from mlops.errors import UserError
+from mlops.params import PARAMS_FILE, load_params
+from mlops.settings import Settings, redact
 
 # distribution -> (required major.minor prefix or exact version, how to describe it)
 REQUIRED = {

@@ -1,6 +1,6 @@
-"""Whether a server's bind address reaches beyond this machine (for the warnings of
-`mlops serve`, `mlops server start`, `mlops ui` and `mlops sweep dashboard` when they
-listen there without authentication)."""
+"""Where a server listens: a free port, and whether its bind address reaches beyond this
+machine (for the warnings of `mlops serve`, `mlops server start`, `mlops ui` and
+`mlops sweep dashboard` when they listen there without authentication)."""
 
 from __future__ import annotations
 
@@ -48,3 +48,10 @@ def open_ui_warning(what: str, host: str, port: int, reach: str) -> str | None:
         f"who reaches the port can {reach}; bind 127.0.0.1 (the default) and reach it "
         "through an SSH tunnel, or run `mlops server start --auth` for a team"
     )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on `host` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
-    from mlops.model_params import ModelParams
+    from mlops.params import ModelParams
 
 WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "model.json"

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from mlops.model_params import EarlyStoppingParams, TrainParams
+    from mlops.params import EarlyStoppingParams, TrainParams
 
 
 # Devices whose fused optimizer kernels (one kernel per parameter for the whole update)

@@ -104,7 +104,7 @@ def status(settings: Settings) -> list[Schema]:
 def upgrade(settings: Settings) -> list[tuple[Schema, Schema]]:
     """Bring every SQL store to the schema this code expects (creating what is missing);
     (before, after) pairs. Idempotent."""
-    from mlops.optuna_store import storage
+    from mlops.tuning.storage import storage
 
     before = status(settings)
     unreachable = [s.error for s in before if s.error]

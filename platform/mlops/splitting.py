@@ -9,7 +9,7 @@ from mlops.errors import DataError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlops.config import SplitParams
+    from mlops.params import SplitParams
 
 
 def stratified_split(

@@ -23,9 +23,9 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlops import migrations, retry
-from mlops.config import Settings, redact
 from mlops.errors import Interrupted, StoreError, UserError
 from mlops.owners import Owner
+from mlops.settings import Settings, redact
 
 if TYPE_CHECKING:
     from mlflow.entities import Run

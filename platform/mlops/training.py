@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from mlops.model_params import TrainParams
+    from mlops.params import TrainParams
 
 
 @dataclass(frozen=True)

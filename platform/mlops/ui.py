@@ -7,19 +7,11 @@ execution off); unlike `mlops server start` it records no state and stops with t
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 
-from mlops.config import Settings
 from mlops.owners import process_started
 from mlops.server import process as server
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on `host` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+from mlops.settings import Settings
 
 
 def start_server(settings: Settings, host: str, port: int) -> subprocess.Popen[bytes]:

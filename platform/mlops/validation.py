@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlops.config import ValidateParams
     from mlops.data import Schema
+    from mlops.params import ValidateParams
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
-from mlops.registry_params import NO_STAGE
+from mlops.params import NO_STAGE
 from mlops.scheduling.store import ScheduleStore
 from registry.registration import version_info
 from tests.e2e.project import clean_env, run

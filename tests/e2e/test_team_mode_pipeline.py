@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from mlops.ui import free_port
+from mlops.exposure import free_port
 from tests.e2e.project import SLICE, clean_env, copy_repo
 
 pytestmark = pytest.mark.e2e

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_diabetes
 
-from mlops.ui import free_port
+from mlops.exposure import free_port
 from tests.e2e.project import clean_env, copy_repo, point_at_file, run
 
 pytestmark = pytest.mark.e2e

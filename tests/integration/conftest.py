@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from mlops.config import Settings
+from mlops.settings import Settings
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from pathlib import Path
 import torch.distributed as dist
 
 from mlops import distributed
-from mlops.config import Params
 from mlops.metrics import classification_metrics
 from mlops.models import build_model
+from mlops.params import Params
 from mlops.training import predict_proba, train_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script by torchrun

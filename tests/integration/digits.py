@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mlops.config import Params
 from mlops.data import features_and_target, infer_schema, load_source
 from mlops.models import ModelSpec, feature_stats, make_spec
+from mlops.params import Params
 from mlops.splitting import stratified_split
 
 

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 
 from mlops import tracking
-from mlops.config import MLPParams, ModelParams, Settings
 from mlops.data import infer_schema, load_source, write_parquet
 from mlops.models import ModelSpec, build_model, feature_stats, make_spec, save_model
+from mlops.params import MLPParams, ModelParams
+from mlops.settings import Settings
 from registry.context import Context
 from registry.registration import RegisteredVersion, register_model
 
@@ -35,7 +36,7 @@ registry:
 
 def write_project(root: Path, params_yaml: str = OPEN_GATES) -> None:
     """Make `root` a project: `.dvc/`, params.yaml, the digits schema and test split."""
-    from mlops.config import SplitParams
+    from mlops.params import SplitParams
     from mlops.splitting import stratified_split
 
     (root / ".dvc").mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops.data import infer_schema, load_source, write_parquet
-from mlops.params import Params
-from mlops.params_file import load_params
+from mlops.params import Params, load_params
 from mlops.settings import Settings
 
 PIPELINE = "digits"
@@ -53,7 +52,7 @@ PARAMS_YAML = params_yaml()
 def write_project(root: Path, params_yaml: str = PARAMS_YAML) -> None:
     """Make `root` a project: `.dvc/`, params.yaml, the digits schema and the three
     splits."""
-    from mlops.config import SplitParams
+    from mlops.params import SplitParams
     from mlops.splitting import stratified_split
 
     (root / ".dvc").mkdir(parents=True, exist_ok=True)
@@ -87,8 +86,8 @@ def clean_env(env: dict[str, str] | None = None) -> dict[str, str]:
 
 def open_study(root: Path, env: dict[str, str] | None = None) -> Any:
     """Create or load the project's study (named as `mlops sweep` names it)."""
-    from mlops.optuna_store import open_study as open_
-    from mlops.tuning import study_name
+    from mlops.tuning.objective import study_name
+    from mlops.tuning.storage import open_study as open_
 
     p = params(root)
     return open_(settings(root, env).optuna_storage, study_name(p), p.tune)
@@ -122,13 +121,13 @@ def start_worker(
     parent: str | None = None,
     seed: int | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start `python -m mlops.sweep_worker` in `root` until the study has `n_trials`
+    """Start `python -m mlops.tuning.worker` in `root` until the study has `n_trials`
     finished trials (with sampler seed `seed`, default tune.seed); its stdout and stderr
     go to `log`."""
     cmd = [
         sys.executable,
         "-m",
-        "mlops.sweep_worker",
+        "mlops.tuning.worker",
         "--study",
         study,
         "--total",

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mlops.config import Params, load_params
 from mlops.metrics import classification_metrics
 from mlops.models import build_model
+from mlops.params import Params, load_params
 from mlops.training import predict_proba, train_model
 from tests.integration.digits import digits_job
 

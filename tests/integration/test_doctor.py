@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mlops.config import Settings
 from mlops.doctor import check_store, run_checks
+from mlops.settings import Settings
 
 
 def _cli(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

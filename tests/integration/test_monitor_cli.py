@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from mlops.data import read_parquet
 from mlops.errors import MlopsError
 from mlops.lineage import dvc_md5
-from mlops.monitor_cli import app
+from mlops.monitoring.cli import app
 from registry.promotion import change_stage
 from registry.stages import Ref
 from tests.integration.registry_project import cli, context, register_small, write_project

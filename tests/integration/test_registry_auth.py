@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from mlops.registry_params import NO_STAGE
+from mlops.params import NO_STAGE
 from mlops.ui import free_port
 from registry.context import Context
 from registry.db.store import Change, Entry

@@ -9,9 +9,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mlops import tracking
-from mlops.config import MLPParams, ModelParams, Settings
 from mlops.models import build_model, make_spec, save_model
-from mlops.registry_params import NO_STAGE
+from mlops.params import NO_STAGE, MLPParams, ModelParams
+from mlops.settings import Settings
 from registry import registration
 from registry.context import Context
 from registry.mlflow_port import STAGE_TAG

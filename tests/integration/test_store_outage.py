@@ -35,7 +35,7 @@ import pytest
 from mlops import tracking
 from mlops.db import driver_url
 from mlops.settings import redact
-from mlops.tuning import RUN_ATTR
+from mlops.tuning.objective import RUN_ATTR
 from tests.integration import sweep_project as sp
 
 WAIT_S = 180.0  # a hang fails the test instead of blocking the run
@@ -374,7 +374,7 @@ def test_long_outage_stops_the_sweep_and_its_workers(
         _wait_until(lambda: sp.finished(study) >= 1, "a first trial", [sweep])
         workers = [
             c for c in psutil.Process(sweep.pid).children()
-            if "mlops.sweep_worker" in " ".join(c.cmdline())
+            if "mlops.tuning.worker" in " ".join(c.cmdline())
         ]  # fmt: skip
         assert len(workers) == 1, workers
         trial = _frozen_inside_a_trial(study, workers[0])

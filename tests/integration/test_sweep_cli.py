@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from mlops import tracking
-from mlops.optuna_store import worker_seed
-from mlops.tuning import RUN_ATTR, TAG_STUDY, TAG_THREADS, study_name
+from mlops.tuning.objective import RUN_ATTR, TAG_STUDY, TAG_THREADS, study_name
+from mlops.tuning.storage import worker_seed
 from mlops.ui import free_port
 from tests.integration import sweep_project as sp
 

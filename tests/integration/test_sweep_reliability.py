@@ -25,8 +25,8 @@ import psutil
 import pytest
 
 from mlops import tracking
-from mlops.optuna_store import GRACE_S, HEARTBEAT_S, worker_seed
-from mlops.tuning import RUN_ATTR, TAG_STUDY, TAG_TRIAL, study_name
+from mlops.tuning.objective import RUN_ATTR, TAG_STUDY, TAG_TRIAL, study_name
+from mlops.tuning.storage import GRACE_S, HEARTBEAT_S, worker_seed
 from tests.integration import sweep_project as sp
 
 WORKERS = 4
@@ -473,7 +473,7 @@ def _interrupt_sweep(root: Path, env: dict[str, str], group: bool) -> None:
         children = [
             c
             for c in psutil.Process(cli.pid).children()
-            if "mlops.sweep_worker" in " ".join(c.cmdline())
+            if "mlops.tuning.worker" in " ".join(c.cmdline())
         ]
         assert len(children) == 2, children
         if group:

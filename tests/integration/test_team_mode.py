@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from mlops import tracking
-from mlops.config import Settings
 from mlops.errors import UserError
-from mlops.tuning import RUN_ATTR, TAG_STUDY, TAG_TRIAL
+from mlops.settings import Settings
+from mlops.tuning.objective import RUN_ATTR, TAG_STUDY, TAG_TRIAL
 from mlops.ui import free_port
 from tests.integration import sweep_project as sp
 

@@ -15,13 +15,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mlops import tracking
-from mlops.config import Settings
+from mlops.settings import Settings
 
 HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from mlops.config import Settings
+    from mlops.settings import Settings
     from mlops import tracking
     settings = Settings.from_env(env={}, cwd=Path(sys.argv[1]))
     with tracking.stage_run(settings, "exp", "train") as run_id:

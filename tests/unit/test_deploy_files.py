@@ -20,11 +20,11 @@ import yaml
 from typer.core import TyperGroup
 
 from mlops.cli import _mount_registry, app
-from mlops.optuna_store import GRACE_S, HEARTBEAT_S
 from mlops.scheduling.cron import parse
 from mlops.scheduling.scheduler import STOP_WAIT_S
 from mlops.server.process import STOP_GRACE_S, artifacts_destination, backend_store
 from mlops.settings import ENV_PREFIX, Settings
+from mlops.tuning.storage import GRACE_S, HEARTBEAT_S
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "platform" / "deploy"

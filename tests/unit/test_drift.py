@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlops import drift
-from mlops.config import load_params, parse_params
 from mlops.errors import UserError
-from mlops.monitor_params import DriftParams, MonitorParams
+from mlops.monitoring import drift
+from mlops.params import DriftParams, MonitorParams, load_params, parse_params
 
 REPO = Path(__file__).resolve().parents[2]
 NAMES = [f"f{i}" for i in range(8)]

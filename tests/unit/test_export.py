@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mlops.errors import UserError
-from mlops.registry_params import GateParams
+from mlops.params import GateParams
 from registry import export_parity as parity
 from registry.export import check_request, passing_exports, records, tag, variant
 from registry.gates import Evidence, evaluate, passed

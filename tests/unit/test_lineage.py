@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from mlops.config import Params
 from mlops.lineage import (
     EXP_BASELINE_ENV,
     EXP_NAME_ENV,
@@ -22,6 +21,7 @@ from mlops.lineage import (
     params_diff,
     params_hash,
 )
+from mlops.params import Params
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "t",

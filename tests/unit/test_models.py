@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch import nn
 
-from mlops.config import CNNParams, MLPParams, ModelParams, RNNParams, TransformerParams
 from mlops.errors import DataError, UserError
 from mlops.models import (
     SPEC_FILE,
@@ -24,6 +23,7 @@ from mlops.models import (
     make_spec,
     save_model,
 )
+from mlops.params import CNNParams, MLPParams, ModelParams, RNNParams, TransformerParams
 
 
 def _spec(**hyper: object) -> ModelSpec:

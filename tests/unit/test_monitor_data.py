@@ -13,7 +13,7 @@ import pytest
 from mlops.data import write_parquet
 from mlops.errors import UserError
 from mlops.lineage import dvc_md5
-from mlops.monitor_data import (
+from mlops.monitoring.reference import (
     TRAIN_SPLIT,
     cached_file,
     class_indices,

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from mlops import nets
-from mlops.config import CNNParams, ModelParams, RNNParams, TransformerParams, load_params
 from mlops.errors import UserError
 from mlops.models import build_model, count_parameters, make_spec
+from mlops.params import CNNParams, ModelParams, RNNParams, TransformerParams, load_params
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 FAMILIES = ["mlp", "cnn", "rnn", "transformer"]

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from mlops.checkpoint import load_checkpoint, save_checkpoint
-from mlops.config import EarlyStoppingParams, TrainParams
 from mlops.optim import EarlyStopping, Schedule, eager_class, make_optimizer
+from mlops.params import EarlyStoppingParams, TrainParams
 
 # these unit tests step schedules without training steps in between, on purpose
 pytestmark = pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step:UserWarning")

@@ -9,10 +9,10 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from mlops.optuna_store import Counts, counts, grid, pruner, sampler, worker_seed
-from mlops.search_space import suggest
-from mlops.sweep import best_trials
-from mlops.tune_params import Distribution, TuneParams
+from mlops.params import Distribution, TuneParams
+from mlops.tuning.search_space import suggest
+from mlops.tuning.storage import Counts, counts, grid, pruner, sampler, worker_seed
+from mlops.tuning.sweep import best_trials
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from mlops.config import (
+from mlops.errors import UserError
+from mlops.params import (
     CNNParams,
     EarlyStoppingParams,
     EvaluateParams,
@@ -21,7 +22,6 @@ from mlops.config import (
     load_params,
     parse_params,
 )
-from mlops.errors import UserError
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 

@@ -13,7 +13,7 @@ import pytest
 
 from mlops import safe_yaml
 from mlops.errors import UserError
-from mlops.params_file import load_params
+from mlops.params import load_params
 from mlops.safe_yaml import MAX_DEPTH, MAX_FILE_BYTES
 
 CLI = [sys.executable, "-c", "from mlops.cli import main; main()"]

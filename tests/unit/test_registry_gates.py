@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mlops.registry_params import GateParams
+from mlops.params import GateParams
 from registry.gates import Evidence, GateResult, as_evidence, evaluate, passed
 
 SHA = "a" * 64

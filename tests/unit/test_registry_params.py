@@ -9,9 +9,15 @@ import pytest
 from pydantic import ValidationError
 
 from mlops.errors import UserError
-from mlops.params import Params
-from mlops.params_file import load_params, parse_params
-from mlops.registry_params import HIGHER_IS_BETTER, NO_STAGE, GateParams, RegistryParams
+from mlops.params import (
+    HIGHER_IS_BETTER,
+    NO_STAGE,
+    GateParams,
+    Params,
+    RegistryParams,
+    load_params,
+    parse_params,
+)
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlops.errors import UserError
-from mlops.registry_params import RegistryParams
+from mlops.params import RegistryParams
 from registry.stages import Ref, StagePolicy, check_model_name, parse_ref, parse_version
 
 

@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.config import ModelParams, TrainParams
 from mlops.data import features_and_target, infer_schema
 from mlops.errors import DataError
 from mlops.metrics import regression_metrics
 from mlops.models import build_model, make_spec
+from mlops.params import ModelParams, TrainParams
 from mlops.training import predict_values, train_model
 
 
@@ -91,10 +91,10 @@ def test_a_sweep_names_its_own_metric_key_when_the_task_lacks_it(tmp_path: objec
     early-stopping key the user never set."""
     from pathlib import Path
 
-    from mlops.config import Settings
     from mlops.errors import UserError
-    from mlops.params_file import parse_params
-    from mlops.tuning import Data, Job, objective
+    from mlops.params import parse_params
+    from mlops.settings import Settings
+    from mlops.tuning.objective import Data, Job, objective
 
     frame = pd.DataFrame({"a": np.arange(40.0), "target": np.linspace(0.5, 9.5, 40)})
     schema = infer_schema(frame, "x.csv", "target", task="regression")

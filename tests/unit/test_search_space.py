@@ -7,9 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from mlops.model_params import ModelParams, TrainParams, TransformerParams
-from mlops.search_space import FAMILIES, derive, suggest
-from mlops.tune_params import Distribution
+from mlops.params import Distribution, ModelParams, TrainParams, TransformerParams
+from mlops.tuning.search_space import FAMILIES, derive, suggest
 
 
 class FakeTrial:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops.config import Settings, find_project_root, redact
+from mlops.settings import Settings, find_project_root, redact
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.config import SplitParams
 from mlops.data import BUILTIN_DIGITS, load_source
 from mlops.errors import DataError
+from mlops.params import SplitParams
 from mlops.splitting import stratified_split
 
 

@@ -13,9 +13,9 @@ import torch
 from torch.nn import functional as F
 
 from mlops.checkpoint import load_checkpoint
-from mlops.config import CNNParams, ModelParams, TrainParams
 from mlops.errors import UserError
 from mlops.models import build_model, make_spec
+from mlops.params import CNNParams, ModelParams, TrainParams
 from mlops.training import (
     Checkpointing,
     EpochCallback,
@@ -365,7 +365,7 @@ import sys
 import numpy as np
 import torch
 from pathlib import Path
-from mlops.config import TrainParams
+from mlops.params import TrainParams
 from mlops.models import build_model, make_spec
 from mlops.training import Checkpointing, train_model
 

@@ -9,10 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from mlops.errors import UserError
-from mlops.params import Params
-from mlops.params_file import parse_params
-from mlops.tune_params import Distribution, TuneParams, check_space
-from mlops.tuning import study_name
+from mlops.params import Distribution, Params, TuneParams, check_space, parse_params
+from mlops.tuning.objective import study_name
 
 # --- Distribution: happy paths ------------------------------------------------------
 

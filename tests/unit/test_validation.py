@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.config import ValidateParams
 from mlops.data import BUILTIN_DIGITS, Schema, infer_schema, load_source
+from mlops.params import ValidateParams
 from mlops.validation import failure_summary, validate_frame
 
 CHECK_NAMES = {

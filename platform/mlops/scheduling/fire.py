@@ -50,8 +50,8 @@ def ensure_splits(settings: Settings) -> None:
 
 
 def _study_state(settings: Settings, params: Any) -> tuple[str, int, float | None]:
-    from mlops.optuna_store import counts, open_study
-    from mlops.tuning import study_name
+    from mlops.tuning.objective import study_name
+    from mlops.tuning.storage import counts, open_study
 
     name = study_name(params)
     c = counts(open_study(settings.optuna_storage, name, params.tune, heartbeat=False))
@@ -81,8 +81,8 @@ def execute(settings: Settings, store: ScheduleStore, run_id: int) -> Run:
 
 
 def _sweep(settings: Settings, store: ScheduleStore, run: Run) -> dict[str, Any]:
-    from mlops.params_file import load_params
-    from mlops.sweep import run_sweep
+    from mlops.params import load_params
+    from mlops.tuning.sweep import run_sweep
 
     schedule = store.get(run.schedule)
     if schedule is None:
@@ -116,7 +116,7 @@ def _sweep(settings: Settings, store: ScheduleStore, run: Run) -> dict[str, Any]
         "best_after": summary.counts.best,
     }
     if params.schedule.register_best and summary.counts.best is not None:
-        from registry.challenger import register_best_trial
+        from mlops.scheduling.challenger import register_best_trial
 
         reason = f"schedule {schedule.name} run {run.id}"
         outcome["registered_version"] = register_best_trial(

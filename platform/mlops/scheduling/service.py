@@ -38,7 +38,7 @@ class Added:
 
 
 def _pipeline_of(settings: Settings) -> tuple[str, bool]:
-    from mlops.params_file import load_params
+    from mlops.params import load_params
 
     params = load_params(settings.root / "params.yaml")
     return params.pipeline.name, bool(params.tune.space)

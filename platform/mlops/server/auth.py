@@ -110,7 +110,7 @@ class AuthConfig:
 
 def load(path: Path) -> AuthConfig:
     """Read and check the users file; every problem is one `UserError` line naming it."""
-    from mlops.params_file import _describe
+    from mlops.params import describe_error
 
     if not path.exists():
         raise UserError(f"{path}: file not found (--auth-config)")
@@ -120,7 +120,7 @@ def load(path: Path) -> AuthConfig:
     try:
         parsed = AuthFile.model_validate(data)
     except ValidationError as exc:
-        raise UserError(f"{path}: {_describe(exc.errors()[0])}") from None
+        raise UserError(f"{path}: {describe_error(exc.errors()[0])}") from None
     if parsed.admin.username in parsed.users:
         raise UserError(f"{path}: users.{parsed.admin.username}: that is the admin")
     admin_password = parsed.admin.resolve(f"{path}: admin")

@@ -41,9 +41,9 @@ def start(
     as_json: JsonFlag = False,
 ) -> None:
     """Start the tracking server on the configured backend store, with served artifacts."""
-    from mlops.config import Settings
+    from mlops.exposure import free_port
     from mlops.server import service
-    from mlops.ui import free_port
+    from mlops.settings import Settings
 
     settings = Settings.from_env()
     port = port or free_port(host)
@@ -88,8 +88,8 @@ def _print_started(started: Any) -> None:
 @app.command("status")
 def status(as_json: JsonFlag = False) -> None:
     """Show whether the server runs and answers (exit 1 when it does not)."""
-    from mlops.config import Settings
     from mlops.server import service
+    from mlops.settings import Settings
 
     result = service.status(Settings.from_env())
     if as_json:
@@ -109,8 +109,8 @@ def status(as_json: JsonFlag = False) -> None:
 @app.command("stop")
 def stop(as_json: JsonFlag = False) -> None:
     """Stop the server (SIGTERM, then SIGKILL after 30 s)."""
-    from mlops.config import Settings
     from mlops.server import service
+    from mlops.settings import Settings
 
     said = service.stop(Settings.from_env())
     if as_json:

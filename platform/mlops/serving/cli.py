@@ -55,8 +55,8 @@ def serve(
     A stage target is watched: when a promotion or rollback moves it, the new version is
     loaded and verified in the background and swapped in without dropping requests.
     """
-    from mlops.config import Settings
     from mlops.serving import service
+    from mlops.settings import Settings
 
     options = service.ServeOptions(
         target=target, host=host, port=port, backend=backend, poll_s=poll,

@@ -26,7 +26,7 @@ import numpy as np
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from mlops.monitor_params import DriftParams
+    from mlops.params import DriftParams
 
 SMOOTHING = 0.5
 

@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from mlops import retry
 from mlops.errors import MlopsError
-from mlops.optuna_store import Counts, counts, open_study, total, worker_seed
 from mlops.owners import die_with_parent
 from mlops.params import Params
 from mlops.settings import Settings
-from mlops.sweep_progress import log_line, watch
+from mlops.tuning.progress import log_line, watch
+from mlops.tuning.storage import Counts, counts, open_study, total, worker_seed
 
 if TYPE_CHECKING:
     import optuna
@@ -119,7 +119,7 @@ def finalize(study: optuna.Study, parent_run_id: str) -> None:
 def _worker_cmd(
     study: str, target: int, parent: str, threads: int, seed: int, deadline: float | None
 ) -> list[str]:
-    cmd = [sys.executable, "-m", "mlops.sweep_worker", "--study", study]
+    cmd = [sys.executable, "-m", "mlops.tuning.worker", "--study", study]
     cmd += ["--total", str(target), "--parent", parent, "--threads", str(threads)]
     cmd += ["--seed", str(seed)]
     if deadline is not None:
@@ -154,7 +154,7 @@ def end_leftovers(study: optuna.Study, parent_run_id: str) -> tuple[list[int], l
     from optuna.trial import TrialState
 
     from mlops.tracking import TAG_CLOSED_BY, retried
-    from mlops.tuning import PARENT_ATTR
+    from mlops.tuning.objective import PARENT_ATTR
 
     failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -208,7 +208,7 @@ def run_sweep(
     trials, and log the sweep's parent run (with `tags`). `on_start(study,
     parent_run_id)` is called once both exist."""
     from mlops import tracking
-    from mlops.tuning import TAG_STUDY, study_name
+    from mlops.tuning.objective import TAG_STUDY, study_name
 
     name = study_name(params)
     study = open_study(settings.optuna_storage, name, params.tune)  # created once, here

@@ -20,10 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from mlops.errors import MlopsError, UserError
 from mlops.io import atomic_path
-from mlops.params import Params
-from mlops.params_file import load_params
-from mlops.search_space import derive
+from mlops.params import Params, load_params
 from mlops.settings import Settings, redact
+from mlops.tuning.search_space import derive
 
 if TYPE_CHECKING:
     import optuna
@@ -60,7 +59,7 @@ def load_study(settings: Settings, name: str) -> optuna.Study:
     """The study `name` of the configured storage; one line if there is none."""
     import optuna
 
-    from mlops.optuna_store import storage
+    from mlops.tuning.storage import storage
 
     store = storage(settings.optuna_storage, heartbeat=False)
     try:
@@ -174,7 +173,7 @@ def _same(a: Any, b: Any) -> bool:
 def apply(settings: Settings, name: str | None, dry_run: bool = False) -> Applied:
     """Write the best trial of study `name` (default: the study of params.yaml) into
     params.yaml's train section; with `dry_run`, only say what would change."""
-    from mlops.tuning import study_name
+    from mlops.tuning.objective import study_name
 
     path = (settings.root / "params.yaml").resolve()
     params = load_params(path)

@@ -5,7 +5,7 @@ timeout, so parallel workers on one machine queue for the write lock instead of
 failing with "database is locked"; the same class runs on PostgreSQL for many hosts.
 RDBStorage (unlike the journal file storage) supports heartbeats: a trial whose worker
 stops beating for `GRACE_S` is marked FAIL and retried with the same params. Every call
-is retried through a short outage of the database (`mlops.optuna_retry`).
+is retried through a short outage of the database (`mlops.tuning.retry`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from mlops import migrations
 from mlops.db import driver_url
 from mlops.errors import Interrupted, MlopsError, StoreError
+from mlops.params import TuneParams
 from mlops.settings import redact
-from mlops.tune_params import TuneParams
 
 if TYPE_CHECKING:
     import optuna
@@ -39,8 +39,8 @@ def storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
 
     import optuna
 
-    from mlops.optuna_retry import CountingRetryCallback, RetryingRDBStorage
     from mlops.retry import budget_s
+    from mlops.tuning.retry import CountingRetryCallback, RetryingRDBStorage
 
     budget_s()  # a bad MLOPS_STORE_RETRY_S is refused before any work
 
@@ -199,7 +199,7 @@ def counts(study: optuna.Study) -> Counts:
     """Count trials by state (one aggregate query on our storage) and the best value."""
     from optuna.trial import TrialState
 
-    from mlops.optuna_retry import RetryingRDBStorage
+    from mlops.tuning.retry import RetryingRDBStorage
 
     backend = getattr(study._storage, "_backend", study._storage)
     if isinstance(backend, RetryingRDBStorage):

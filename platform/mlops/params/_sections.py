@@ -11,10 +11,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mlops.model_params import TrainParams
-from mlops.monitor_params import MonitorParams
-from mlops.registry_params import RegistryParams
-from mlops.tune_params import TuneParams, check_space
+from mlops.params._model import TrainParams
+from mlops.params._monitor import MonitorParams
+from mlops.params._registry import RegistryParams
+from mlops.params._tune import TuneParams, check_space
 
 PARAMS_FILE = "params.yaml"
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$"
@@ -95,7 +95,7 @@ class RegisterParams(_Section):
     model_name: Name | None = None
 
 
-class ScheduleParams(_Section):
+class SweepScheduleParams(_Section):
     """What scheduled sweeps do besides tuning (`mlops schedule …`)."""
 
     register_best: bool = False  # register the best trial's model as a challenger version
@@ -113,7 +113,7 @@ class Params(_Section):
     evaluate: EvaluateParams = EvaluateParams()
     register_: RegisterParams = Field(default=RegisterParams(), alias="register")
     registry: RegistryParams = RegistryParams()
-    schedule: ScheduleParams = ScheduleParams()
+    schedule: SweepScheduleParams = SweepScheduleParams()
     monitor: MonitorParams = MonitorParams()
 
     @model_validator(mode="before")

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from mlops.model_params import TrainParams
-from mlops.tune_params import Distribution
+from mlops.params import Distribution, TrainParams
 
 FAMILIES = ("mlp", "cnn", "rnn", "transformer")
 

@@ -28,10 +28,10 @@ def register_best_trial(
     from mlops import tracking
     from mlops.lineage import git_commit, params_hash
     from mlops.models import SPEC_FILE, WEIGHTS_FILE, build_model, save_model
-    from mlops.optuna_store import storage
-    from mlops.search_space import derive
     from mlops.training import train_model
-    from mlops.tuning import TAG_STUDY, TAG_TRIAL, load_data, model_spec
+    from mlops.tuning.objective import TAG_STUDY, TAG_TRIAL, load_data, model_spec
+    from mlops.tuning.search_space import derive
+    from mlops.tuning.storage import storage
     from registry.context import Context
     from registry.registration import register_run
 

@@ -1,4 +1,4 @@
-"""One worker of `mlops sweep run`: `python -m mlops.sweep_worker --study NAME --total N
+"""One worker of `mlops sweep run`: `python -m mlops.tuning.worker --study NAME --total N
 --parent RUN --threads T --seed S [--deadline EPOCH]`.
 
 Joins a study created beforehand and runs trials until the study has N finished ones
@@ -18,14 +18,14 @@ from types import FrameType
 def _stop(_signum: int, _frame: FrameType | None) -> None:
     # Graceful: the trial stops at its next epoch (FAIL), no new trial starts. Imported
     # before the handler is installed: importing here could meet a half-imported module.
-    from mlops.tuning import STOP
+    from mlops.tuning.objective import STOP
 
     STOP.set()
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point; exit 0 when the study has its trials, 130 when interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m mlops.sweep_worker")
+    parser = argparse.ArgumentParser(prog="python -m mlops.tuning.worker")
     parser.add_argument("--study", required=True)
     parser.add_argument("--total", type=int, required=True, help="finished trials in total")
     parser.add_argument("--parent", default=None, help="the sweep's MLflow run id")
@@ -33,16 +33,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=None, help="the sampler's (tune.seed)")
     parser.add_argument("--deadline", type=float, default=None, help="epoch seconds")
     args = parser.parse_args(argv)
-    import mlops.tuning  # noqa: F401 - see _stop
+    import mlops.tuning.objective  # noqa: F401 - see _stop
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
 
     from mlops import console
     from mlops.errors import MlopsError
-    from mlops.params_file import load_params
+    from mlops.params import load_params
     from mlops.settings import Settings
-    from mlops.tuning import STOP, Job, work
+    from mlops.tuning.objective import STOP, Job, work
 
     try:
         settings = Settings.from_env()

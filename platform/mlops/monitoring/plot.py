@@ -11,7 +11,7 @@ from mlops.io import write_with
 if TYPE_CHECKING:
     import numpy as np
 
-    from mlops.drift import DriftReport
+    from mlops.monitoring.drift import DriftReport
 
 _PNG_METADATA = {"Software": None}
 TOP_FEATURES = 6

@@ -42,7 +42,7 @@ Threads = Annotated[
 
 def _load(pipeline: str | None = None) -> tuple[Any, Any]:
     from mlops.errors import UserError
-    from mlops.params_file import load_params
+    from mlops.params import load_params
     from mlops.settings import Settings
 
     settings = Settings.from_env()
@@ -97,7 +97,7 @@ def run_cmd(
     import os
     from dataclasses import asdict
 
-    from mlops.sweep import run_sweep
+    from mlops.tuning.sweep import run_sweep
 
     settings, params = _load(pipeline)
     threads = params.train.threads if threads is None else threads
@@ -153,8 +153,8 @@ def worker_cmd(
     ends at its next epoch (FAIL), no new trial starts, exit 130."""
     import signal
 
-    import mlops.tuning  # noqa: F401 - imported before the handlers, which import nothing
-    from mlops.tuning import STOP
+    import mlops.tuning.objective  # noqa: F401 - imported before the handlers, which import nothing
+    from mlops.tuning.objective import STOP
 
     def _stop(_signum: int, _frame: object) -> None:
         STOP.set()
@@ -196,10 +196,10 @@ def _work(
 
     from mlops import tracking
     from mlops.errors import UserError
-    from mlops.optuna_store import counts, open_study, worker_seed
-    from mlops.optuna_store import total as all_trials
-    from mlops.sweep_progress import log_line, reporter
-    from mlops.tuning import STOP, TAG_STUDY, Job, work
+    from mlops.tuning.objective import STOP, TAG_STUDY, Job, work
+    from mlops.tuning.progress import log_line, reporter
+    from mlops.tuning.storage import counts, open_study, worker_seed
+    from mlops.tuning.storage import total as all_trials
 
     if worker is not None and not re.fullmatch(WORKER_ID, worker):
         raise UserError(
@@ -229,8 +229,8 @@ def _work(
 def _require_study(url: str, name: str) -> None:
     """A worker joins a study; it never creates one (a typo would start a new sweep)."""
     from mlops.errors import UserError
-    from mlops.optuna_store import storage
     from mlops.settings import redact
+    from mlops.tuning.storage import storage
 
     try:
         storage(url, heartbeat=False).get_study_id_from_name(name)
@@ -254,14 +254,14 @@ def status_cmd(
     import optuna
 
     from mlops.errors import UserError
-    from mlops.optuna_store import counts, storage
     from mlops.settings import Settings
-    from mlops.sweep import best_trials
+    from mlops.tuning.storage import counts, storage
+    from mlops.tuning.sweep import best_trials
 
     settings = Settings.from_env()
     if study is None:
-        from mlops.params_file import load_params
-        from mlops.tuning import study_name
+        from mlops.params import load_params
+        from mlops.tuning.objective import study_name
 
         study = study_name(load_params(settings.root / "params.yaml"))
     try:
@@ -308,7 +308,7 @@ def apply_cmd(
     from dataclasses import asdict
 
     from mlops.settings import Settings
-    from mlops.sweep_apply import apply
+    from mlops.tuning.apply import apply
 
     done = apply(Settings.from_env(), study, dry_run)
     if as_json:
@@ -353,10 +353,9 @@ def dashboard_cmd(
     import sys
 
     from mlops.errors import Interrupted
-    from mlops.exposure import open_ui_warning
+    from mlops.exposure import free_port, open_ui_warning
     from mlops.owners import die_with_parent
     from mlops.settings import Settings, redact
-    from mlops.ui import free_port
 
     def _stop(signum: int, _frame: object) -> None:
         raise Interrupted(signum)

@@ -18,7 +18,7 @@ class _Section(BaseModel):
 
 
 class DriftParams(_Section):
-    """Thresholds of the drift verdict (see `mlops.drift`).
+    """Thresholds of the drift verdict (see `mlops.monitoring.drift`).
 
     A feature drifts when a test finds a shift that is both large and significant: its PSI
     exceeds `psi` and the chi-square test on the same bins rejects equality, or the

@@ -120,8 +120,8 @@ def objective(job: Job, data: Data) -> Callable[[optuna.Trial], float]:
 
     from mlops import tracking
     from mlops.models import build_model
-    from mlops.search_space import derive, suggest
     from mlops.training import check_metric, train_model
+    from mlops.tuning.search_space import derive, suggest
 
     p = job.params
     metric = p.tune.metric
@@ -227,7 +227,7 @@ def work(
     left WAITING when the sweep ends.
     """
     from mlops.errors import MlopsError
-    from mlops.optuna_store import counts, fail_stale, open_study
+    from mlops.tuning.storage import counts, fail_stale, open_study
 
     study = open_study(job.settings.optuna_storage, job.study, job.params.tune, seed=job.seed)
     objective_fn = objective(job, load_data(job.settings.root))
@@ -272,7 +272,7 @@ def _settle(study: optuna.Study, fn: Callable[[optuna.Study], None], deadline: f
     """Before leaving, wait for trials still RUNNING to finish or to be failed by
     heartbeat (a dead worker's), so none is left RUNNING when the sweep ends; a retry
     this worker queues meanwhile it runs itself. Return how many trials it ran."""
-    from mlops.optuna_store import GRACE_S, HEARTBEAT_S, fail_stale
+    from mlops.tuning.storage import GRACE_S, HEARTBEAT_S, fail_stale
 
     ran = 0
     until = time.time() + GRACE_S + 4 * HEARTBEAT_S

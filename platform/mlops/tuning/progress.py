@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlops import console
-from mlops.optuna_store import counts
+from mlops.tuning.storage import counts
 
 if TYPE_CHECKING:
     import optuna

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from mlops import safe_yaml
 from mlops.errors import UserError
-from mlops.params import PARAMS_FILE, Params
+from mlops.params._sections import PARAMS_FILE, Params
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:
@@ -42,7 +42,8 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _describe(error: Mapping[str, Any]) -> str:
+def describe_error(error: Mapping[str, Any]) -> str:
+    """One pydantic validation error as `key.path: what is wrong`."""
     key = _key_path(tuple(error["loc"]))
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -74,7 +75,7 @@ def parse_params(data: Any, source: str = PARAMS_FILE) -> Params:
     except ValidationError as exc:
         errors = exc.errors()
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise UserError(f"{source}: {_describe(errors[0])}{more}") from None
+        raise UserError(f"{source}: {describe_error(errors[0])}{more}") from None
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:

@@ -1,4 +1,4 @@
-"""`mlops monitor …`: parses and prints; `mlops.monitor` decides.
+"""`mlops monitor …`: parses and prints; `mlops.monitoring.service` decides.
 
 Imports only typer and rich at import time. `drift` exits 1 when the verdict is drift
 (for schedules and cron), 2 on bad input, 0 otherwise.
@@ -14,7 +14,7 @@ import typer
 from mlops import console
 
 if TYPE_CHECKING:
-    from mlops.monitor import DriftCheck
+    from mlops.monitoring.service import DriftCheck
 
 app = typer.Typer(
     help="Monitoring of served models: data and prediction drift.", no_args_is_help=True
@@ -54,8 +54,8 @@ def drift_cmd(
     PSI and KS per feature, the shift of the version's predictions, a verdict against
     `monitor.drift` in params.yaml, and a PNG plot.
     """
-    from mlops.monitor import check_drift
-    from mlops.monitor_data import UNVERIFIED
+    from mlops.monitoring.reference import UNVERIFIED
+    from mlops.monitoring.service import check_drift
     from mlops.settings import Settings
 
     if input_file is not None and sink is not None:

@@ -1,7 +1,7 @@
 """`mlops monitor drift`: what a served version sees now against what it was trained on.
 
 The current rows (a file, or the serving sink's sampled requests) are compared with the
-version's training split (found through its lineage, see `mlops.monitor_data`), feature
+version's training split (found through its lineage, see `mlops.monitoring.reference`), feature
 by feature, and the version's predictions on both are compared too. Every input is read
 and checked before the model is loaded.
 """
@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops.errors import DataError, UserError
-from mlops.monitor_data import PREDICTION, TARGET
+from mlops.monitoring.reference import PREDICTION, TARGET
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from mlops.drift import DriftReport, PredictionShift
-    from mlops.monitor_params import DriftParams
+    from mlops.monitoring.drift import DriftReport, PredictionShift
+    from mlops.params import DriftParams
     from mlops.settings import Settings
     from registry.stages import Ref
 
@@ -78,7 +78,7 @@ def read_current(
     settings: Settings, model: str, input_file: Path | None, sink: Path | None
 ) -> tuple[pd.DataFrame, str]:
     """The current rows and where they came from: `input_file`, else the sink."""
-    from mlops.monitor_data import read_table
+    from mlops.monitoring.reference import read_table
 
     if input_file is not None:
         return read_table(input_file), str(input_file)
@@ -106,10 +106,9 @@ def check_drift(
     params_file: Path | None = None,
 ) -> DriftCheck:
     """Compare the current rows with the training split of the version `target` names."""
-    from mlops.drift import assess
-    from mlops.monitor_data import feature_matrix, load_reference
-    from mlops.params import Params
-    from mlops.params_file import load_params
+    from mlops.monitoring.drift import assess
+    from mlops.monitoring.reference import feature_matrix, load_reference
+    from mlops.params import Params, load_params
     from registry.context import Context
     from registry.loading import build, fetch, resolve
 
@@ -141,7 +140,7 @@ def check_drift(
     shift = _shift(ref_out, cur_out, spec.classes, spec.task, thresholds)
     report = assess(names, x_ref, x_cur, thresholds, shift)
     performance = _performance(truth, cur_out, spec.task)
-    from mlops.drift_plot import drift_png
+    from mlops.monitoring.plot import drift_png
 
     title = f"{name} v{version.version}: {Path(where).name} vs training split"
     drift_png(report, names, x_ref, x_cur, thresholds.psi, title, out)
@@ -187,7 +186,7 @@ def _logged(
     """The predictions the rows carry, when all of them came from this version."""
     import numpy as np
 
-    from mlops.monitor_data import class_indices
+    from mlops.monitoring.reference import class_indices
 
     if PREDICTION not in frame.columns or frame[PREDICTION].isna().any():
         return None
@@ -201,7 +200,7 @@ def _logged(
 def _shift(
     ref: np.ndarray, cur: np.ndarray, classes: list[Any], task: str, params: DriftParams
 ) -> PredictionShift:
-    from mlops.drift import class_shift, value_shift
+    from mlops.monitoring.drift import class_shift, value_shift
 
     if task == "regression":
         return value_shift(ref, cur, params)
@@ -212,7 +211,7 @@ def _truth(frame: pd.DataFrame, classes: list[Any], task: str, where: str) -> np
     """The target column as class indices (or values), when the rows carry a complete one."""
     import numpy as np
 
-    from mlops.monitor_data import class_indices
+    from mlops.monitoring.reference import class_indices
 
     if TARGET not in frame.columns or frame[TARGET].isna().any():
         return None
