@@ -11,6 +11,7 @@ import time
 from mlops import tracking
 from mlops.errors import UserError
 from mlops.io import write_json
+from mlops.params import require_space
 from mlops.tuning.objective import TAG_STUDY, Job, study_name, work
 from mlops.tuning.progress import reporter
 from mlops.tuning.storage import counts, open_study
@@ -29,8 +30,7 @@ def tune(ctx: StageContext) -> None:
         )
         print("tune: tune.n_trials is 0, train uses params.yaml as it is")
         return
-    if not p.space:
-        raise UserError("params.yaml: tune.space is empty but tune.n_trials > 0")
+    require_space(p.space, "tune.n_trials > 0")
     name = study_name(ctx.params)
     study = open_study(ctx.settings.optuna_storage, name, p)
     deadline = time.time() + p.timeout if p.timeout else None

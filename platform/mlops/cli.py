@@ -37,8 +37,9 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts."
 _VERSIONED = ("torch", "mlflow", "optuna", "dvc", "sqlalchemy", "pydantic", "typer")
 
 
-def _mount_registry() -> None:
-    # The sub-apps import only typer and rich at import time.
+def _mount_subcommands() -> None:
+    """Every sub-app and sub-command (registry, sweep, schedule, scheduler, server, monitor,
+    serve, export): they import only typer and rich at import time."""
     from mlops.monitoring.cli import app as monitor_app
     from mlops.scheduling.cli import schedule_app, scheduler_app
     from mlops.server.cli import app as server_app
@@ -297,7 +298,7 @@ def _usage_error(exc: click.UsageError) -> int:
 
 def main() -> None:
     """Console-script entry point with the platform's exit codes and one-line errors."""
-    _mount_registry()
+    _mount_subcommands()
     if "--json" in sys.argv[1:]:
         # stdout is the JSON document: no "View run at" links from MLflow (its own and
         # those of the workers we start, which inherit the setting).

@@ -44,7 +44,7 @@ def test_building_the_app_imports_nothing_heavy(tmp_path: Path) -> None:
     code = (
         "import typer.main\n"
         "from mlops import cli\n"
-        "cli._mount_registry()\n"
+        "cli._mount_subcommands()\n"
         "typer.main.get_command(cli.app)"
     )
     assert _heavy_after(code, tmp_path) == []

@@ -58,7 +58,7 @@ def test_usage_mistakes_are_one_line_and_exit_2(
 
 
 def _commands() -> Iterator[tuple[str, Any]]:
-    cli._mount_registry()
+    cli._mount_subcommands()
     root = cli.tidy_help(typer.main.get_command(cli.app))
 
     def walk(command: Any, path: str) -> Iterator[tuple[str, Any]]:

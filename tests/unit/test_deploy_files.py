@@ -19,7 +19,7 @@ import typer
 import yaml
 from typer.core import TyperGroup
 
-from mlops.cli import _mount_registry, app
+from mlops.cli import _mount_subcommands, app
 from mlops.scheduling.cron import parse
 from mlops.scheduling.scheduler import STOP_WAIT_S
 from mlops.server.process import STOP_GRACE_S, artifacts_destination, backend_store
@@ -192,7 +192,7 @@ def _team_mode_names() -> dict[str, str]:
 
 @cache
 def _cli() -> TyperGroup:
-    _mount_registry()
+    _mount_subcommands()
     group = typer.main.get_command(app)
     assert isinstance(group, TyperGroup)
     return group

@@ -32,7 +32,7 @@ from mlops.params._sections import (
     SweepScheduleParams,
     ValidateParams,
 )
-from mlops.params._tune import Distribution, TuneParams, check_space
+from mlops.params._tune import Distribution, TuneParams, check_space, require_space
 
 __all__ = [
     "HIGHER_IS_BETTER",
@@ -65,4 +65,5 @@ __all__ = [
     "describe_error",
     "load_params",
     "parse_params",
+    "require_space",
 ]

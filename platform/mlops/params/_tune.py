@@ -8,9 +8,12 @@ naming the key (exit 2), before any compute.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mlops.errors import UserError
 
 Scalar = bool | int | float | str
 
@@ -88,6 +91,12 @@ class TuneParams(_Section):
     def space_paths(self) -> list[str]:
         """The searched train params, in a stable order."""
         return sorted(self.space)
+
+
+def require_space(space: Mapping[str, Any], purpose: str) -> None:
+    """Refuse (one line) a search over an empty `tune.space`; `purpose` says what needed it."""
+    if not space:
+        raise UserError(f"params.yaml: tune.space is empty: {purpose} has nothing to search")
 
 
 def check_space(space: dict[str, Distribution], train: dict[str, Any]) -> None:

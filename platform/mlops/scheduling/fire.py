@@ -81,7 +81,7 @@ def execute(settings: Settings, store: ScheduleStore, run_id: int) -> Run:
 
 
 def _sweep(settings: Settings, store: ScheduleStore, run: Run) -> dict[str, Any]:
-    from mlops.params import load_params
+    from mlops.params import load_params, require_space
     from mlops.tuning.sweep import run_sweep
 
     schedule = store.get(run.schedule)
@@ -93,8 +93,7 @@ def _sweep(settings: Settings, store: ScheduleStore, run: Run) -> dict[str, Any]
             f"schedule {schedule.name}: pipeline {schedule.pipeline!r}, but params.yaml "
             f"defines {params.pipeline.name!r}"
         )
-    if not params.tune.space:
-        raise UserError("params.yaml: tune.space is empty: nothing to search")
+    require_space(params.tune.space, f"schedule {schedule.name}")
     ensure_splits(settings)
     hashes = data_version(settings)
     study, before, best_before = _study_state(settings, params)

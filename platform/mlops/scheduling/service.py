@@ -7,6 +7,7 @@ import math
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from mlops.errors import MlopsError, UserError
 from mlops.limits import MAX_SECONDS, MAX_TRIALS, MAX_WORKERS
@@ -37,11 +38,12 @@ class Added:
     upcoming: list[str]
 
 
-def _pipeline_of(settings: Settings) -> tuple[str, bool]:
+def _pipeline_of(settings: Settings) -> tuple[str, dict[str, Any]]:
+    """The pipeline's name and the search space in params.yaml."""
     from mlops.params import load_params
 
     params = load_params(settings.root / "params.yaml")
-    return params.pipeline.name, bool(params.tune.space)
+    return params.pipeline.name, dict(params.tune.space)
 
 
 def check_numbers(draft: Schedule) -> None:
@@ -67,6 +69,8 @@ def add(
 ) -> Added:
     """Check and store a schedule; its first fire time is the first one after now. An
     empty `draft.pipeline` is the pipeline of params.yaml."""
+    from mlops.params import require_space
+
     now = time.time() if now is None else now
     check_name(draft.name)
     check_numbers(draft)
@@ -74,14 +78,13 @@ def add(
     upcoming = timetable.upcoming(now, 5)
     if not upcoming:
         raise UserError(f"cron {draft.cron!r}: never fires (no such date)")
-    pipeline, has_space = _pipeline_of(settings)
+    pipeline, space = _pipeline_of(settings)
     if draft.pipeline and draft.pipeline != pipeline:
         raise UserError(
             f"pipeline {draft.pipeline!r}: params.yaml defines {pipeline!r} "
             "(schedules sweep this project's pipeline)"
         )
-    if not has_space:
-        raise UserError("params.yaml: tune.space is empty: a scheduled sweep has nothing to search")
+    require_space(space, "a scheduled sweep")
     schedule = Schedule(
         draft.name, pipeline, timetable.cron.expression, draft.timezone, draft.trials,
         draft.workers, draft.timeout, draft.grace, False, now, current_actor(), upcoming[0],

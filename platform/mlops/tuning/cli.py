@@ -42,15 +42,14 @@ Threads = Annotated[
 
 def _load(pipeline: str | None = None) -> tuple[Any, Any]:
     from mlops.errors import UserError
-    from mlops.params import load_params
+    from mlops.params import load_params, require_space
     from mlops.settings import Settings
 
     settings = Settings.from_env()
     params = load_params(settings.root / "params.yaml")
     if pipeline is not None and pipeline != params.pipeline.name:
         raise UserError(f"pipeline {pipeline!r}: params.yaml defines {params.pipeline.name!r}")
-    if not params.tune.space:
-        raise UserError("params.yaml: tune.space is empty: nothing to search")
+    require_space(params.tune.space, "a sweep")
     return settings, params
 
 
