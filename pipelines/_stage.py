@@ -7,10 +7,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mlops import workspace
 from mlops.errors import Interrupted, MlopsError, full_disk
 from mlops.params import Params, load_params
 from mlops.settings import Settings
-from pipelines import paths
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class StageContext:
 def run_stage(name: str, body: Callable[[StageContext], None]) -> None:
     """Run a stage body and exit with the platform's exit codes."""
     try:
-        params = load_params(paths.PARAMS)
+        params = load_params(workspace.PARAMS)
         body(StageContext(name, params, Settings.from_env()))
     except MlopsError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)

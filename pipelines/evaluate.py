@@ -4,7 +4,7 @@ plots and PNGs), logged in a child run of the training run."""
 
 from __future__ import annotations
 
-from mlops import tracking
+from mlops import tracking, workspace
 from mlops.data import Schema, features_and_target, read_parquet
 from mlops.io import file_digest, read_json, write_json
 from mlops.metrics import (
@@ -22,18 +22,17 @@ from mlops.plots import (
     score_records,
 )
 from mlops.training import predict_proba, predict_values
-from pipelines import paths
 from pipelines._stage import StageContext, run_stage
 
 
 def evaluate(ctx: StageContext) -> None:
     """Evaluate the trained model on the validation and test splits."""
-    schema = Schema.load(paths.SCHEMA)
-    model, spec = load_model(paths.MODEL_DIR)
-    sha = file_digest(paths.MODEL_DIR / WEIGHTS_FILE)
-    x_test, y_test = features_and_target(read_parquet(paths.SPLITS["test"]), schema)
-    x_val, y_val = features_and_target(read_parquet(paths.SPLITS["val"]), schema)
-    history = read_json(paths.HISTORY)
+    schema = Schema.load(workspace.SCHEMA)
+    model, spec = load_model(workspace.MODEL_DIR)
+    sha = file_digest(workspace.MODEL_DIR / WEIGHTS_FILE)
+    x_test, y_test = features_and_target(read_parquet(workspace.SPLITS["test"]), schema)
+    x_val, y_val = features_and_target(read_parquet(workspace.SPLITS["val"]), schema)
+    history = read_json(workspace.HISTORY)
     tracking.connect(ctx.settings)
     parent = tracking.find_run_by_tag(ctx.experiment, tracking.TAG_MODEL_SHA, sha, "train")
     tags = {tracking.TAG_MODEL_SHA: sha}
@@ -42,27 +41,30 @@ def evaluate(ctx: StageContext) -> None:
             pred = predict_values(model, x_test)
             test = regression_metrics(y_test, pred)
             val = regression_metrics(y_val, predict_values(model, x_val))
-            write_json(paths.CONFUSION, binned_records(y_test, pred))
-            predictions_png(y_test, pred, paths.PREDICTIONS_PNG)
+            write_json(workspace.CONFUSION, binned_records(y_test, pred))
+            predictions_png(y_test, pred, workspace.PREDICTIONS_PNG)
             headline = f"test RMSE {test['rmse']:.4f}, R² {test['r2']:.4f}"
         else:
             proba = predict_proba(model, x_test)
             test = classification_metrics(y_test, proba)
             val = classification_metrics(y_val, predict_proba(model, x_val))
             predicted = proba.argmax(axis=1)
-            write_json(paths.CONFUSION, confusion_records(y_test, predicted, spec.classes))
+            write_json(workspace.CONFUSION, confusion_records(y_test, predicted, spec.classes))
             matrix = confusion(y_test, predicted, spec.n_classes)
-            confusion_matrix_png(matrix, spec.classes, paths.PREDICTIONS_PNG)
+            confusion_matrix_png(matrix, spec.classes, workspace.PREDICTIONS_PNG)
             headline = f"test accuracy {test['accuracy']:.4f}, macro F1 {test['f1_macro']:.4f}"
-        write_json(paths.METRICS, {"test": test, "val": val})
-        write_json(paths.VAL_SCORE, score_records(history))
-        learning_curves_png(history, paths.CURVES_PNG)
+        write_json(workspace.METRICS, {"test": test, "val": val})
+        write_json(workspace.VAL_SCORE, score_records(history))
+        learning_curves_png(history, workspace.CURVES_PNG)
         flat = {f"test_{k}": v for k, v in test.items()}
         tracking.log_metrics(flat | {f"val_{k}": v for k, v in val.items()})
         if parent:  # test metrics on the train run too, so the runs table compares them
             tracking.log_metrics(flat, run_id=parent)
         tracking.log_artifacts(
-            paths.METRICS, paths.PREDICTIONS_PNG, paths.CURVES_PNG, artifact_path="evaluation"
+            workspace.METRICS,
+            workspace.PREDICTIONS_PNG,
+            workspace.CURVES_PNG,
+            artifact_path="evaluation",
         )
         key = ctx.params.evaluate.primary_metric
         key = key if key in test else ("rmse" if spec.task == "regression" else "accuracy")
@@ -70,7 +72,7 @@ def evaluate(ctx: StageContext) -> None:
         tracking.describe_run(run_id, f"evaluate {scored}")
         if parent:  # the train run reads best in the runs list by what it scored on test
             tracking.describe_run(parent, f"train {scored}")
-        print(f"evaluate: {headline} on {int(test['n_samples'])} rows -> {paths.METRICS}")
+        print(f"evaluate: {headline} on {int(test['n_samples'])} rows -> {workspace.METRICS}")
 
 
 def main() -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlops import tracking
+from mlops import tracking, workspace
 from mlops.data import check_source, infer_schema, load_source, subsample, write_parquet
 from mlops.lineage import dvc_md5
-from pipelines import paths
 from pipelines._stage import StageContext, run_stage
 
 
@@ -19,19 +18,19 @@ def ingest(ctx: StageContext) -> None:
         tracking.log_params(p.model_dump(mode="json"), prefix="data")
         frame = subsample(load_source(p.source, p.target, Path.cwd()), p.max_rows, p.seed)
         schema = infer_schema(frame, p.source, p.target, p.input_shape, p.task)
-        write_parquet(frame, paths.RAW)
-        schema.save(paths.SCHEMA)
+        write_parquet(frame, workspace.RAW)
+        schema.save(workspace.SCHEMA)
         tracking.log_metrics(
             {"rows": len(frame), "features": len(schema.features), "classes": len(schema.classes)}
         )
-        tracking.set_tags({"mlops.data.raw.md5": dvc_md5(paths.RAW)})
-        tracking.log_artifacts(paths.SCHEMA)
+        tracking.set_tags({"mlops.data.raw.md5": dvc_md5(workspace.RAW)})
+        tracking.log_artifacts(workspace.SCHEMA)
         kind = f"{len(schema.classes)} classes" if schema.classes else "a regression target"
         what = f"ingest {len(frame)} rows · {len(schema.features)} features · {kind}"
         tracking.describe_run(run_id, what)
         print(
             f"ingest: {len(frame)} rows, {len(schema.features)} features, {kind} "
-            f"(data.task: {p.task}) -> {paths.RAW}"
+            f"(data.task: {p.task}) -> {workspace.RAW}"
         )
 
 

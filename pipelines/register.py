@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlops import tracking
+from mlops import tracking, workspace
 from mlops.io import file_digest, read_json, write_json
 from mlops.lineage import data_hashes, dvc_md5, lineage_tags
 from mlops.models import WEIGHTS_FILE, count_parameters, load_model
-from pipelines import paths
 from pipelines._stage import StageContext, run_stage
 from registry.card import render_card
 from registry.context import Context
@@ -19,25 +18,25 @@ from registry.registration import register_model
 
 def register(ctx: StageContext) -> None:
     """Register the model of `models/` (idempotent: the same weights give the same version)."""
-    model, spec = load_model(paths.MODEL_DIR)
-    sha = file_digest(paths.MODEL_DIR / WEIGHTS_FILE)
-    metrics = read_json(paths.METRICS)
+    model, spec = load_model(workspace.MODEL_DIR)
+    sha = file_digest(workspace.MODEL_DIR / WEIGHTS_FILE)
+    metrics = read_json(workspace.METRICS)
     # the example rows as the model reads them: its own feature names, in its own order
     example = load_test_split(Path.cwd()).rows_for(spec, "the trained model").x[:8]
     root = ctx.settings.root
     tracking.connect(ctx.settings)
     parent = tracking.find_run_by_tag(ctx.experiment, tracking.TAG_MODEL_SHA, sha, "train")
     lineage = {
-        **lineage_tags(root, ctx.params.as_dict(), paths.PARAMS),  # git, params, dvc exp
-        "mlops.data.raw.md5": dvc_md5(paths.RAW),
-        **{f"mlops.data.{k}.md5": v for k, v in data_hashes(paths.SPLITS).items()},
+        **lineage_tags(root, ctx.params.as_dict(), workspace.PARAMS),  # git, params, dvc exp
+        "mlops.data.raw.md5": dvc_md5(workspace.RAW),
+        **{f"mlops.data.{k}.md5": v for k, v in data_hashes(workspace.SPLITS).items()},
         "mlops.train_run_id": parent or "unknown",
         "mlops.parameters": count_parameters(model),
         "mlops.family": spec.family,
         "mlops.task": spec.task,
         **{f"mlops.metric.test_{k}": f"{v:.6g}" for k, v in metrics["test"].items()},
     }
-    tuned = read_json(paths.BEST_PARAMS) if paths.BEST_PARAMS.is_file() else {}
+    tuned = read_json(workspace.BEST_PARAMS) if workspace.BEST_PARAMS.is_file() else {}
     if tuned.get("tuned"):
         lineage |= {"mlops.optuna.study": tuned["study"], "mlops.optuna.trial": tuned["trial"]}
     name = ctx.params.model_name
@@ -50,14 +49,14 @@ def register(ctx: StageContext) -> None:
             registry,
             model,
             name,
-            paths.MODEL_DIR,
+            workspace.MODEL_DIR,
             sha,
             example,
             lineage,
             description=f"PyTorch {spec.task} model trained by the `{ctx.experiment}` pipeline.",
         )
         write_json(
-            paths.REGISTERED,
+            workspace.REGISTERED,
             {"name": version.name, "version": version.version, "sha256": sha},
         )
         number = int(version.version)

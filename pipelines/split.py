@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-from mlops import tracking
+from mlops import tracking, workspace
 from mlops.data import Schema, read_parquet, write_parquet
 from mlops.errors import DataError
 from mlops.io import read_json
 from mlops.lineage import dvc_md5
 from mlops.splitting import stratified_split
-from pipelines import paths
 from pipelines._stage import StageContext, run_stage
 
 
 def split(ctx: StageContext) -> None:
     """Split the validated data set."""
-    if not read_json(paths.VALIDATION).get("passed"):
-        raise DataError(f"{paths.VALIDATION}: the data did not pass validation")
-    frame = read_parquet(paths.RAW)
-    task = Schema.load(paths.SCHEMA).task
+    if not read_json(workspace.VALIDATION).get("passed"):
+        raise DataError(f"{workspace.VALIDATION}: the data did not pass validation")
+    frame = read_parquet(workspace.RAW)
+    task = Schema.load(workspace.SCHEMA).task
     with tracking.stage_run(ctx.settings, ctx.experiment, "split") as run_id:
         tracking.log_params(ctx.params.split.model_dump(mode="json"), prefix="split")
         parts = dict(
-            zip(paths.SPLITS, stratified_split(frame, ctx.params.split, task), strict=True)
+            zip(workspace.SPLITS, stratified_split(frame, ctx.params.split, task), strict=True)
         )
         for name, part in parts.items():
-            write_parquet(part, paths.SPLITS[name])
+            write_parquet(part, workspace.SPLITS[name])
         tracking.log_metrics({f"rows_{name}": len(part) for name, part in parts.items()})
-        tracking.set_tags({f"mlops.data.{n}.md5": dvc_md5(p) for n, p in paths.SPLITS.items()})
+        tracking.set_tags({f"mlops.data.{n}.md5": dvc_md5(p) for n, p in workspace.SPLITS.items()})
         sizes = ", ".join(f"{name} {len(part)}" for name, part in parts.items())
         counts = "/".join(str(len(part)) for part in parts.values())
         tracking.describe_run(run_id, f"split {counts} rows (train/val/test)")

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from functools import partial
 from typing import Any
 
-from mlops import distributed, tracking
+from mlops import distributed, tracking, workspace
 from mlops.checkpoint import fingerprint, load_checkpoint
 from mlops.data import Schema, features_and_target, read_parquet
 from mlops.io import read_json, write_json
@@ -31,7 +31,6 @@ from mlops.models import (
 from mlops.params import TrainParams
 from mlops.training import Checkpointing, EpochResult, check_metric, train_model
 from mlops.tuning.search_space import derive
-from pipelines import paths
 from pipelines._stage import StageContext, run_stage
 
 
@@ -68,7 +67,7 @@ def _note(p: TrainParams, task: str, result: Any, parameters: int, hashes: dict[
 
 def tuned_params(base: TrainParams) -> tuple[TrainParams, dict[str, Any]]:
     """params.yaml's train section with the tune stage's best values applied (if tuned)."""
-    found = read_json(paths.BEST_PARAMS) if paths.BEST_PARAMS.is_file() else {}
+    found = read_json(workspace.BEST_PARAMS) if workspace.BEST_PARAMS.is_file() else {}
     if not found.get("tuned"):
         return base, {}
     return derive(base, found["values"]), found
@@ -77,9 +76,9 @@ def tuned_params(base: TrainParams) -> tuple[TrainParams, dict[str, Any]]:
 def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
     """Train, save `models/` (safetensors + spec) and the per-epoch history."""
     p, tuned = tuned_params(ctx.params.train)
-    schema = Schema.load(paths.SCHEMA)
-    x_train, y_train = features_and_target(read_parquet(paths.SPLITS["train"]), schema)
-    x_val, y_val = features_and_target(read_parquet(paths.SPLITS["val"]), schema)
+    schema = Schema.load(workspace.SCHEMA)
+    x_train, y_train = features_and_target(read_parquet(workspace.SPLITS["train"]), schema)
+    x_val, y_val = features_and_target(read_parquet(workspace.SPLITS["val"]), schema)
     mean, std = feature_stats(x_train)
     check_metric(schema.task, p.early_stopping.metric)
     spec = make_spec(
@@ -87,11 +86,11 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
         task=schema.task, target_mean=float(y_train.mean()), target_std=float(y_train.std()),
         features=schema.features, target=schema.target,
     )  # fmt: skip
-    hashes = data_hashes(paths.SPLITS)
+    hashes = data_hashes(workspace.SPLITS)
     job = fingerprint(asdict(spec), p.model_dump(mode="json"), hashes)
-    checkpointing = Checkpointing(paths.CHECKPOINT, job, checkpoint_every, resume)
+    checkpointing = Checkpointing(workspace.CHECKPOINT, job, checkpoint_every, resume)
     if resume:  # refuse a missing or foreign checkpoint before anything starts
-        load_checkpoint(paths.CHECKPOINT, job, required=True)
+        load_checkpoint(workspace.CHECKPOINT, job, required=True)
     dist = distributed.from_env()
     tags = {f"mlops.data.{k}.md5": v for k, v in hashes.items()}
     tags |= {"mlops.family": p.model.family, "mlops.world_size": str(dist.world_size)}
@@ -123,12 +122,14 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
             if buffer is None:
                 return
             buffer.flush()
-            sha = save_model(result.model, spec, paths.MODEL_DIR)
+            sha = save_model(result.model, spec, workspace.MODEL_DIR)
             # The safe weights travel with the run: `mlops registry register --run` uses them.
             tracking.log_artifacts(
-                paths.MODEL_DIR / WEIGHTS_FILE, paths.MODEL_DIR / SPEC_FILE, artifact_path="weights"
+                workspace.MODEL_DIR / WEIGHTS_FILE,
+                workspace.MODEL_DIR / SPEC_FILE,
+                artifact_path="weights",
             )
-            write_json(paths.HISTORY, [{"epoch": h.epoch, **h.metrics} for h in result.history])
+            write_json(workspace.HISTORY, [{"epoch": h.epoch, **h.metrics} for h in result.history])
             best = result.history[result.best_epoch - 1].metrics
             tracking.log_metrics(
                 {"best_epoch": result.best_epoch, "parameters": count_parameters(result.model)}
@@ -150,7 +151,7 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
             )
             print(
                 f"train: {p.model.family}, best epoch {result.best_epoch} "
-                f"({metric} {best[metric]:.4f}) -> {paths.MODEL_DIR}/"
+                f"({metric} {best[metric]:.4f}) -> {workspace.MODEL_DIR}/"
             )
     finally:
         distributed.shutdown(dist)

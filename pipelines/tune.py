@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from mlops import tracking
+from mlops import tracking, workspace
 from mlops.errors import UserError
 from mlops.io import write_json
 from mlops.params import require_space
@@ -16,7 +16,6 @@ from mlops.tuning.objective import TAG_STUDY, Job, study_name, work
 from mlops.tuning.progress import reporter
 from mlops.tuning.storage import counts, open_study
 from mlops.tuning.sweep import finalize
-from pipelines import paths
 from pipelines._stage import StageContext, run_stage
 
 
@@ -24,9 +23,9 @@ def tune(ctx: StageContext) -> None:
     """Tune (or skip), then write `reports/best_params.json` and `reports/tune.json`."""
     p = ctx.params.tune
     if p.n_trials == 0:
-        write_json(paths.BEST_PARAMS, {"tuned": False, "values": {}})
+        write_json(workspace.BEST_PARAMS, {"tuned": False, "values": {}})
         write_json(
-            paths.TUNE_METRICS, {"best_value": None, "complete": 0, "pruned": 0, "failed": 0}
+            workspace.TUNE_METRICS, {"best_value": None, "complete": 0, "pruned": 0, "failed": 0}
         )
         print("tune: tune.n_trials is 0, train uses params.yaml as it is")
         return
@@ -44,7 +43,7 @@ def tune(ctx: StageContext) -> None:
         raise UserError(f"study {name}: no trial completed; see the tune run in MLflow")
     best = study.best_trial
     write_json(
-        paths.BEST_PARAMS,
+        workspace.BEST_PARAMS,
         {
             "tuned": True,
             "study": name,
@@ -54,7 +53,7 @@ def tune(ctx: StageContext) -> None:
         },
     )
     write_json(
-        paths.TUNE_METRICS,
+        workspace.TUNE_METRICS,
         {"best_value": c.best, "complete": c.complete, "pruned": c.pruned, "failed": c.fail},
     )
     print(

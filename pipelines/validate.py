@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-from mlops import tracking
+from mlops import tracking, workspace
 from mlops.data import Schema, read_parquet
 from mlops.errors import DataError
 from mlops.io import write_json
 from mlops.validation import failure_summary, validate_frame
-from pipelines import paths
 from pipelines._stage import StageContext, run_stage
 
 
 def validate(ctx: StageContext) -> None:
     """Run every check, write `reports/validation.json`, raise when a check fails."""
-    schema = Schema.load(paths.SCHEMA)
-    frame = read_parquet(paths.RAW)
+    schema = Schema.load(workspace.SCHEMA)
+    frame = read_parquet(workspace.RAW)
     with tracking.stage_run(ctx.settings, ctx.experiment, "validate") as run_id:
         tracking.log_params(ctx.params.validate_.model_dump(mode="json"), prefix="validate")
         report = validate_frame(frame, schema, ctx.params.validate_)
-        write_json(paths.VALIDATION, report)
-        tracking.log_artifacts(paths.VALIDATION)
+        write_json(workspace.VALIDATION, report)
+        tracking.log_artifacts(workspace.VALIDATION)
         tracking.log_metrics({"checks_failed": sum(not c["passed"] for c in report["checks"])})
         failed = [c["name"] for c in report["checks"] if not c["passed"]]
         verdict = f"failed {', '.join(failed)}" if failed else "passed"
         tracking.describe_run(run_id, f"validate {verdict} · {report['n_rows']} rows")
         if not report["passed"]:
-            raise DataError(f"data unusable ({paths.VALIDATION}): {failure_summary(report)}")
+            raise DataError(f"data unusable ({workspace.VALIDATION}): {failure_summary(report)}")
         print(f"validate: {len(report['checks'])} checks passed on {report['n_rows']} rows")
 
 

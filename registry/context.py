@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from mlops import workspace
 from mlops.owners import current_actor
 from mlops.params import RegistryParams
 from mlops.settings import Settings
@@ -29,7 +30,7 @@ class Context:
         from mlops.params import load_params
 
         settings = settings or Settings.from_env()
-        path = params_file or settings.root / "params.yaml"
+        path = params_file or settings.root / workspace.PARAMS
         if not path.is_file():
             return cls(settings)
         params = load_params(path)

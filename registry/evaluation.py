@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlops import workspace
 from mlops.errors import DataError, UserError
 from registry.db.store import Version
 from registry.gates import Evidence
@@ -22,8 +23,8 @@ from registry.gates import Evidence
 if TYPE_CHECKING:
     from mlops.models import ModelSpec
 
-TEST_SPLIT = Path("data/split/test.parquet")
-SCHEMA = Path("data/raw/schema.json")
+TEST_SPLIT = workspace.SPLITS["test"]
+SCHEMA = workspace.SCHEMA
 
 
 def manifest_sha256(directory: Path) -> str:

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from typer._click import exceptions as click  # typer 0.29 vendors click's exceptions
 
-from mlops import __version__, console, exposure
+from mlops import __version__, console, exposure, workspace
 from mlops.errors import Interrupted, MlopsError, UserError, full_disk
 from mlops.exposure import open_ui_warning
 
@@ -215,8 +215,8 @@ def summary(as_json: JsonFlag = False) -> None:
 
     settings = Settings.from_env()
     root = settings.root
-    metrics_file = root / "reports" / "metrics.json"
-    registered_file = root / "reports" / "registered.json"
+    metrics_file = root / workspace.METRICS
+    registered_file = root / workspace.REGISTERED
     if not metrics_file.is_file():
         raise UserError(f"{metrics_file}: not found; run `dvc repro` (or `make run`) first")
     metrics = read_json(metrics_file)
@@ -226,10 +226,10 @@ def summary(as_json: JsonFlag = False) -> None:
         "registered": registered,
         "stores": settings.as_dict(),
         "outputs": {
-            "metrics": "reports/metrics.json",
-            "plots": "reports/plots/",
-            "model": "models/",
-            "validation": "reports/validation.json",
+            "metrics": str(workspace.METRICS),
+            "plots": f"{workspace.PLOTS_DIR}/",
+            "model": f"{workspace.MODEL_DIR}/",
+            "validation": str(workspace.VALIDATION),
         },
     }
     if as_json:

@@ -223,7 +223,7 @@ def test_serve_the_int8_export_by_name(flow: dict[str, Any], tmp_path: Path) -> 
     import numpy as np
     import onnxruntime as ort
 
-    from mlops.ui import free_port
+    from mlops.exposure import free_port
     from tests.integration.registry_project import _arrays
 
     root, ctx = flow["root"], flow["ctx"]

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
+from mlops.exposure import free_port
 from mlops.params import NO_STAGE
-from mlops.ui import free_port
 from registry.context import Context
 from registry.db.store import Change, Entry
 from registry.mlflow_port import STAGE_TAG

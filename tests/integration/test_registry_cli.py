@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlops import tracking, ui
+from mlops import exposure, tracking, ui
 from mlops.errors import UserError
 from mlops.io import file_digest
 from registry.context import Context
@@ -974,7 +974,7 @@ def test_an_unregistered_model_is_named_with_the_registered_ones(
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A real `mlflow server` (SQLite backend, served artifacts) and a project using it."""
     base = tmp_path_factory.mktemp("http")
-    port = ui.free_port()
+    port = exposure.free_port()
     url = f"http://127.0.0.1:{port}"
     log = (base / "server.log").open("w")
     process = subprocess.Popen(

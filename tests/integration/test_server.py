@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from mlops.ui import free_port
+from mlops.exposure import free_port
 from tests.integration.sweep_project import clean_env
 
 ADMIN_PW = "admin-secret-0123"

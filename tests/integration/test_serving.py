@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlops.ui import free_port
+from mlops.exposure import free_port
 from registry.context import Context
 from registry.stages import Ref
 from tests.integration.registry_project import (

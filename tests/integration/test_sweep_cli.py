@@ -23,9 +23,9 @@ import pytest
 import yaml
 
 from mlops import tracking
+from mlops.exposure import free_port
 from mlops.tuning.objective import RUN_ATTR, TAG_STUDY, TAG_THREADS, study_name
 from mlops.tuning.storage import worker_seed
-from mlops.ui import free_port
 from tests.integration import sweep_project as sp
 
 WAIT_S = 300.0  # a hang fails the test instead of blocking the run

@@ -14,9 +14,9 @@ import pytest
 
 from mlops import tracking
 from mlops.errors import UserError
+from mlops.exposure import free_port
 from mlops.settings import Settings
 from mlops.tuning.objective import RUN_ATTR, TAG_STUDY, TAG_TRIAL
-from mlops.ui import free_port
 from tests.integration import sweep_project as sp
 
 MLOPS = str(Path(sys.executable).parent / "mlops")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from mlops import workspace
 from mlops.errors import DataError, Interrupted, StoreError, UserError
-from pipelines import paths
 from pipelines._stage import StageContext, run_stage
 
 
@@ -105,9 +105,15 @@ def test_other_exceptions_propagate(workdir: Path) -> None:
 
 
 def test_stage_paths_are_relative() -> None:
-    every = [paths.PARAMS, paths.RAW, paths.SCHEMA, paths.MODEL_DIR, *paths.SPLITS.values()]
+    every = [
+        workspace.PARAMS,
+        workspace.RAW,
+        workspace.SCHEMA,
+        workspace.MODEL_DIR,
+        *workspace.SPLITS.values(),
+    ]
     assert all(not p.is_absolute() for p in every)
-    assert set(paths.SPLITS) == {"train", "val", "test"}
+    assert set(workspace.SPLITS) == {"train", "val", "test"}
 
 
 @pytest.mark.parametrize("module", ["ingest", "validate", "split", "train", "evaluate", "register"])

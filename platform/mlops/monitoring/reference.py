@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops import workspace
 from mlops.errors import UserError
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
     from registry.db.store import Version
 
-TRAIN_SPLIT = Path("data/split/train.parquet")
+TRAIN_SPLIT = workspace.SPLITS["train"]
 TRAIN_MD5_TAG = "mlops.data.train.md5"
 TARGET = "target"
 PREDICTION = "prediction"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops import workspace
 from mlops.errors import DataError, UserError
 from mlops.monitoring.reference import PREDICTION, TARGET
 
@@ -71,7 +72,7 @@ def default_sink(settings: Settings, model: str) -> Path:
 
 def default_plot(settings: Settings, model: str, version: int) -> Path:
     """`reports/drift/<model>-v<version>.png` under the project root."""
-    return settings.root / "reports" / "drift" / f"{model}-v{version}.png"
+    return settings.root / workspace.DRIFT_DIR / f"{model}-v{version}.png"
 
 
 def read_current(
@@ -113,7 +114,7 @@ def check_drift(
     from registry.loading import build, fetch, resolve
 
     name, ref = parse_model(target)
-    path = params_file or settings.root / "params.yaml"
+    path = params_file or settings.root / workspace.PARAMS
     params = load_params(path) if path.is_file() else Params()
     thresholds = params.monitor.drift
     ctx = Context(settings, params.registry, params.evaluate.primary_metric)

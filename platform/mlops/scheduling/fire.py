@@ -15,6 +15,7 @@ import time
 import traceback
 from typing import Any
 
+from mlops import workspace
 from mlops.errors import Interrupted, MlopsError, UserError
 from mlops.scheduling.store import Run, ScheduleStore
 from mlops.settings import Settings
@@ -26,8 +27,8 @@ def data_version(settings: Settings) -> dict[str, str]:
     """DVC md5 of the workspace's splits: the data this run tunes on."""
     from mlops.lineage import data_hashes
 
-    split = settings.root / "data" / "split"
-    found = {n: split / f"{n}.parquet" for n in SPLITS if (split / f"{n}.parquet").is_file()}
+    splits = {n: settings.root / workspace.SPLITS[n] for n in SPLITS}
+    found = {n: path for n, path in splits.items() if path.is_file()}
     return data_hashes(found)
 
 
@@ -37,8 +38,7 @@ def ensure_splits(settings: Settings) -> None:
     import os
     import subprocess
 
-    split = settings.root / "data" / "split"
-    if all((split / f"{n}.parquet").is_file() for n in SPLITS):
+    if all((settings.root / workspace.SPLITS[n]).is_file() for n in SPLITS):
         return
     print("no data splits in the workspace yet: running `dvc repro split`", flush=True)
     env = {k: v for k, v in os.environ.items() if k != "DVC_ROOT"}
@@ -87,7 +87,7 @@ def _sweep(settings: Settings, store: ScheduleStore, run: Run) -> dict[str, Any]
     schedule = store.get(run.schedule)
     if schedule is None:
         raise UserError(f"schedule {run.schedule!r}: removed before its run started")
-    params = load_params(settings.root / "params.yaml")
+    params = load_params(settings.root / workspace.PARAMS)
     if params.pipeline.name != schedule.pipeline:
         raise UserError(
             f"schedule {schedule.name}: pipeline {schedule.pipeline!r}, but params.yaml "

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from mlops import workspace
 from mlops.errors import MlopsError, UserError
 from mlops.limits import MAX_SECONDS, MAX_TRIALS, MAX_WORKERS
 from mlops.owners import current_actor
@@ -42,7 +43,7 @@ def _pipeline_of(settings: Settings) -> tuple[str, dict[str, Any]]:
     """The pipeline's name and the search space in params.yaml."""
     from mlops.params import load_params
 
-    params = load_params(settings.root / "params.yaml")
+    params = load_params(settings.root / workspace.PARAMS)
     return params.pipeline.name, dict(params.tune.space)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops import workspace
 from mlops.errors import MlopsError, UserError
 from mlops.io import atomic_path
 from mlops.params import Params, load_params
@@ -175,7 +176,7 @@ def apply(settings: Settings, name: str | None, dry_run: bool = False) -> Applie
     params.yaml's train section; with `dry_run`, only say what would change."""
     from mlops.tuning.objective import study_name
 
-    path = (settings.root / "params.yaml").resolve()
+    path = (settings.root / workspace.PARAMS).resolve()
     params = load_params(path)
     name = name or study_name(params)
     study = load_study(settings, name)

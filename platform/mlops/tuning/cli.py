@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mlops import console
+from mlops import console, workspace
 from mlops.limits import MAX_SECONDS, MAX_THREADS, MAX_TRIALS, MAX_WORKERS, finite
 
 app = typer.Typer(help="Optuna sweeps: run, join, watch, apply.", no_args_is_help=True)
@@ -46,7 +46,7 @@ def _load(pipeline: str | None = None) -> tuple[Any, Any]:
     from mlops.settings import Settings
 
     settings = Settings.from_env()
-    params = load_params(settings.root / "params.yaml")
+    params = load_params(settings.root / workspace.PARAMS)
     if pipeline is not None and pipeline != params.pipeline.name:
         raise UserError(f"pipeline {pipeline!r}: params.yaml defines {params.pipeline.name!r}")
     require_space(params.tune.space, "a sweep")
@@ -262,7 +262,7 @@ def status_cmd(
         from mlops.params import load_params
         from mlops.tuning.objective import study_name
 
-        study = study_name(load_params(settings.root / "params.yaml"))
+        study = study_name(load_params(settings.root / workspace.PARAMS))
     try:
         found = optuna.load_study(study_name=study, storage=storage(settings.optuna_storage))
     except KeyError:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops import workspace
 from mlops.params import Params
 from mlops.settings import Settings
 
@@ -76,15 +77,13 @@ def load_data(root: Path) -> Data:
     from mlops.data import Schema, features_and_target, read_parquet
     from mlops.errors import UserError
 
-    split = root / "data" / "split"
-    schema_file = root / "data" / "raw" / "schema.json"
-    for f in (schema_file, split / "train.parquet", split / "val.parquet"):
+    schema_file = root / workspace.SCHEMA
+    train_file, val_file = root / workspace.SPLITS["train"], root / workspace.SPLITS["val"]
+    for f in (schema_file, train_file, val_file):
         if not f.is_file():
             raise UserError(f"{f}: not found; run `dvc repro split` first")
     schema = Schema.load(schema_file)
-    parts = [
-        features_and_target(read_parquet(split / f"{n}.parquet"), schema) for n in ("train", "val")
-    ]
+    parts = [features_and_target(read_parquet(f), schema) for f in (train_file, val_file)]
     return Data(schema, parts[0], parts[1])
 
 

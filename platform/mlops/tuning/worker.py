@@ -14,6 +14,8 @@ import signal
 import sys
 from types import FrameType
 
+from mlops import workspace
+
 
 def _stop(_signum: int, _frame: FrameType | None) -> None:
     # Graceful: the trial stops at its next epoch (FAIL), no new trial starts. Imported
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         settings = Settings.from_env()
-        params = load_params(settings.root / "params.yaml")
+        params = load_params(settings.root / workspace.PARAMS)
         job = Job(settings, params, args.study, args.parent, args.threads, args.seed)
         work(job, args.total, args.deadline)
         if STOP.is_set():

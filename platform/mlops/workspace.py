@@ -1,4 +1,6 @@
-"""Where each stage reads and writes, relative to the stage's working directory."""
+"""The workspace's layout, in one place: where each stage reads and writes, relative to
+the project root (a stage's working directory). Everything else takes these paths (as
+`root / workspace.X`) instead of spelling them."""
 
 from pathlib import Path
 
@@ -7,7 +9,8 @@ EXTERNAL = Path("data/external")
 RAW = Path("data/raw/dataset.parquet")
 SCHEMA = Path("data/raw/schema.json")
 VALIDATION = Path("reports/validation.json")
-SPLITS = {name: Path(f"data/split/{name}.parquet") for name in ("train", "val", "test")}
+SPLIT_DIR = Path("data/split")
+SPLITS = {name: SPLIT_DIR / f"{name}.parquet" for name in ("train", "val", "test")}
 BEST_PARAMS = Path("reports/best_params.json")
 TUNE_METRICS = Path("reports/tune.json")
 MODEL_DIR = Path("models")
@@ -15,7 +18,9 @@ HISTORY = Path("reports/train_history.json")
 METRICS = Path("reports/metrics.json")
 CONFUSION = Path("reports/confusion.json")
 VAL_SCORE = Path("reports/val_score.json")
-PREDICTIONS_PNG = Path("reports/plots/test_predictions.png")
-CURVES_PNG = Path("reports/plots/learning_curves.png")
+PLOTS_DIR = Path("reports/plots")
+PREDICTIONS_PNG = PLOTS_DIR / "test_predictions.png"
+CURVES_PNG = PLOTS_DIR / "learning_curves.png"
 REGISTERED = Path("reports/registered.json")
 CHECKPOINT = Path("checkpoints/train.pt")
+DRIFT_DIR = Path("reports/drift")  # mlops monitor drift: one plot per version
