@@ -318,7 +318,7 @@ def repair_cmd(
     """Complete or undo the stage changes that killed commands left unfinished. A change is
     completed only for its own actor, or when the tracking store had granted its actor the
     rights it needs; otherwise MLflow is put back to what the ledger shows."""
-    from registry.promotion import lock_name
+    from registry.db.store import lock_name
     from registry.repair import repair
 
     ctx = _ctx(True)

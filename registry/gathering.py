@@ -63,7 +63,7 @@ def gather(
             progress(f"{what} the holder v{holder.version}")
             theirs = score(holder, local, split)
     if gate.require_export is not None:
-        from registry.export import passing_exports
+        from registry.export.records import passing_exports
 
         found = mlflow_port.get_version(candidate.model, candidate.version)
         exports = passing_exports(found.tags if found is not None else {})

@@ -26,7 +26,7 @@ from mlops.params import GateParams
 from registry import gates, gathering, guards, mlflow_port, stage_writes
 from registry.card import render_card
 from registry.context import Context
-from registry.db.store import Change, Entry, Version
+from registry.db.store import Change, Entry, Version, lock_name
 from registry.queries import missing_model, unheld_stage
 from registry.repair import forward_target, repair
 from registry.stages import Ref
@@ -61,11 +61,6 @@ def _crash_point(name: str) -> None:
 
 def _quiet(_text: str) -> None:
     return None
-
-
-def lock_name(model: str) -> str:
-    """The lock every stage change of `model` holds."""
-    return f"registry:{model}"
 
 
 def resolve(ctx: Context, model: str, ref: Ref) -> Version:

@@ -323,7 +323,7 @@ def sync(ctx: Context, name: str, refused: list[str] | None = None) -> int:
 def _sync_holders(ctx: Context, name: str, refused: list[str] | None) -> None:
     """Holders from MLflow's aliases, under the model's lock, and not while a stage change
     of the model is unfinished (its aliases are half moved: `mlops registry repair`)."""
-    from registry.promotion import lock_name  # promotion imports this module
+    from registry.db.store import lock_name
 
     with ctx.store.lock(lock_name(name)):
         if ctx.store.intents(name):

@@ -46,7 +46,7 @@ def _mount_subcommands() -> None:
     from mlops.serving.cli import serve
     from mlops.tuning.cli import app as sweep_app
     from registry.cli import app as registry_app
-    from registry.export_cli import export_cmd
+    from registry.export.cli import export_cmd
 
     app.add_typer(registry_app, name="registry")
     app.add_typer(sweep_app, name="sweep")

@@ -26,6 +26,12 @@ from mlops.owners import Owner
 
 HEAD_REVISION = "0001"
 
+
+def lock_name(model: str) -> str:
+    """The lock every stage change of `model` holds (promotion, repair, sync)."""
+    return f"registry:{model}"
+
+
 _HELD = threading.local()  # (pid, url, lock name) → how many times this thread holds it
 
 

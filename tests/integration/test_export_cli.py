@@ -19,9 +19,9 @@ from mlflow.tracking import MlflowClient
 
 from mlops.errors import DataError
 from mlops.io import file_digest
-from registry import export_parity
 from registry.context import Context
-from registry.export import exported_file, records
+from registry.export import parity as export_parity
+from registry.export.records import exported_file, records
 from tests.integration.registry_project import cli, context, register_small, write_project
 
 MODEL = "digits"

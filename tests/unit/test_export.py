@@ -12,8 +12,9 @@ import pytest
 
 from mlops.errors import UserError
 from mlops.params import GateParams
-from registry import export_parity as parity
-from registry.export import check_request, passing_exports, records, tag, variant
+from registry.export import parity
+from registry.export.records import passing_exports, records, tag, variant
+from registry.export.service import check_request
 from registry.gates import Evidence, evaluate, passed
 
 RNG = np.random.default_rng(0)
@@ -193,7 +194,7 @@ def tiny() -> object:
 
 
 def test_pruning_zeroes_the_fraction_across_layers_and_keeps_the_original(tiny: object) -> None:
-    from registry import export_formats as formats
+    from registry.export import formats
 
     pruned = formats.prune_global(tiny, 0.5)  # type: ignore[arg-type]
     assert formats.sparsity(pruned) == pytest.approx(0.5, abs=1 / 176)  # 8·16 + 16·3 weights
@@ -208,8 +209,8 @@ def test_onnx_round_trip_has_a_dynamic_batch_and_no_external_data(
 ) -> None:
     import onnx
 
-    from registry import export_formats as formats
-    from registry.export import to_onnx
+    from registry.export import formats
+    from registry.export.service import to_onnx
 
     x = RNG.normal(size=(7, 8)).astype(np.float32)
     path = to_onnx(tiny, x[:1], tmp_path / "m.onnx")  # type: ignore[arg-type]
@@ -226,7 +227,7 @@ def test_onnx_round_trip_has_a_dynamic_batch_and_no_external_data(
 
 
 def test_torchscript_round_trip_fp32_and_int8(tiny: object, tmp_path: Path) -> None:
-    from registry import export_formats as formats
+    from registry.export import formats
 
     x = RNG.normal(size=(7, 8)).astype(np.float32)
     ref = formats.torch_runner(tiny)(x)  # type: ignore[arg-type]

@@ -1,6 +1,6 @@
 """The import contract of `make lint` (import-linter, `[tool.importlinter]` in
 pyproject.toml) holds on the code, and fails naming the chain when an upward import is
-planted in a copy of it."""
+planted in a copy of it; and no modules import each other in a circle."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import grimp
 
 REPO = Path(__file__).resolve().parents[2]
 LINT = Path(sys.executable).parent / "lint-imports"
@@ -49,3 +51,50 @@ def test_the_registry_never_imports_tuning(tmp_path: Path) -> None:
     broken = _lint(root)
     assert broken.returncode == 1, broken.stdout[-3000:]
     assert "registry.gates -> mlops.tuning.objective" in broken.stdout
+
+
+def _cycles(imports: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that import each other in a circle (Tarjan's strongly
+    connected components of more than one module)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for other in imports[module]:
+            if other not in index:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in stack:
+                low[module] = min(low[module], index[other])
+        if low[module] == index[module]:
+            group = []
+            while True:
+                other = stack.pop()
+                group.append(other)
+                if other == module:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for module in sorted(imports):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_no_module_imports_itself_in_a_circle() -> None:
+    """Every first-party import counts, lazy ones inside functions too."""
+    graph = grimp.build_graph("mlops", "registry", "pipelines", cache_dir=None)
+    imports = {
+        m: {d for d in graph.find_modules_directly_imported_by(m) if d in graph.modules}
+        for m in graph.modules
+    }
+    assert _cycles(imports) == []
+
+
+def test_a_circle_is_found() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -9,18 +9,22 @@ model's raw outputs (logits, or regression values). Chosen at start (`--backend`
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mlops.errors import DataError
+from registry.export.parity import FP32_MAX_ABS_DIFF
 
 if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
 BACKENDS = ("torch", "onnx")
-PARITY_ATOL = 1e-4
+PARITY_ATOL = FP32_MAX_ABS_DIFF  # the one fp32 parity tolerance, named in registry.export
 
 
 class Predictor(Protocol):
@@ -100,7 +104,6 @@ def build_onnx(
     wrote, parity-checked and sha256-verified for this version), else on a file converted
     from the verified weights in a child process (see `mlops.serving.convert`)."""
     from mlops.io import file_digest
-    from mlops.serving.convert import convert
 
     if exported is not None:
         digest = file_digest(exported)
@@ -144,3 +147,21 @@ def describe(built: Built) -> dict[str, Any]:
     if built.export:
         found["export"] = built.export
     return found
+
+
+CONVERT_TIMEOUT_S = 600
+
+
+def convert(weights_dir: Path, out: Path, sha256: str, timeout: float = CONVERT_TIMEOUT_S) -> str:
+    """Convert the verified weights to ONNX in a child (`python -m mlops.serving.convert`);
+    the file's sha256 (a `DataError` if it failed)."""
+    cmd = [sys.executable, "-m", "mlops.serving.convert", str(weights_dir), str(out), sha256]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise DataError(f"ONNX conversion took over {timeout:.0f} s") from None
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise DataError(f"ONNX conversion failed: {why.removeprefix('error: ')[:300]}")
+    return str(json.loads(lines[-1])["sha256"])

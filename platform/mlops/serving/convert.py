@@ -2,42 +2,26 @@
 torch or the exporter (they would stay in its memory for good).
 
 The child rebuilds the module from the safetensors weights (refused unless their sha256
-is the registered one), exports it with `registry.export_formats.to_onnx`, runs the file
+is the registered one), exports it with `registry.export.formats.to_onnx`, runs the file
 in ONNX Runtime next to the module on a few rows, and prints one JSON line: the file's
-sha256 and the largest difference. `python -m mlops.serving.convert WEIGHTS_DIR OUT SHA256`.
+sha256 and the largest difference. `python -m mlops.serving.convert WEIGHTS_DIR OUT SHA256`, run by
+`mlops.serving.backends.convert` (this module imports the backends, never the reverse).
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 from mlops.errors import DataError, MlopsError
-
-TIMEOUT_S = 600
-
-
-def convert(weights_dir: Path, out: Path, sha256: str, timeout: float = TIMEOUT_S) -> str:
-    """Run the conversion in a child; the file's sha256 (a `DataError` if it failed)."""
-    cmd = [sys.executable, "-m", "mlops.serving.convert", str(weights_dir), str(out), sha256]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise DataError(f"ONNX conversion took over {timeout:.0f} s") from None
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-        raise DataError(f"ONNX conversion failed: {why.removeprefix('error: ')[:300]}")
-    return str(json.loads(lines[-1])["sha256"])
 
 
 def _main(weights_dir: Path, out: Path, sha256: str) -> dict[str, object]:
     from mlops.io import file_digest
     from mlops.models import load_model
     from mlops.serving.backends import OnnxPredictor, TorchPredictor, check_parity, example_rows
-    from registry.export_formats import to_onnx
+    from registry.export.formats import to_onnx
 
     module, spec = load_model(weights_dir, expected_sha256=sha256)
     example = example_rows(spec.mean, spec.std)

@@ -125,12 +125,12 @@ def _exported_onnx(ctx: Context, version: Version, dest: Path, variant: str | No
     """The file of the passing ONNX export `variant` of this version (downloaded and its
     sha256 checked); with no variant asked for, the plain fp32 `onnx` export if there is
     one (None: convert at load)."""
-    from registry.export import exported_variant
+    from registry.export.records import exported_variant
 
     found: Path | None = exported_variant(ctx, version, variant or "onnx", dest)
     if found is None and variant is not None:
         from mlops.errors import DataError
-        from registry.export import passing_variants
+        from registry.export.records import passing_variants
 
         have = ", ".join(passing_variants(ctx, version)) or "none"
         raise DataError(

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mlops.errors import DataError
-from registry import export_formats as formats
-from registry import export_parity
+from registry.export import formats
+from registry.export import parity as export_parity
 
 if TYPE_CHECKING:
     from torch import nn
 
     from registry.evaluation import Rows
-    from registry.export import Report, Request
+    from registry.export.report import Report, Request
     from registry.loading import Loaded
 
 
@@ -65,7 +65,7 @@ def convert_and_measure(
 ) -> Report:
     """Export `loaded` into `folder` as `request` says and measure it (nothing uploaded)."""
     from mlops.io import file_digest
-    from registry.export import Measured, Report
+    from registry.export.report import Measured, Report
 
     folder.mkdir(parents=True, exist_ok=True)
     task = loaded.spec.task

@@ -16,12 +16,13 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops.errors import DataError, MlopsError, UserError
-from registry import export_parity
+from registry.export import parity as export_parity
+from registry.export.records import PASSED, tag
+from registry.export.report import Report, Request
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,60 +33,10 @@ if TYPE_CHECKING:
 
 FORMATS = ("onnx", "torchscript")
 QUANTIZE = ("int8",)
-TAG = "mlops.export"
-PASSED = "passed"
 REPORT_FILE = "export.json"
 # PyTorch's dynamic quantization breaks nn.TransformerEncoderLayer (its fast-path check
 # reads `linear.weight.device`, a method on quantized Linear layers).
 UNSUPPORTED = {("torchscript", "int8", "transformer"): "use --format onnx for an int8 transformer"}
-
-
-@dataclass(frozen=True)
-class Request:
-    """What to export: format, quantization, pruning, and the accuracy an export may lose."""
-
-    fmt: str = "onnx"
-    quantize: str | None = None
-    prune: float | None = None
-    max_drop: float = export_parity.MAX_DROP
-
-    @property
-    def variant(self) -> str:
-        """The export's name: `onnx`, `onnx-int8`, `torchscript-pruned50`, …"""
-        return variant(self.fmt, self.quantize, self.prune)
-
-
-def variant(fmt: str, quantize: str | None = None, prune: float | None = None) -> str:
-    """`FORMAT[-int8][-prunedPCT]`."""
-    name = fmt + (f"-{quantize}" if quantize else "")
-    return name + (f"-pruned{prune * 100:g}" if prune else "")
-
-
-def tag(variant_name: str) -> str:
-    """The model-version tag that holds an export's record (one JSON value per export)."""
-    return f"{TAG}.{variant_name}"
-
-
-def records(tags: dict[str, str]) -> dict[str, dict[str, str]]:
-    """Variant → the record of each export of a version, from its tags: one JSON tag per
-    export, or (exports made before) one tag per field, `mlops.export.VARIANT.FIELD`."""
-    found: dict[str, dict[str, str]] = {}
-    prefix = f"{TAG}."
-    for key, value in tags.items():
-        if not key.startswith(prefix):
-            continue
-        rest = key[len(prefix) :]
-        if value.startswith("{"):
-            try:
-                parsed = json.loads(value)
-            except ValueError:
-                continue
-            if isinstance(parsed, dict):
-                found[rest] = {str(k): str(v) for k, v in parsed.items()}
-        elif "." in rest:
-            name, field_name = rest.rsplit(".", 1)
-            found.setdefault(name, {})[field_name] = value
-    return found
 
 
 def check_request(
@@ -102,45 +53,6 @@ def check_request(
     if not max_drop >= 0.0:
         raise UserError(f"--max-drop {max_drop:g}: expected a number ≥ 0")
     return Request(fmt, quantize, prune, max_drop)
-
-
-@dataclass(frozen=True)
-class Measured:
-    """One row of the report: a model file and how it did on the test split."""
-
-    label: str
-    file: str
-    size_bytes: int
-    p50_ms: float
-    metric: float
-
-
-@dataclass(frozen=True)
-class Report:
-    """Everything one export measured, and where it went (empty `artifact` if refused)."""
-
-    model: str
-    version: int
-    variant: str
-    format: str
-    quantize: str | None
-    prune: float | None
-    sparsity: float | None
-    metric: str
-    rows: int
-    test_md5: str
-    baseline: Measured
-    exported: Measured
-    sha256: str
-    parity: export_parity.Parity
-    passed: bool
-    artifact: str = ""
-    report: str = ""
-    tags: dict[str, str] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready, with the verdict of every check."""
-        return asdict(self)
 
 
 class ExportRefused(MlopsError):
@@ -191,7 +103,7 @@ def export(
                 f"the {loaded.spec.family} family; {why}"
             )
         rows = split.rows_for(loaded.spec, f"{name} version {version.version}")
-        from registry.export_run import convert_and_measure
+        from registry.export.run import convert_and_measure
 
         report = convert_and_measure(loaded, rows, split.md5, request, Path(tmp, "out"), step)
         if not report.passed:
@@ -255,68 +167,9 @@ def _record(report: Report, actor: str) -> dict[str, str]:
     return {k: str(v) for k, v in values.items()}
 
 
-def passing_exports(tags: dict[str, str]) -> dict[str, str]:
-    """Variant → format of every export whose parity passed, from a version's tags."""
-    return {
-        name: r["format"]
-        for name, r in sorted(records(tags).items())
-        if r.get("parity") == PASSED and r.get("format") and r.get("sha256") and r.get("artifact")
-    }
-
-
 def to_onnx(module: nn.Module, example: np.ndarray, path: Path) -> Path:
     """One self-contained ONNX file of `module` with a dynamic batch dimension (see
-    `registry.export_formats.to_onnx`)."""
-    from registry.export_formats import to_onnx as convert
+    `registry.export.formats.to_onnx`)."""
+    from registry.export.formats import to_onnx as convert
 
     return convert(module, example, path)
-
-
-def _version_tags(ctx: Context, version: Version) -> dict[str, str]:
-    from registry import mlflow_port
-
-    ctx.connect_mlflow()
-    found = mlflow_port.get_version(version.model, version.version)
-    return found.tags if found is not None else {}
-
-
-def passing_variants(ctx: Context, version: Version) -> list[str]:
-    """The variants of `version` whose export passed parity."""
-    return sorted(passing_exports(_version_tags(ctx, version)))
-
-
-def exported_variant(
-    ctx: Context, version: Version, name: str, dest: Path | None = None
-) -> Path | None:
-    """The file of the passing export `name` (`onnx`, `onnx-int8`, …) of `version`,
-    downloaded into `dest` (default: a new temporary folder the caller owns) and verified
-    against the sha256 recorded at export. None when there is no such passing export."""
-    from mlops.io import file_digest
-    from registry import mlflow_port
-
-    tags = _version_tags(ctx, version)
-    if name not in passing_exports(tags):
-        return None
-    record = records(tags)[name]
-    dest = Path(dest) if dest is not None else Path(tempfile.mkdtemp(prefix="mlops-exported-"))
-    path = mlflow_port.download_artifact(record["artifact"], dest)
-    actual, recorded = file_digest(path), record.get("sha256", "")
-    if actual != recorded:
-        raise DataError(
-            f"{version.model} version {version.version}: exported {name} file sha256 "
-            f"{actual[:12]} differs from the recorded {recorded[:12] or 'none'}; refusing it"
-        )
-    return path
-
-
-def exported_file(
-    ctx: Context,
-    version: Version,
-    fmt: str = "onnx",
-    quantize: str | None = None,
-    dest: Path | None = None,
-) -> Path | None:
-    """The file of a passing `fmt` export of `version` (unpruned; `quantize="int8"` for the
-    int8 one); see `exported_variant`."""
-    request = check_request(fmt, quantize, None)
-    return exported_variant(ctx, version, request.variant, dest)

@@ -1,4 +1,4 @@
-"""`mlops export MODEL@STAGE|VERSION`: parses and prints; `registry.export` decides.
+"""`mlops export MODEL@STAGE|VERSION`: parses and prints; `registry.export.service` decides.
 
 Imports only typer and rich at import time (mounted on the root app by `mlops.cli`).
 """
@@ -12,7 +12,7 @@ import typer
 from mlops import console
 
 if TYPE_CHECKING:
-    from registry.export import Report
+    from registry.export.service import Report
 
 
 def _kb(size: int) -> str:
@@ -82,8 +82,8 @@ def export_cmd(
 ) -> None:
     """Export a registered version to ONNX or TorchScript, check parity with the PyTorch
     model on the test split, and attach the file to the version (refused if parity fails)."""
-    from registry import export
     from registry.context import Context
+    from registry.export import service as export
 
     request = export.check_request(fmt, quantize, prune, max_drop)
     ctx = Context.load()
