@@ -22,6 +22,7 @@ from mlops.lineage import data_hashes
 from mlops.models import (
     SPEC_FILE,
     WEIGHTS_FILE,
+    ModelSpec,
     build_model,
     count_parameters,
     feature_stats,
@@ -29,7 +30,7 @@ from mlops.models import (
     save_model,
 )
 from mlops.params import TrainParams
-from mlops.training import Checkpointing, EpochResult, check_metric, train_model
+from mlops.training import Checkpointing, EpochResult, TrainResult, check_metric, train_model
 from mlops.tuning.search_space import derive
 from pipelines._stage import StageContext, run_stage
 
@@ -92,11 +93,7 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
     if resume:  # refuse a missing or foreign checkpoint before anything starts
         load_checkpoint(workspace.CHECKPOINT, job, required=True)
     dist = distributed.from_env()
-    tags = {f"mlops.data.{k}.md5": v for k, v in hashes.items()}
-    tags |= {"mlops.family": p.model.family, "mlops.world_size": str(dist.world_size)}
-    tags["mlops.task"] = schema.task
-    if tuned:
-        tags |= {"mlops.optuna.study": tuned["study"], "mlops.optuna.trial": str(tuned["trial"])}
+    tags = _run_tags(p, schema.task, hashes, dist.world_size, tuned)
     run = (
         tracking.stage_run(ctx.settings, ctx.experiment, "train", tags=tags)
         if dist.is_main
@@ -122,39 +119,61 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
             if buffer is None:
                 return
             buffer.flush()
-            sha = save_model(result.model, spec, workspace.MODEL_DIR)
-            # The safe weights travel with the run: `mlops registry register --run` uses them.
-            tracking.log_artifacts(
-                workspace.MODEL_DIR / WEIGHTS_FILE,
-                workspace.MODEL_DIR / SPEC_FILE,
-                artifact_path="weights",
-            )
-            write_json(workspace.HISTORY, [{"epoch": h.epoch, **h.metrics} for h in result.history])
-            best = result.history[result.best_epoch - 1].metrics
-            tracking.log_metrics(
-                {"best_epoch": result.best_epoch, "parameters": count_parameters(result.model)}
-                | {f"best_{k}": v for k, v in best.items() if k.startswith("val_")}
-            )
-            tracking.set_tags({
-                tracking.TAG_MODEL_SHA: sha,
-                "mlops.stopped_early": result.stopped_early,
-                "mlops.resumed_from_epoch": result.resumed_from,
-                "mlops.device": result.device,
-                "mlops.precision": p.precision if result.device.startswith("cuda") else "fp32",
-                "mlops.parameters": count_parameters(result.model),
-            })  # fmt: skip
-            metric = p.early_stopping.metric
-            tracking.describe_run(
-                run_id,
-                f"train {p.model.family} · {metric} {best[metric]:.4f}",
-                _note(p, spec.task, result, count_parameters(result.model), hashes),
-            )
-            print(
-                f"train: {p.model.family}, best epoch {result.best_epoch} "
-                f"({metric} {best[metric]:.4f}) -> {workspace.MODEL_DIR}/"
-            )
+            _record(run_id, p, spec, result, hashes)
     finally:
         distributed.shutdown(dist)
+
+
+def _run_tags(
+    p: TrainParams, task: str, hashes: dict[str, str], world_size: int, tuned: dict[str, Any]
+) -> dict[str, Any]:
+    """The train run's tags: data md5s, family, task, world size, and the trial it came
+    from when tuned."""
+    tags: dict[str, Any] = {f"mlops.data.{k}.md5": v for k, v in hashes.items()}
+    tags |= {"mlops.family": p.model.family, "mlops.world_size": str(world_size)}
+    tags["mlops.task"] = task
+    if tuned:
+        tags |= {"mlops.optuna.study": tuned["study"], "mlops.optuna.trial": str(tuned["trial"])}
+    return tags
+
+
+def _record(
+    run_id: str, p: TrainParams, spec: ModelSpec, result: TrainResult, hashes: dict[str, str]
+) -> None:
+    """Save `models/` and the history, and log the weights, best metrics, tags and the
+    run's name and note (main process only)."""
+    sha = save_model(result.model, spec, workspace.MODEL_DIR)
+    # The safe weights travel with the run: `mlops registry register --run` uses them.
+    tracking.log_artifacts(
+        workspace.MODEL_DIR / WEIGHTS_FILE,
+        workspace.MODEL_DIR / SPEC_FILE,
+        artifact_path="weights",
+    )
+    write_json(workspace.HISTORY, [{"epoch": h.epoch, **h.metrics} for h in result.history])
+    best = result.history[result.best_epoch - 1].metrics
+    parameters = count_parameters(result.model)
+    tracking.log_metrics(
+        {"best_epoch": result.best_epoch, "parameters": parameters}
+        | {f"best_{k}": v for k, v in best.items() if k.startswith("val_")}
+    )
+    tracking.set_tags({
+        tracking.TAG_MODEL_SHA: sha,
+        "mlops.stopped_early": result.stopped_early,
+        "mlops.resumed_from_epoch": result.resumed_from,
+        "mlops.device": result.device,
+        "mlops.precision": p.precision if result.device.startswith("cuda") else "fp32",
+        "mlops.parameters": parameters,
+    })  # fmt: skip
+    metric = p.early_stopping.metric
+    tracking.describe_run(
+        run_id,
+        f"train {p.model.family} · {metric} {best[metric]:.4f}",
+        _note(p, spec.task, result, parameters, hashes),
+    )
+    print(
+        f"train: {p.model.family}, best epoch {result.best_epoch} "
+        f"({metric} {best[metric]:.4f}) -> {workspace.MODEL_DIR}/"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -115,94 +115,102 @@ def change_stage(
     evaluates the gates on the registry as it is and writes nothing (no lock, no repair).
     `progress(text)` is told each step that takes a while."""
     step = progress or _quiet
-    policy = ctx.policy
-    policy.check_stage(to_stage)
+    ctx.policy.check_stage(to_stage)
     if force and not reason.strip():
         raise UserError("--force needs --reason: an override is recorded with its reason")
     with nullcontext() if dry_run else ctx.store.lock(lock_name(model)):
         if not dry_run:
             repair(ctx, model, step)
-        version = resolve(ctx, model, ref)
-        if action == "promote":
-            policy.check_move(version.version, version.stage, to_stage)
-        elif version.stage == to_stage:
-            raise UserError(f"version {version.version} is already in {to_stage}")
-        emptied = guards.archive_guard(ctx, version, force) if action == "archive" else []
-
-        def entry(evidence: dict[str, Any], outcome: str, forced: bool = False) -> Entry:
-            return Entry(
-                action,
-                model,
-                version.version,
-                version.stage,
-                to_stage,
-                ctx.actor,
-                reason,
-                evidence,
-                forced=forced,
-                outcome=outcome,
-            )
-
-        guards.check_permitted(ctx, model, to_stage, entry, record=not dry_run)
+        move = _Move(ctx, resolve(ctx, model, ref), to_stage, action, reason)
+        move.check()
+        emptied = guards.archive_guard(ctx, move.version, force) if action == "archive" else []
+        guards.check_permitted(ctx, model, to_stage, move.entry, record=not dry_run)
         access = None
         if not dry_run:  # quick, and a refusal here stays one line: no progress yet
-            access = guards.check_store(ctx, version, to_stage, entry)
-        exclusive = policy.exclusive(to_stage)
-        holder_no = ctx.store.holders(model).get(to_stage) if exclusive else None
-        holder = ctx.store.version(model, holder_no) if holder_no else None
-        gate = ctx.params.gates.get(to_stage, GateParams(signature=False, integrity=False))
-        ctx.connect_mlflow()
-        results: list[gates.GateResult] = []
-        if action != "archive" and gathering.needs_evidence(gate):
-            mine, theirs = gathering.gather(ctx, version, holder, gate, step)
-            step(f"evaluating the gates of {to_stage}")
-            results = gates.evaluate(
-                gate,
-                ctx.primary_metric,
-                mine.evidence,
-                theirs.evidence if theirs else None,
-                rollback=action == "rollback",
-            )
+            access = guards.check_store(ctx, move.version, to_stage, move.entry)
+        holder_no = ctx.store.holders(model).get(to_stage) if move.exclusive else None
+        results = _gates(move, holder_no, step)
         ok = gates.passed(results)
-        outcome = Outcome(
-            model,
-            version.version,
-            version.stage,
-            to_stage,
-            holder_no,
-            results,
-            ok,
-            force and (not ok or bool(emptied)),
-            dry_run,
-            action,
-            emptied,
-        )
-        if dry_run or access is None:
-            return outcome
-        evidence: dict[str, Any] = {
-            "gates": gates.as_evidence(results),
-            "passed": ok,
-            "displaced": holder_no,
-            "store": access.as_evidence(),
-        }
-        if emptied:
-            evidence["emptied"] = emptied
-        if not ok and not force:
-            guards.refuse_by_gates(ctx, entry(evidence, "refused"), results)
-        change = Change(
-            model,
-            version.version,
-            version.stage,
-            to_stage,
-            exclusive,
-            holder_no,
-            ctx.params.replaced_to,
-        )
-        done = entry(evidence, "done", forced=outcome.forced)
-        step(f"moving v{version.version} to {to_stage} in MLflow")
-        _commit(ctx, change, done, bool(results))
-        _refresh_cards(ctx, change)
+        forced = force and (not ok or bool(emptied))
+        version = move.version
+        outcome = Outcome(model, version.version, version.stage, to_stage, holder_no, results,
+                          ok, forced, dry_run, action, emptied)  # fmt: skip
+        if access is not None:
+            _apply(move, outcome, access.as_evidence(), force, step)
         return outcome
+
+
+@dataclass(frozen=True)
+class _Move:
+    """One stage change being decided: the version, where it goes, why, and by whom."""
+
+    ctx: Context
+    version: Version
+    to_stage: str
+    action: str
+    reason: str
+
+    @property
+    def exclusive(self) -> bool:
+        return self.ctx.policy.exclusive(self.to_stage)
+
+    def check(self) -> None:
+        """The move is one the policy allows (one line if not)."""
+        version, to_stage = self.version, self.to_stage
+        if self.action == "promote":
+            self.ctx.policy.check_move(version.version, version.stage, to_stage)
+        elif version.stage == to_stage:
+            raise UserError(f"version {version.version} is already in {to_stage}")
+
+    def entry(self, evidence: dict[str, Any], outcome: str, forced: bool = False) -> Entry:
+        """The ledger entry of this move with `evidence` and `outcome`."""
+        v = self.version
+        return Entry(self.action, v.model, v.version, v.stage, self.to_stage, self.ctx.actor,
+                     self.reason, evidence, forced=forced, outcome=outcome)  # fmt: skip
+
+
+def _gates(move: _Move, holder_no: int | None, step: Progress) -> list[gates.GateResult]:
+    """The gates of the target stage evaluated on the evidence they need (none to
+    archive, or when the stage has no gate that needs evidence)."""
+    ctx = move.ctx
+    gate = ctx.params.gates.get(move.to_stage, GateParams(signature=False, integrity=False))
+    ctx.connect_mlflow()
+    if move.action == "archive" or not gathering.needs_evidence(gate):
+        return []
+    holder = ctx.store.version(move.version.model, holder_no) if holder_no else None
+    mine, theirs = gathering.gather(ctx, move.version, holder, gate, step)
+    step(f"evaluating the gates of {move.to_stage}")
+    return gates.evaluate(
+        gate,
+        ctx.primary_metric,
+        mine.evidence,
+        theirs.evidence if theirs else None,
+        rollback=move.action == "rollback",
+    )
+
+
+def _apply(
+    move: _Move, outcome: Outcome, store: dict[str, Any], force: bool, step: Progress
+) -> None:
+    """Record the decision: refused by the gates (unless forced), or done in MLflow, the
+    store and the ledger, and in the cards of the versions it moved."""
+    ctx, version = move.ctx, move.version
+    evidence: dict[str, Any] = {
+        "gates": gates.as_evidence(outcome.gates),
+        "passed": outcome.passed,
+        "displaced": outcome.displaced,
+        "store": store,
+    }
+    if outcome.emptied:
+        evidence["emptied"] = outcome.emptied
+    if not outcome.passed and not force:
+        guards.refuse_by_gates(ctx, move.entry(evidence, "refused"), outcome.gates)
+    change = Change(version.model, version.version, version.stage, move.to_stage,
+                    move.exclusive, outcome.displaced, ctx.params.replaced_to)  # fmt: skip
+    done = move.entry(evidence, "done", forced=outcome.forced)
+    step(f"moving v{version.version} to {move.to_stage} in MLflow")
+    _commit(ctx, change, done, bool(outcome.gates))
+    _refresh_cards(ctx, change)
 
 
 def _refresh_cards(ctx: Context, change: Change) -> None:

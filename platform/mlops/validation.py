@@ -78,87 +78,108 @@ def _label_checks(counts: pd.Series, schema: Schema, params: ValidateParams) -> 
 
 def validate_frame(frame: pd.DataFrame, schema: Schema, params: ValidateParams) -> dict[str, Any]:
     """Run every check and return the report (JSON-ready); `report["passed"]` is the verdict."""
-    import pandas as pd
-
-    checks: list[Check] = []
-    expected = [*schema.features, "target"]
-    missing_cols = [c for c in expected if c not in frame.columns]
-    extra_cols = [c for c in frame.columns if c not in expected]
-    checks.append(
-        _check(
-            "schema.columns",
-            not missing_cols and not extra_cols,
-            {"missing": missing_cols, "unexpected": extra_cols},
-            "columns as recorded by ingest",
-            "columns match the schema"
-            if not missing_cols and not extra_cols
-            else f"missing {missing_cols}, unexpected {extra_cols}",
-        )
-    )
     present = [c for c in schema.features if c in frame.columns]
-    non_numeric = [c for c in present if not pd.api.types.is_numeric_dtype(frame[c])]
-    non_numeric += [c for c in present if pd.api.types.is_bool_dtype(frame[c])]
-    checks.append(
-        _check(
-            "schema.numeric_features",
-            not non_numeric,
-            non_numeric,
-            "all features numeric",
-            "all features are numeric"
-            if not non_numeric
-            else f"non-numeric feature columns: {', '.join(non_numeric[:5])}",
-        )
-    )
-    n = len(frame)
-    rows_missing = int(frame[[*present, "target"]].isna().any(axis=1).sum()) if n else 0
-    frac_missing = rows_missing / n if n else 0.0
-    checks.append(
-        _check(
-            "missing_values",
-            frac_missing <= params.max_missing_fraction,
-            round(frac_missing, 6),
-            params.max_missing_fraction,
-            f"{rows_missing} of {n} rows have a missing value",
-        )
-    )
     labels = frame["target"].dropna()
     counts = labels.astype(str).value_counts()
-    if schema.task == "regression":
-        distinct = int(labels.nunique())
-        numeric = pd.api.types.is_numeric_dtype(labels)
-        checks.append(
-            _check(
-                "target.values",
-                numeric and distinct >= 2,
-                distinct,
-                ">= 2 distinct numeric values",
-                f"{distinct} distinct values" + ("" if numeric else "; the target is not numeric"),
-            )
-        )
-    else:
-        checks.extend(_label_checks(counts, schema, params))
-    dup = int(frame.duplicated().sum()) if n else 0
-    conflicting = 0
-    if n and present:
-        by_features = frame.drop_duplicates().duplicated(subset=present, keep=False)
-        conflicting = int(by_features.sum())
-    frac_dup = dup / n if n else 0.0
-    checks.append(
-        _check(
-            "duplicates",
-            frac_dup <= params.max_duplicate_fraction,
-            round(frac_dup, 6),
-            params.max_duplicate_fraction,
-            f"{dup} duplicate rows; {conflicting} rows share features but not the label",
-        )
-    )
-    checks.append(_check("rows", n > 0, n, "> 0", f"{n} rows"))
+    n = len(frame)
+    checks = [
+        *_schema_checks(frame, schema, present),
+        _missing_check(frame, present, params),
+        *_target_checks(labels, counts, schema, params),
+        _duplicates_check(frame, present, params),
+        _check("rows", n > 0, n, "> 0", f"{n} rows"),
+    ]
     return {
         "passed": all(c.passed for c in checks),
         "n_rows": n,
         "class_counts": {k: int(v) for k, v in sorted(counts.items())},
         "checks": [asdict(c) for c in checks],
     }
+
+
+def _schema_checks(frame: pd.DataFrame, schema: Schema, present: list[str]) -> list[Check]:
+    """The columns are the ones ingest recorded, and every feature is numeric."""
+    import pandas as pd
+
+    expected = [*schema.features, "target"]
+    missing_cols = [c for c in expected if c not in frame.columns]
+    extra_cols = [c for c in frame.columns if c not in expected]
+    columns = _check(
+        "schema.columns",
+        not missing_cols and not extra_cols,
+        {"missing": missing_cols, "unexpected": extra_cols},
+        "columns as recorded by ingest",
+        "columns match the schema"
+        if not missing_cols and not extra_cols
+        else f"missing {missing_cols}, unexpected {extra_cols}",
+    )
+    non_numeric = [c for c in present if not pd.api.types.is_numeric_dtype(frame[c])]
+    non_numeric += [c for c in present if pd.api.types.is_bool_dtype(frame[c])]
+    numeric = _check(
+        "schema.numeric_features",
+        not non_numeric,
+        non_numeric,
+        "all features numeric",
+        "all features are numeric"
+        if not non_numeric
+        else f"non-numeric feature columns: {', '.join(non_numeric[:5])}",
+    )
+    return [columns, numeric]
+
+
+def _missing_check(frame: pd.DataFrame, present: list[str], params: ValidateParams) -> Check:
+    """The share of rows with a missing feature or target, within the limit."""
+    n = len(frame)
+    rows_missing = int(frame[[*present, "target"]].isna().any(axis=1).sum()) if n else 0
+    frac_missing = rows_missing / n if n else 0.0
+    return _check(
+        "missing_values",
+        frac_missing <= params.max_missing_fraction,
+        round(frac_missing, 6),
+        params.max_missing_fraction,
+        f"{rows_missing} of {n} rows have a missing value",
+    )
+
+
+def _target_checks(
+    labels: pd.Series, counts: pd.Series, schema: Schema, params: ValidateParams
+) -> list[Check]:
+    """A regression target has at least two distinct numeric values; classes have the
+    label checks."""
+    import pandas as pd
+
+    if schema.task != "regression":
+        return list(_label_checks(counts, schema, params))
+    distinct = int(labels.nunique())
+    numeric = pd.api.types.is_numeric_dtype(labels)
+    return [
+        _check(
+            "target.values",
+            numeric and distinct >= 2,
+            distinct,
+            ">= 2 distinct numeric values",
+            f"{distinct} distinct values" + ("" if numeric else "; the target is not numeric"),
+        )
+    ]
+
+
+def _duplicates_check(frame: pd.DataFrame, present: list[str], params: ValidateParams) -> Check:
+    """The share of duplicate rows within the limit; rows that share features but not
+    the label are counted in the detail."""
+    n = len(frame)
+    dup = int(frame.duplicated().sum()) if n else 0
+    conflicting = 0
+    if n and present:
+        by_features = frame.drop_duplicates().duplicated(subset=present, keep=False)
+        conflicting = int(by_features.sum())
+    frac_dup = dup / n if n else 0.0
+    return _check(
+        "duplicates",
+        frac_dup <= params.max_duplicate_fraction,
+        round(frac_dup, 6),
+        params.max_duplicate_fraction,
+        f"{dup} duplicate rows; {conflicting} rows share features but not the label",
+    )
 
 
 def failure_summary(report: dict[str, Any]) -> str:

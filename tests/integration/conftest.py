@@ -62,20 +62,3 @@ def pg_databases() -> Iterator[Callable[[], str]]:
 def pg_database(pg_databases: Callable[[], str]) -> str:
     """A fresh PostgreSQL database on the local server, dropped afterwards."""
     return pg_databases()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest) -> dict[str, str]:
-    """MLOPS_* settings of every store, run over both backends as Optuna's storage tests
-    run over each of theirs: none (the embedded SQLite files under the project), or the
-    platform database (registry, schedules), the Optuna storage and the MLflow tracking
-    store each on a fresh PostgreSQL database of its own (MLflow and Optuna both keep an
-    `alembic_version` table). A store a test never opens costs nothing."""
-    if request.param == "sqlite":
-        return {}
-    make: Callable[[], str] = request.getfixturevalue("pg_databases")
-    return {
-        "MLOPS_DATABASE_URL": make(),
-        "MLOPS_OPTUNA_STORAGE": make(),
-        "MLOPS_TRACKING_URI": make().replace("postgresql://", "postgresql+psycopg://", 1),
-    }

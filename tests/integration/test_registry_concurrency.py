@@ -43,6 +43,19 @@ SPAWN = multiprocessing.get_context("spawn")
 WORKER = Path(__file__).resolve().parent / "registry_worker.py"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> dict[str, str]:
+    """MLOPS_* settings: none (the embedded SQLite stores under the project), or the
+    registry's tables and MLflow both on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return {}
+    url: str = request.getfixturevalue("pg_database")
+    return {
+        "MLOPS_DATABASE_URL": url,
+        "MLOPS_TRACKING_URI": url.replace("postgresql://", "postgresql+psycopg://", 1),
+    }
+
+
 @pytest.fixture
 def two_versions(tmp_path: Path, backend: dict[str, str]) -> Context:
     """A project without gates and versions 1 and 2 of `digits` registered."""

@@ -168,6 +168,16 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> dict[str, str]:
+    """MLOPS_* settings: none (the platform database is `<project>/.mlops/mlops.db`),
+    or the platform database on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return {}
+    url: str = request.getfixturevalue("pg_database")
+    return {"MLOPS_DATABASE_URL": url}
+
+
 @pytest.fixture
 def bench(project: Path, template: Path, backend: dict[str, str]) -> Iterator[Bench]:
     """A fresh project on the backend; every scheduler made is shut down afterwards

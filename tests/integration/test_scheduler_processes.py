@@ -230,6 +230,16 @@ def history_text(store: ScheduleStore, name: str) -> str:
 # -- tests --------------------------------------------------------------------------------
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> dict[str, str]:
+    """MLOPS_* settings: the embedded SQLite stores, or the platform database and the
+    Optuna storage on a fresh PostgreSQL database (MLflow stays on SQLite)."""
+    if request.param == "sqlite":
+        return {}
+    url: str = request.getfixturevalue("pg_database")
+    return {"MLOPS_DATABASE_URL": url, "MLOPS_OPTUNA_STORAGE": url}
+
+
 def test_two_schedulers_fire_each_time_once(
     backend: dict[str, str], procs: Procs, tmp_path: Path
 ) -> None:

@@ -33,6 +33,16 @@ WORKERS = 4
 WAIT_S = 240.0  # a hang fails the test instead of blocking the run
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> dict[str, str]:
+    """MLOPS_* settings: none (Optuna on `<project>/.mlops/optuna.db`), or the Optuna
+    storage on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return {}
+    url: str = request.getfixturevalue("pg_database")
+    return {"MLOPS_OPTUNA_STORAGE": url}
+
+
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project written once (digits splits and params.yaml); each test copies it."""
