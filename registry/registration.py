@@ -23,7 +23,7 @@ from mlops.tracking import TAG_MODEL_SHA
 from registry import integrity, mlflow_port
 from registry.card import render_card
 from registry.context import Context
-from registry.db.store import Change, Entry, Version
+from registry.db.store import Change, Entry, Version, lock_name
 from registry.mlflow_port import STAGE_TAG
 
 if TYPE_CHECKING:
@@ -300,7 +300,6 @@ def sync(ctx: Context, name: str, refused: list[str] | None = None) -> int:
     outside mlops, or before the store existed), with holders from MLflow's aliases. A
     version whose files lie outside the artifact store is not recorded: why goes into
     `refused` (one line each)."""
-
     ctx.connect_mlflow()
     known = {v.version for v in ctx.store.versions(name)}
     added = 0
@@ -323,8 +322,6 @@ def sync(ctx: Context, name: str, refused: list[str] | None = None) -> int:
 def _sync_holders(ctx: Context, name: str, refused: list[str] | None) -> None:
     """Holders from MLflow's aliases, under the model's lock, and not while a stage change
     of the model is unfinished (its aliases are half moved: `mlops registry repair`)."""
-    from registry.db.store import lock_name
-
     with ctx.store.lock(lock_name(name)):
         if ctx.store.intents(name):
             if refused is not None:

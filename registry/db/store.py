@@ -32,7 +32,7 @@ def lock_name(model: str) -> str:
     return f"registry:{model}"
 
 
-_HELD = threading.local()  # (pid, url, lock name) → how many times this thread holds it
+_HELD = threading.local()  # the (pid, url, lock name) this thread holds
 
 
 @dataclass(frozen=True)
@@ -377,13 +377,9 @@ class RegistryStore:
         re-enters it at once (a stage change that syncs the model takes it twice); it is
         released when the outermost hold ends."""
         key = (os.getpid(), self.url, name)  # a forked child holds nothing of its parent's
-        held: dict[tuple[int, str, str], int] = _HELD.__dict__.setdefault("locks", {})
-        if key in held:
-            held[key] += 1
-            try:
-                yield
-            finally:
-                held[key] -= 1
+        held: set[tuple[int, str, str]] = _HELD.__dict__.setdefault("locks", set())
+        if key in held:  # the outer hold releases it
+            yield
             return
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         deadline = time.monotonic() + wait
@@ -396,11 +392,11 @@ class RegistryStore:
                 who = f"{holder['host']} pid {holder['pid']}" if holder else "another process"
                 raise StoreError(f"{name}: locked by {who} for more than {wait:g} s")
             time.sleep(random.uniform(0.01, 0.05))
-        held[key] = 1
+        held.add(key)
         try:
             yield
         finally:
-            del held[key]
+            held.discard(key)
             self._break(name, owner)
 
     def _try_lock(self, name: str, owner: str, ttl: float) -> bool:

@@ -20,14 +20,12 @@ from mlops.errors import Interrupted, MlopsError, UserError
 from mlops.scheduling.store import Run, ScheduleStore
 from mlops.settings import Settings
 
-SPLITS = ("train", "val", "test")
-
 
 def data_version(settings: Settings) -> dict[str, str]:
     """DVC md5 of the workspace's splits: the data this run tunes on."""
     from mlops.lineage import data_hashes
 
-    splits = {n: settings.root / workspace.SPLITS[n] for n in SPLITS}
+    splits = {n: settings.root / path for n, path in workspace.SPLITS.items()}
     found = {n: path for n, path in splits.items() if path.is_file()}
     return data_hashes(found)
 
@@ -38,7 +36,7 @@ def ensure_splits(settings: Settings) -> None:
     import os
     import subprocess
 
-    if all((settings.root / workspace.SPLITS[n]).is_file() for n in SPLITS):
+    if all((settings.root / path).is_file() for path in workspace.SPLITS.values()):
         return
     print("no data splits in the workspace yet: running `dvc repro split`", flush=True)
     env = {k: v for k, v in os.environ.items() if k != "DVC_ROOT"}
