@@ -21,6 +21,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._timing import env, write_result
+from registry.promotion import change_stage
+from registry.stages import Ref
+from tests.integration.registry_project import context, register_small, write_project
 
 NAME = "digits"
 HIDDEN = 256
@@ -34,9 +37,6 @@ VARIANTS = {
 
 def _project(root: Path) -> int:
     """A project with one registered digits MLP in production."""
-    from registry.promotion import change_stage
-    from registry.stages import Ref
-    from tests.integration.registry_project import context, register_small, write_project
 
     write_project(root)
     ctx = context(root)

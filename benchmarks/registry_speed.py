@@ -28,7 +28,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
+
 from benchmarks._timing import summary, time_command, write_result
+from mlops import tracking
+from mlops.models import build_model, make_spec, save_model
+from mlops.params import MLPParams, ModelParams
+from mlops.settings import Settings
+from registry import mlflow_port, queries
+from registry.context import Context
+from registry.promotion import change_stage
+from registry.registration import register_model, sync
+from registry.stages import Ref
 
 ROOT = Path(__file__).resolve().parents[1]
 N_VERSIONS = 1000
@@ -48,16 +59,7 @@ def _median(fn: Callable[[], object], repeat: int) -> float:
 
 def _fill(project: Path) -> None:
     """One real logged model, then N_VERSIONS versions of it, recorded in both stores."""
-    import numpy as np
     import torch
-
-    from mlops import tracking
-    from mlops.models import build_model, make_spec, save_model
-    from mlops.params import MLPParams, ModelParams
-    from mlops.settings import Settings
-    from registry import mlflow_port
-    from registry.context import Context
-    from registry.registration import register_model, sync
 
     settings = Settings.from_env(env={}, cwd=project)
     ctx = Context.load(settings)
@@ -83,11 +85,6 @@ def _fill(project: Path) -> None:
 
 def in_process(project: Path, repeat: int) -> dict[str, dict[str, float]]:
     """Median seconds of each registry operation and its bare MLflow baseline."""
-    from mlops.settings import Settings
-    from registry import mlflow_port, queries
-    from registry.context import Context
-    from registry.promotion import change_stage
-    from registry.stages import Ref
 
     ctx = Context.load(Settings.from_env(env={}, cwd=project))
     ctx.connect_mlflow()

@@ -43,6 +43,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._timing import env, write_result
+from benchmarks.serving_speed import _free_port, _project, _wait
 
 NAME = "digits"
 FLOODERS = 16
@@ -117,8 +118,6 @@ def latency(times: list[float]) -> dict[str, float]:
 
 
 def serve(root: Path) -> tuple[subprocess.Popen[bytes], int]:
-    from benchmarks.serving_speed import _free_port, _wait
-
     port = _free_port()
     mlops = str(Path(sys.executable).parent / "mlops")
     process = subprocess.Popen(
@@ -131,8 +130,6 @@ def serve(root: Path) -> tuple[subprocess.Popen[bytes], int]:
 
 
 def run(flooders: int, probes: int) -> dict[str, Any]:
-    from benchmarks.serving_speed import _project
-
     with tempfile.TemporaryDirectory(prefix="serving-flood-") as tmp:
         root = Path(tmp)
         _project(root)

@@ -39,7 +39,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import psutil
+
 from benchmarks._timing import env, write_result
+from mlops.settings import Settings
+from registry.promotion import change_stage
+from registry.stages import Ref
+from tests.integration.registry_project import _arrays, context, register_small, write_project
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "digits"
@@ -51,9 +57,6 @@ BATCHES = (1, 32)
 
 def _project(root: Path) -> tuple[int, Any]:
     """A project with one registered digits MLP in production; its test rows."""
-    from registry.promotion import change_stage
-    from registry.stages import Ref
-    from tests.integration.registry_project import _arrays, context, register_small, write_project
 
     write_project(root)
     ctx = context(root)
@@ -71,8 +74,6 @@ class Peak(threading.Thread):
         self.pid, self.peak, self.done = pid, 0, threading.Event()
 
     def run(self) -> None:
-        import psutil
-
         top = psutil.Process(self.pid)
         while not self.done.wait(0.02):
             try:
@@ -83,8 +84,6 @@ class Peak(threading.Thread):
 
 
 def _tree_rss(pid: int) -> int:
-    import psutil
-
     top = psutil.Process(pid)
     return sum(_rss(p) for p in [top, *top.children(recursive=True)])
 
@@ -228,8 +227,6 @@ def _drive(servers: list[Server], x: Any, names: list[str]) -> None:
 
 
 def main() -> None:
-    from mlops.settings import Settings
-
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
         root = Path(tmp)
         version, x = _project(root)

@@ -36,6 +36,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._timing import RESULTS, env, write_result
+from mlops.data import infer_schema, load_source, write_parquet
+from mlops.params import SplitParams, load_params
+from mlops.settings import Settings
+from mlops.splitting import stratified_split
+from mlops.tuning.objective import Job, study_name, work
+from mlops.tuning.storage import open_study
+from mlops.tuning.storage import storage as rdb
 
 PARAMS = """
 pipeline: {name: bench}
@@ -59,10 +66,6 @@ train:
 
 
 def _project(root: Path, pruner: str, seed: int = 0) -> None:
-    from mlops.data import infer_schema, load_source, write_parquet
-    from mlops.params import SplitParams
-    from mlops.splitting import stratified_split
-
     (root / ".dvc").mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(
         PARAMS.replace("PRUNER", pruner).replace("seed: 0", f"seed: {seed}")
@@ -79,11 +82,6 @@ def _project(root: Path, pruner: str, seed: int = 0) -> None:
 
 
 def _study(root: Path) -> Any:
-    from mlops.params import load_params
-    from mlops.settings import Settings
-    from mlops.tuning.objective import study_name
-    from mlops.tuning.storage import open_study
-
     settings = Settings.from_env(env={}, cwd=root)
     params = load_params(root / "params.yaml")
     return settings, params, open_study(settings.optuna_storage, study_name(params), params.tune)
@@ -95,8 +93,6 @@ PRUNERS = ("successive_halving", "median", "hyperband")
 
 def _search(pruner: str, seed: int) -> dict[str, Any]:
     from optuna.trial import TrialState
-
-    from mlops.tuning.objective import Job, work
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -256,8 +252,6 @@ def scaling(budget: float = 240.0, seeds: int = 3, epochs: int = 20) -> dict[str
 def storage(trials: int = 200) -> dict[str, Any]:
     """Seconds per trial of a trivial objective: embedded SQLite storage vs in memory."""
     import optuna
-
-    from mlops.tuning.storage import storage as rdb
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 

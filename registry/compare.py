@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from mlops.errors import UserError
+from mlops.metrics import classification_metrics, regression_metrics
 from mlops.params import HIGHER_IS_BETTER
 from registry import mlflow_port, stats
 from registry.context import Context
@@ -24,8 +25,6 @@ from registry.stages import Ref
 
 
 def _metric_fn(metric: str, n_classes: int) -> stats.Metric:
-    from mlops.metrics import classification_metrics, regression_metrics
-
     if metric == "accuracy":
         return lambda y, p: float((p.argmax(axis=1) == y).mean())
     if metric in ("f1_macro", "log_loss"):

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from mlops import workspace
+from mlops import tracking, workspace
 from mlops.owners import current_actor
-from mlops.params import RegistryParams
+from mlops.params import RegistryParams, load_params
 from mlops.settings import Settings
 from registry.db.store import RegistryStore
 from registry.stages import StagePolicy
@@ -27,7 +27,6 @@ class Context:
     @classmethod
     def load(cls, settings: Settings | None = None, params_file: Path | None = None) -> Context:
         """From the environment and the project's params.yaml (defaults if it is absent)."""
-        from mlops.params import load_params
 
         settings = settings or Settings.from_env()
         path = params_file or settings.root / workspace.PARAMS
@@ -48,6 +47,5 @@ class Context:
 
     def connect_mlflow(self) -> None:
         """Point MLflow at the configured tracking store (imports mlflow)."""
-        from mlops import tracking
 
         tracking.connect(self.settings)

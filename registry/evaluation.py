@@ -8,15 +8,25 @@ the manifest recorded at registration; pickled files are never loaded.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import yaml
+from safetensors import SafetensorError
 
 from mlops import workspace
+from mlops.data import read_parquet
 from mlops.errors import DataError, UserError
+from mlops.io import file_digest, read_json
+from mlops.lineage import dvc_md5
+from mlops.metrics import classification_metrics, regression_metrics
+from mlops.models import ModelSpec, build_model, count_parameters
+from mlops.training import predict_proba, predict_values
+from registry import integrity
 from registry.db.store import Version
 from registry.gates import Evidence
 
@@ -29,7 +39,6 @@ SCHEMA = workspace.SCHEMA
 
 def manifest_sha256(directory: Path) -> str:
     """One sha256 over every file's relative path and content (order-independent)."""
-    from registry import integrity
 
     return integrity.digest(integrity.manifest(directory))
 
@@ -85,8 +94,6 @@ class TestSplit:
 
 def load_test_split(root: Path) -> TestSplit:
     """The workspace's test split (`dvc repro` or `dvc pull` produces it)."""
-    from mlops.data import read_parquet
-    from mlops.lineage import dvc_md5
 
     path = root / TEST_SPLIT
     if not path.is_file():
@@ -109,9 +116,6 @@ class Scored:
 
 
 def _signature(model_dir: Path) -> str | None:
-    import json
-
-    import yaml
 
     mlmodel = model_dir / "MLmodel"
     if not mlmodel.is_file():
@@ -144,14 +148,7 @@ def score(
     """Check every file of `model_dir` against the registration record, then rebuild the
     model from its safetensors weights and measure it on the split as it reads it. A
     version whose files differ is measured no further: its integrity evidence says so."""
-    from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from mlops.io import file_digest, read_json
-    from mlops.metrics import classification_metrics, regression_metrics
-    from mlops.models import ModelSpec, build_model, count_parameters
-    from mlops.training import predict_proba, predict_values
-    from registry import integrity
 
     what = f"model {version.model} version {version.version}"
     weights, spec_file = integrity.model_files(model_dir)

@@ -13,6 +13,7 @@ from registry import mlflow_port
 from registry.context import Context
 from registry.db.store import Version
 from registry.evaluation import Scored, TestSplit, load_test_split, score
+from registry.export.records import passing_exports
 
 Progress = Callable[[str], None]
 
@@ -63,8 +64,6 @@ def gather(
             progress(f"{what} the holder v{holder.version}")
             theirs = score(holder, local, split)
     if gate.require_export is not None:
-        from registry.export.records import passing_exports
-
         found = mlflow_port.get_version(candidate.model, candidate.version)
         exports = passing_exports(found.tags if found is not None else {})
         mine = replace(mine, evidence=replace(mine.evidence, exports=exports))

@@ -11,8 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from safetensors import SafetensorError
+
 from mlops.errors import DataError, UserError
+from mlops.io import file_digest, read_json
+from mlops.models import ModelSpec, build_model
+from registry import integrity, mlflow_port
 from registry.db.store import Version
+from registry.integrity import model_files
+from registry.promotion import resolve as resolve_ref
 from registry.stages import Ref, parse_ref
 
 if TYPE_CHECKING:
@@ -38,7 +45,6 @@ class Loaded:
     @property
     def weights(self) -> Path:
         """The verified safetensors file."""
-        from registry.integrity import model_files
 
         return model_files(self.directory)[0]
 
@@ -54,7 +60,6 @@ def parse_target(text: str) -> tuple[str, Ref]:
 
 def resolve(ctx: Context, name: str, ref: Ref) -> Version:
     """The version `ref` names now (a stage reads its current holder)."""
-    from registry.promotion import resolve as resolve_ref
 
     ctx.connect_mlflow()
     return resolve_ref(ctx, name, ref)
@@ -64,8 +69,6 @@ def verify(version: Version, directory: Path) -> tuple[Path, Path]:
     """Check every file of a downloaded version against its manifest (else the digest
     recorded at registration) and the weights against their sha256; the weights and spec
     files. A `DataError` naming the first file that differs: nothing of it is read."""
-    from mlops.io import file_digest
-    from registry import integrity
 
     what = f"model {version.model} version {version.version}"
     integrity.check(what, integrity.recorded(version.info), version.artifact_sha256, directory)
@@ -83,8 +86,6 @@ def verify(version: Version, directory: Path) -> tuple[Path, Path]:
 
 def read_spec(version: Version, spec_file: Path) -> ModelSpec:
     """The spec of a verified version (feature names, classes, normalisation, task)."""
-    from mlops.io import read_json
-    from mlops.models import ModelSpec
 
     try:
         return ModelSpec(**read_json(spec_file))
@@ -95,7 +96,6 @@ def read_spec(version: Version, spec_file: Path) -> ModelSpec:
 def fetch(ctx: Context, version: Version, dest: Path) -> tuple[Path, ModelSpec]:
     """Download `version` into `dest` and verify every file; its folder and spec.
     Imports neither torch nor the module: the files are checked, not loaded."""
-    from registry import mlflow_port
 
     ctx.connect_mlflow()
     directory = mlflow_port.download(version.model, version.version, dest)
@@ -111,11 +111,7 @@ def load(ctx: Context, version: Version, dest: Path) -> Loaded:
 
 def build(version: Version, directory: Path, spec: ModelSpec) -> nn.Module:
     """The module of a version `fetch` downloaded and verified, in eval mode."""
-    from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from mlops.models import build_model
-    from registry.integrity import model_files
 
     try:
         module = build_model(spec)

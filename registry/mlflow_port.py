@@ -10,7 +10,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
 
+from mlops import tracking
 from mlops.errors import StoreError, UserError
 
 if TYPE_CHECKING:
@@ -99,7 +101,6 @@ def set_tags(name: str, version: int, tags: dict[str, str]) -> None:
 def _inside(uri: str, root: str) -> bool:
     """Whether `uri` lies inside `root` (local paths resolved, links followed; other
     schemes compared by scheme, host and path, no `..`)."""
-    from urllib.parse import unquote, urlparse
 
     u, r = urlparse(uri), urlparse(root)
     if u.scheme in ("", "file") and r.scheme in ("", "file"):
@@ -117,8 +118,6 @@ def allowed_roots(run_id: str) -> list[str]:
     """Where a version's files may come from: the configured artifact root, and the
     artifact location of the experiment of the run that logged it."""
     from mlflow.exceptions import MlflowException
-
-    from mlops import tracking
 
     roots = [r for r in (tracking.artifact_root(),) if r]
     if run_id:

@@ -28,6 +28,7 @@ from registry.card import render_card
 from registry.context import Context
 from registry.db.store import Change, Entry, Version, lock_name
 from registry.queries import missing_model, unheld_stage
+from registry.registration import sync
 from registry.repair import forward_target, repair
 from registry.stages import Ref
 
@@ -91,7 +92,6 @@ def resolve(ctx: Context, model: str, ref: Ref) -> Version:
 def _sync(ctx: Context, model: str) -> list[str]:
     """Record what MLflow has of `model`; why any version was not recorded (one line
     each: its files lie outside the artifact store)."""
-    from registry.registration import sync
 
     refused: list[str] = []
     sync(ctx, model, refused)

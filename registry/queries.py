@@ -12,6 +12,7 @@ from typing import Any
 from mlops.errors import UserError
 from registry.context import Context
 from registry.db.store import Entry, Intent, Version
+from registry.repair import describe
 from registry.stages import Ref
 
 
@@ -35,7 +36,6 @@ def pending(ctx: Context, model: str | None = None) -> list[Intent]:
 
 def pending_warning(intents: list[Intent]) -> str:
     """One line about unfinished changes, for a read command to print."""
-    from registry.repair import describe
 
     first = intents[0]
     more = f" and {len(intents) - 1} more" if len(intents) > 1 else ""

@@ -10,6 +10,7 @@ of one model get distinct numbers.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -17,14 +18,22 @@ from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from mlops import tracking
 from mlops.errors import DataError, StoreError, UserError
+from mlops.io import read_json
+from mlops.models import SPEC_FILE, WEIGHTS_FILE, ModelSpec, load_model
 from mlops.params import NO_STAGE
+from mlops.predictions import answer, labels
 from mlops.tracking import TAG_MODEL_SHA
 from registry import integrity, mlflow_port
 from registry.card import render_card
 from registry.context import Context
 from registry.db.store import Change, Entry, Version, lock_name
+from registry.evaluation import load_test_split
 from registry.mlflow_port import STAGE_TAG
+from registry.stages import check_model_name
 
 if TYPE_CHECKING:
     import numpy as np
@@ -138,12 +147,10 @@ def _wait_ready(name: str, version: int, timeout: float = 120.0) -> mlflow_port.
 def _signature_example(model: nn.Module, spec: ModelSpec, example: np.ndarray) -> Any:
     """The input example as named columns (float64: MLflow accepts float32, float64 and
     small ints for them) and the signature it gives with the labels it predicts."""
-    import numpy as np
     import pandas as pd
     import torch
     from mlflow.models import infer_signature
 
-    from mlops.predictions import answer, labels
     from mlops.pyfunc_model import OUTPUT_PARAM, OUTPUTS
 
     frame = pd.DataFrame(np.asarray(example, dtype=np.float64), columns=spec.feature_names)
@@ -164,8 +171,6 @@ def _log_version_model(
     import mlflow
     import mlflow.pyfunc
 
-    from mlops.io import read_json
-    from mlops.models import SPEC_FILE, WEIGHTS_FILE, ModelSpec
     from mlops.pyfunc_model import ENTRY, ENTRY_FILE, SPEC_ARTIFACT, WEIGHTS_ARTIFACT
 
     spec = ModelSpec(**read_json(weights_dir / SPEC_FILE))
@@ -249,15 +254,9 @@ def register_model(
 def register_run(ctx: Context, run_id: str, name: str | None = None) -> RegisteredVersion:
     """Register the model a training run saved (its `weights/` artifacts), verified
     against the sha256 the run recorded, in a child `register` run."""
-    import re
 
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
-
-    from mlops import tracking
-    from mlops.models import load_model
-    from registry.evaluation import load_test_split
-    from registry.stages import check_model_name
 
     if not re.fullmatch(r"[0-9a-f]{32}", run_id):
         raise UserError(f"run id {run_id!r}: expected 32 hexadecimal characters")

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from mlops.errors import DataError, UserError
 from mlops.io import read_json, write_json, write_with
 
@@ -210,7 +212,6 @@ def read_parquet(path: str | Path) -> pd.DataFrame:
 
 def features_and_target(frame: pd.DataFrame, schema: Schema) -> tuple[Any, Any]:
     """Features as float32 and targets as class indices, both numpy arrays."""
-    import numpy as np
 
     x = frame[schema.features].to_numpy(dtype=np.float32, copy=True)
     if schema.task == "regression":

@@ -21,6 +21,10 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from sqlalchemy import create_engine, event
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
 from mlops import retry
 from mlops.errors import StoreError, full_disk, no_space
 from mlops.settings import redact
@@ -49,7 +53,6 @@ def driver_url(url: str) -> str:
 @cache
 def engine(url: str) -> Engine:
     """The engine for `url`, one per process (SQLite folders are created on first use)."""
-    from sqlalchemy import create_engine, event
 
     if url.startswith("sqlite:"):
         path = url.removeprefix("sqlite:///")
@@ -127,8 +130,6 @@ def error_line(url: str, exc: BaseException) -> str:
 def session(url: str) -> Iterator[Session]:
     """One transaction: commit on success, roll back on error; SQLAlchemy errors become
     `StoreError` naming the store."""
-    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-    from sqlalchemy.orm import Session
 
     try:
         with Session(engine(url), expire_on_commit=False) as s, s.begin():

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import os
+import platform
 import sqlite3
 import sys
 import sysconfig
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
 from mlops import tracking
-from mlops.errors import UserError
+from mlops.errors import MlopsError, UserError
 from mlops.params import PARAMS_FILE, load_params
+from mlops.schemas import status
 from mlops.settings import Settings, redact
 
 # distribution -> (required major.minor prefix or exact version, how to describe it)
@@ -53,7 +60,6 @@ def check_versions() -> list[Check]:
 
 def check_platform_module() -> Check:
     """`import platform` must be the standard library's module, not our source root."""
-    import platform
 
     stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
     where = Path(platform.__file__ or "").resolve()
@@ -103,8 +109,6 @@ def _sqlite_check(path: Path) -> tuple[bool, str]:
 def _sql_check(url: str) -> tuple[bool, str]:
     if url.startswith("sqlite:///"):
         return _sqlite_check(Path(url.removeprefix("sqlite:///")))
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.exc import SQLAlchemyError
 
     engine_url = url.replace("postgresql://", "postgresql+psycopg://", 1)
     try:
@@ -121,9 +125,6 @@ def _sql_check(url: str) -> tuple[bool, str]:
 
 
 def _http_check(url: str) -> tuple[bool, str]:
-    import urllib.error
-    import urllib.request
-
     try:
         with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=5) as response:
             return response.status == 200, f"{redact(url)} (HTTP {response.status})"
@@ -161,8 +162,6 @@ def check_artifacts(url: str, tracking_uri: str = "") -> Check:
 def check_schemas(settings: Settings, unreachable: frozenset[str] = frozenset()) -> list[Check]:
     """Each SQL store's schema revision is the one this code expects (or not made yet);
     stores in `unreachable` were reported already and are left out."""
-    from mlops.errors import MlopsError
-    from mlops.schemas import status
 
     try:
         found = status(settings)

@@ -17,6 +17,9 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import SQLAlchemyError
+
 from mlops import db, retry
 from mlops.errors import StoreError
 
@@ -27,8 +30,6 @@ _CURRENT: set[tuple[str, str]] = set()
 def revision(url: str, version_table: str) -> str | None:
     """The revision recorded in `version_table`, None if the table is missing or empty;
     a store that cannot be reached is a `StoreError` naming it (password hidden)."""
-    from sqlalchemy import inspect, text
-    from sqlalchemy.exc import SQLAlchemyError
 
     try:
         with db.engine(url).connect() as conn:
@@ -67,8 +68,6 @@ def _drop_sqlite(path: Path) -> tuple[list[str], list[str]]:
 
 
 def _drop_sql(url: str) -> tuple[list[str], list[str]]:
-    from sqlalchemy import inspect, text
-
     with db.engine(url).connect() as conn:
         if not any(n.startswith(LEFTOVER_PREFIX) for n in inspect(conn).get_table_names()):
             conn.rollback()
@@ -85,7 +84,6 @@ def drop_leftovers(url: str) -> list[str]:
     """Drop the `_alembic_tmp_X` tables of interrupted batch migrations whose table X
     exists, in one transaction; return their names. A copy whose X is missing may hold
     the only rows of X: it stays, and a `StoreError` names it (after the others went)."""
-    from sqlalchemy.exc import SQLAlchemyError
 
     path = db.sqlite_path(url)
     if url.startswith("sqlite:") and (path is None or not path.is_file()):
@@ -108,7 +106,6 @@ def upgrade(url: str, migrations: Path) -> None:
     """Run the Alembic scripts in `migrations` up to head on `url`."""
     from alembic import command
     from alembic.config import Config
-    from sqlalchemy.exc import SQLAlchemyError
 
     config = Config()
     config.set_main_option("script_location", str(migrations))
@@ -141,7 +138,6 @@ def run_env(metadata: Any, version_table: str, lock_id: int) -> None:
     handed over, under an advisory lock on PostgreSQL (the second upgrader waits, then
     finds the work done)."""
     from alembic import context
-    from sqlalchemy import text
 
     connection = context.config.attributes["connection"]
     if connection.dialect.name == "postgresql":

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from safetensors import SafetensorError
+
 from mlops.errors import DataError, UserError
 from mlops.io import file_digest, read_json, write_json, write_with
 
@@ -165,7 +167,6 @@ def load_model(
                 f"{weights}: sha256 {actual[:12]}… does not match "
                 f"the recorded {expected_sha256[:12]}…"
             )
-    from safetensors import SafetensorError
 
     try:
         spec = ModelSpec(**read_json(directory / SPEC_FILE))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +59,6 @@ def eager_class(kind: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer
     dicts are the same as `kind`'s (tests/unit/test_optim.py checks both, bit for bit).
     Not for a compiled model: there the guards matter, and `make_optimizer` uses `kind`.
     """
-    import inspect
 
     import torch
 

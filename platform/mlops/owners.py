@@ -3,6 +3,8 @@ still lives. Locks and runs record an owner so a dead holder can be recovered.""
 
 from __future__ import annotations
 
+import ctypes
+import getpass
 import os
 import signal
 import socket
@@ -10,10 +12,11 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import psutil
+
 
 def current_actor() -> str:
     """Who acts, for ledgers and schedules: `MLOPS_USER`, else the OS user."""
-    import getpass
 
     return os.environ.get("MLOPS_USER", "").strip() or getpass.getuser()
 
@@ -26,7 +29,6 @@ def die_with_parent() -> Callable[[], None] | None:
     it (no import, no dlopen, no lock another thread could have held)."""
     if not sys.platform.startswith("linux"):
         return None
-    import ctypes
 
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
@@ -39,7 +41,6 @@ def die_with_parent() -> Callable[[], None] | None:
 
 def process_started(pid: int) -> float | None:
     """Start time of a live process (None if gone, or a zombie awaiting its parent)."""
-    import psutil
 
     try:
         process = psutil.Process(pid)

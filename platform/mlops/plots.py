@@ -8,6 +8,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from mlops.io import write_with
 
 if TYPE_CHECKING:
@@ -66,7 +68,6 @@ def binned_records(
     """Per-sample `{actual, predicted}` of a regression as quantile bins of the actual
     values (labels like `3: 87.5-120` with an en dash, numbered so they sort in order), for DVC's
     confusion template: where the predictions of each range of the target land."""
-    import numpy as np
 
     bins = max(1, min(bins, 9))  # one digit: the labels sort as text
     quantiles = np.linspace(0.0, 1.0, bins + 1)

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -24,7 +26,6 @@ class Answers:
 
 def labels(classes: list[Any] | tuple[Any, ...]) -> np.ndarray | list[Any]:
     """Class labels indexable by an array of class indices (integers as an int64 array)."""
-    import numpy as np
 
     if all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
         return np.asarray(classes, dtype=np.int64)
@@ -33,7 +34,6 @@ def labels(classes: list[Any] | tuple[Any, ...]) -> np.ndarray | list[Any]:
 
 def softmax(out: np.ndarray) -> np.ndarray:
     """Row-wise softmax of logits, computed stably (float32 in, float32 out)."""
-    import numpy as np
 
     shifted = np.exp(out - out.max(axis=1, keepdims=True))
     result: np.ndarray = shifted / shifted.sum(axis=1, keepdims=True)
@@ -43,7 +43,6 @@ def softmax(out: np.ndarray) -> np.ndarray:
 def answer(out: np.ndarray, task: str, classes: np.ndarray | list[Any], rows: int) -> Answers:
     """The answers to `rows` rows whose raw outputs are `out` (logits, or regression
     values in the target's units); `classes` as `labels()` returns them."""
-    import numpy as np
 
     if task == "regression":
         values = out.reshape(rows)

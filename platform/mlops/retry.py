@@ -15,9 +15,13 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
+
+from sqlalchemy import exc as sa
+from sqlalchemy.exc import DBAPIError
 
 from mlops.errors import MlopsError, StoreError, UserError, full_disk
 from mlops.settings import redact
@@ -80,9 +84,6 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 def _connection_error(exc: BaseException) -> bool | None:
     """True/False for a driver or SQLAlchemy connection-level error, None otherwise."""
-    import sqlite3
-
-    from sqlalchemy import exc as sa
 
     if isinstance(exc, sqlite3.Error):
         return False  # a local file: "locked" already waited out its busy timeout
@@ -137,7 +138,6 @@ def _hide(text: str, url: str) -> str:
 
 def detail(exc: BaseException, url: str = "") -> str:
     """The first line of the database driver's error (else of `exc`), password hidden."""
-    from sqlalchemy.exc import DBAPIError
 
     text = ""
     for e in _chain(exc):

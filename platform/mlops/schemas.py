@@ -13,8 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import create_engine
+
 from mlops import db, migrations
+from mlops.errors import StoreError
+from mlops.scheduling import store as scheduling
 from mlops.settings import Settings
+from mlops.tuning.storage import storage
+from registry.db import store as registry
 
 
 @dataclass(frozen=True)
@@ -42,9 +48,6 @@ class _Own:
 
 
 def _own() -> list[_Own]:
-    from mlops.scheduling import store as scheduling
-    from registry.db import store as registry
-
     named = (("registry tables", registry), ("schedule tables", scheduling))
     return [_Own(name, m.MIGRATIONS, m.VERSION_TABLE, m.HEAD_REVISION) for name, m in named]
 
@@ -78,8 +81,6 @@ def _optuna_head() -> str:
 
 def _read(name: str, url: str, version_table: str, head: str) -> Schema:
     # Read only: a status check never creates tables (MLflow and Optuna would).
-    from mlops.errors import StoreError
-
     try:
         current = migrations.revision(url, version_table) if _exists(url) else None
     except StoreError as exc:
@@ -104,13 +105,10 @@ def status(settings: Settings) -> list[Schema]:
 def upgrade(settings: Settings) -> list[tuple[Schema, Schema]]:
     """Bring every SQL store to the schema this code expects (creating what is missing);
     (before, after) pairs. Idempotent."""
-    from mlops.tuning.storage import storage
 
     before = status(settings)
     unreachable = [s.error for s in before if s.error]
     if unreachable:
-        from mlops.errors import StoreError
-
         raise StoreError(unreachable[0])
     for url in dict.fromkeys(s.url for s in before):  # what an interrupted upgrade left
         migrations.drop_leftovers(url)
@@ -122,8 +120,6 @@ def upgrade(settings: Settings) -> list[tuple[Schema, Schema]]:
             # creates and stamps the tables
             SqlAlchemyStore(db.driver_url(settings.tracking_uri), settings.artifact_root)
         elif not before[0].ok:
-            from sqlalchemy import create_engine
-
             # MLflow's own engine settings: its migrations manage their transactions.
             engine = create_engine(db.driver_url(settings.tracking_uri))
             try:

@@ -10,10 +10,12 @@ within the retry budget.
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import re
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +25,9 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlops import migrations, retry
+from mlops.db import driver_url
 from mlops.errors import Interrupted, StoreError, UserError
+from mlops.lineage import git_commit
 from mlops.owners import Owner
 from mlops.settings import Settings, redact
 
@@ -61,7 +65,6 @@ def connect(settings: Settings) -> None:
     logging.getLogger("mlflow.store.db.utils").addFilter(retry.quiet_mlflow)
     # Our commands print their own progress; MLflow's per-download bars are noise.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from mlops.db import driver_url
 
     uri = driver_url(settings.tracking_uri)  # postgresql:// → the psycopg 3 driver we ship
     mlflow.set_tracking_uri(uri)
@@ -186,12 +189,8 @@ def close_stale_runs(experiment_id: str) -> list[str]:
 def _create_run(settings: Settings, experiment_id: str, name: str, tags: dict[str, str]) -> str:
     """Create the run with its context tags set by us: the fluent `start_run` resolves
     them through MLflow's context providers, which costs ~0.3 s in a fresh process."""
-    import getpass
-    import sys
 
     from mlflow.tracking import MlflowClient
-
-    from mlops.lineage import git_commit
 
     context = {
         "mlflow.user": getpass.getuser(),

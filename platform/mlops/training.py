@@ -8,15 +8,22 @@ mixed precision on CUDA, `torch.compile`, and DistributedDataParallel under torc
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from mlops.checkpoint import load_checkpoint, save_checkpoint
 from mlops.distributed import DistContext
+from mlops.errors import UserError
+from mlops.optim import EarlyStopping, Schedule, make_optimizer
 
 if TYPE_CHECKING:
     import numpy as np
@@ -66,9 +73,7 @@ EpochCallback = Callable[[EpochResult], None]
 
 def seed_everything(seed: int, threads: int) -> None:
     """Make CPU training reproducible: seeds, deterministic kernels, a fixed thread count."""
-    import random
 
-    import numpy as np
     import torch
 
     random.seed(seed)
@@ -105,7 +110,6 @@ CLASSIFICATION_METRICS = ("val_loss", "val_accuracy", "val_f1_macro")
 
 def check_metric(task: str, metric: str, key: str = "train.early_stopping.metric") -> None:
     """Refuse a metric the task does not produce (one line naming `key`, exit 2)."""
-    from mlops.errors import UserError
 
     known = REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
     if metric not in known:
@@ -166,8 +170,6 @@ def _val_metrics(
 
 
 def _autocast(device: torch.device, precision: str) -> Any:
-    import contextlib
-
     import torch
 
     if device.type != "cuda" or precision == "fp32":
@@ -182,8 +184,6 @@ class _Job:
     def __init__(self, raw: nn.Module, params: TrainParams, ctx: DistContext,
                  device: torch.device, n_train: int, task: str) -> None:  # fmt: skip
         import torch
-
-        from mlops.optim import EarlyStopping, Schedule, make_optimizer
 
         self.raw, self.params, self.ctx, self.device = raw, params, ctx, device
         self.model: nn.Module = raw
@@ -302,8 +302,6 @@ def train_model(
     """
     import torch
 
-    from mlops.checkpoint import load_checkpoint, save_checkpoint
-
     ctx = ctx or DistContext()
     seed_everything(params.seed, params.threads)
     device = resolve_device(params.device, ctx)
@@ -360,7 +358,6 @@ def train_model(
 
 def predict_values(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> Any:
     """Regression predictions in the target's units, as a 1-D numpy array."""
-    import numpy as np
     import torch
 
     model.eval()
@@ -373,7 +370,6 @@ def predict_values(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> A
 
 def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> Any:
     """Class probabilities for a feature matrix, as a numpy array."""
-    import numpy as np
     import torch
 
     model.eval()

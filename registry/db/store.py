@@ -16,13 +16,16 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import delete, select
 
 from mlops import db, migrations
 from mlops.errors import StoreError
 from mlops.owners import Owner
+from registry.db.models import HolderRow, IntentRow, LedgerRow, LockRow, VersionRow
 
 HEAD_REVISION = "0001"
 
@@ -141,8 +144,6 @@ def _entry(row: Any) -> Entry:
 
 
 def _entry_row(entry: Entry) -> Any:
-    from registry.db.models import LedgerRow
-
     return LedgerRow(
         at=time.time(),
         actor=entry.actor,
@@ -169,18 +170,12 @@ class RegistryStore:
     # reads
     def models(self) -> list[str]:
         """Names of every model with a recorded version."""
-        from sqlalchemy import select
-
-        from registry.db.models import VersionRow
 
         with db.session(self.url) as s:
             return list(s.scalars(select(VersionRow.model).distinct().order_by(VersionRow.model)))
 
     def versions(self, model: str | None = None) -> list[Version]:
         """Versions of one model (or all), by name then newest first."""
-        from sqlalchemy import select
-
-        from registry.db.models import VersionRow
 
         query = select(VersionRow).order_by(VersionRow.model, VersionRow.version.desc())
         if model is not None:
@@ -190,9 +185,6 @@ class RegistryStore:
 
     def has_model(self, model: str) -> bool:
         """Whether any version of `model` is recorded (one indexed row, not all of them)."""
-        from sqlalchemy import select
-
-        from registry.db.models import VersionRow
 
         with db.session(self.url) as s:
             query = select(VersionRow.version).where(VersionRow.model == model).limit(1)
@@ -200,7 +192,6 @@ class RegistryStore:
 
     def version(self, model: str, version: int) -> Version | None:
         """One version, or None."""
-        from registry.db.models import VersionRow
 
         with db.session(self.url) as s:
             row = s.get(VersionRow, (model, version))
@@ -208,9 +199,6 @@ class RegistryStore:
 
     def holders(self, model: str) -> dict[str, int]:
         """Exclusive stage → the version holding it."""
-        from sqlalchemy import select
-
-        from registry.db.models import HolderRow
 
         with db.session(self.url) as s:
             rows = s.scalars(select(HolderRow).where(HolderRow.model == model))
@@ -221,9 +209,6 @@ class RegistryStore:
     ) -> list[Entry]:
         """Ledger entries of a model (of these `versions` only, if given), oldest first
         (the last `limit` if given)."""
-        from sqlalchemy import select
-
-        from registry.db.models import LedgerRow
 
         query = select(LedgerRow).where(LedgerRow.model == model).order_by(LedgerRow.id.desc())
         if versions is not None:
@@ -235,9 +220,6 @@ class RegistryStore:
 
     def intents(self, model: str | None = None) -> list[Intent]:
         """Unfinished changes (left by a killed command), oldest first."""
-        from sqlalchemy import select
-
-        from registry.db.models import IntentRow
 
         query = select(IntentRow).order_by(IntentRow.created_at)
         if model is not None:
@@ -262,7 +244,6 @@ class RegistryStore:
     # writes
     def record_version(self, version: Version, entry: Entry) -> bool:
         """Add a version and its `register` ledger entry; False if it was already there."""
-        from registry.db.models import VersionRow
 
         with db.session(self.url) as s:
             if s.get(VersionRow, (version.model, version.version)) is not None:
@@ -290,9 +271,6 @@ class RegistryStore:
 
     def add_intent(self, change: Change, entry: Entry) -> str:
         """Record a decided change before touching MLflow; returns its id."""
-        from dataclasses import asdict
-
-        from registry.db.models import IntentRow
 
         op_id = uuid.uuid4().hex
         payload = {"change": asdict(change), "entry": asdict(entry)}
@@ -310,9 +288,6 @@ class RegistryStore:
     def apply(self, change: Change, entry: Entry, op_id: str | None = None) -> None:
         """Apply a change to holders and stages, append its entry and drop its intent,
         all in one transaction."""
-        from sqlalchemy import delete
-
-        from registry.db.models import HolderRow, IntentRow, VersionRow
 
         now = time.time()
         with db.session(self.url) as s:
@@ -348,9 +323,6 @@ class RegistryStore:
     def settle(self, op_id: str, entry: Entry) -> None:
         """Drop an intent that will not be applied and append the entry that says why
         (a refusal, an undone change), in one transaction."""
-        from sqlalchemy import delete
-
-        from registry.db.models import IntentRow
 
         with db.session(self.url) as s:
             s.execute(delete(IntentRow).where(IntentRow.op_id == op_id))
@@ -359,7 +331,6 @@ class RegistryStore:
     def flag_refused(self, op_id: str, entry: Entry) -> None:
         """Mark an intent as refused by the tracking store (a repair will undo it, never
         complete it) and append the refusal, in one transaction."""
-        from registry.db.models import IntentRow
 
         with db.session(self.url) as s:
             row = s.get(IntentRow, op_id)
@@ -400,8 +371,6 @@ class RegistryStore:
             self._break(name, owner)
 
     def _try_lock(self, name: str, owner: str, ttl: float) -> bool:
-        from registry.db.models import LockRow
-
         me = Owner.current()
         try:
             with db.session(self.url) as s:
@@ -420,8 +389,6 @@ class RegistryStore:
         return True
 
     def _holder(self, name: str) -> dict[str, Any] | None:
-        from registry.db.models import LockRow
-
         with db.session(self.url) as s:
             row = s.get(LockRow, name)
             if row is None:
@@ -435,9 +402,6 @@ class RegistryStore:
             }
 
     def _break(self, name: str, owner: str) -> None:
-        from sqlalchemy import delete
-
-        from registry.db.models import LockRow
 
         with db.session(self.url) as s:
             s.execute(delete(LockRow).where(LockRow.name == name, LockRow.owner == owner))

@@ -8,7 +8,9 @@ Imports torch, onnx and onnxruntime inside the functions only.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -110,7 +112,6 @@ def onnx_runner(path: Path, threads: int = 1) -> Runner:
 
 def quantize_torch(module: nn.Module) -> nn.Module:
     """PyTorch's dynamic int8 quantization of Linear, LSTM and GRU layers (a copy)."""
-    import copy
 
     import torch
     from torch import nn
@@ -169,7 +170,6 @@ def _prunable(module: nn.Module) -> list[tuple[nn.Module, str]]:
 def prune_global(module: nn.Module, fraction: float) -> nn.Module:
     """A copy of `module` with the `fraction` smallest-magnitude weights of all its Linear
     and Conv layers (ranked together) set to zero, permanently."""
-    import copy
 
     from torch.nn.utils import prune
 
@@ -194,7 +194,6 @@ def sparsity(module: nn.Module) -> float:
 
 def p50_ms(run: Runner, x: np.ndarray, rounds: int = 200) -> float:
     """Median single-row latency in milliseconds over up to `rounds` rows of `x`."""
-    import time
 
     rows = np.ascontiguousarray(x[: max(1, min(rounds, len(x)))], np.float32)
     for i in range(min(10, len(rows))):  # warm-up

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlops.errors import DataError
+from mlops.io import file_digest
+from registry import mlflow_port
 
 if TYPE_CHECKING:
     from registry.context import Context
@@ -63,8 +65,6 @@ def passing_exports(tags: dict[str, str]) -> dict[str, str]:
 
 
 def _version_tags(ctx: Context, version: Version) -> dict[str, str]:
-    from registry import mlflow_port
-
     ctx.connect_mlflow()
     found = mlflow_port.get_version(version.model, version.version)
     return found.tags if found is not None else {}
@@ -81,8 +81,6 @@ def exported_variant(
     """The file of the passing export `name` (`onnx`, `onnx-int8`, …) of `version`,
     downloaded into `dest` (default: a new temporary folder the caller owns) and verified
     against the sha256 recorded at export. None when there is no such passing export."""
-    from mlops.io import file_digest
-    from registry import mlflow_port
 
     tags = _version_tags(ctx, version)
     if name not in passing_exports(tags):

@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mlops.errors import DataError
+from mlops.io import file_digest
 from registry.export import formats
 from registry.export import parity as export_parity
+from registry.export.report import Measured, Report
 
 if TYPE_CHECKING:
     from torch import nn
@@ -64,8 +66,6 @@ def convert_and_measure(
     step: Callable[[str], None] = lambda _: None,
 ) -> Report:
     """Export `loaded` into `folder` as `request` says and measure it (nothing uploaded)."""
-    from mlops.io import file_digest
-    from registry.export.report import Measured, Report
 
     folder.mkdir(parents=True, exist_ok=True)
     task = loaded.spec.task

@@ -16,13 +16,21 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops.errors import DataError, MlopsError, UserError
+from mlops.io import write_json
+from registry import mlflow_port
+from registry.evaluation import load_test_split
 from registry.export import parity as export_parity
+from registry.export.formats import to_onnx as convert
 from registry.export.records import PASSED, tag
 from registry.export.report import Report, Request
+from registry.export.run import convert_and_measure
+from registry.loading import load, parse_target, resolve
+from registry.stages import check_model_name
 
 if TYPE_CHECKING:
     import numpy as np
@@ -69,9 +77,6 @@ def target_version(ctx: Context, target: str) -> Version:
     """The version `target` names (`digits@production`, `digits@3`), after checking that
     the workspace has the test split to hold its export to (bad input: one line, before
     any work)."""
-    from registry.evaluation import load_test_split
-    from registry.loading import parse_target, resolve
-    from registry.stages import check_model_name
 
     name, ref = parse_target(target)
     check_model_name(name)
@@ -88,8 +93,6 @@ def export(
     step: Callable[[str], None] = lambda _: None,
 ) -> Report:
     """Export `version` (see `target_version`) as `request` says."""
-    from registry.evaluation import load_test_split
-    from registry.loading import load
 
     name = version.model
     split = load_test_split(ctx.settings.root)
@@ -103,7 +106,6 @@ def export(
                 f"the {loaded.spec.family} family; {why}"
             )
         rows = split.rows_for(loaded.spec, f"{name} version {version.version}")
-        from registry.export.run import convert_and_measure
 
         report = convert_and_measure(loaded, rows, split.md5, request, Path(tmp, "out"), step)
         if not report.passed:
@@ -120,10 +122,6 @@ def export(
 
 
 def _attach(ctx: Context, version: Version, report: Report, folder: Path, actor: str) -> Report:
-    from dataclasses import replace
-
-    from mlops.io import write_json
-    from registry import mlflow_port
 
     where = f"exports/{version.model}-v{version.version}/{report.variant}"
     uri = f"runs:/{version.run_id}/{where}"
@@ -170,6 +168,5 @@ def _record(report: Report, actor: str) -> dict[str, str]:
 def to_onnx(module: nn.Module, example: np.ndarray, path: Path) -> Path:
     """One self-contained ONNX file of `module` with a dynamic batch dimension (see
     `registry.export.formats.to_onnx`)."""
-    from registry.export.formats import to_onnx as convert
 
     return convert(module, example, path)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from tests.e2e.project import SLICE, copy_repo, run
 
@@ -25,8 +26,6 @@ def mlflow_client() -> Callable[[Path], Any]:
     """An MlflowClient on a project's embedded tracking store."""
 
     def make(project: Path) -> Any:
-        from mlflow.tracking import MlflowClient
-
         uri = f"sqlite:///{project / '.mlops' / 'mlflow.db'}"
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
 

@@ -4,6 +4,7 @@ in MLflow, the registered version with its lineage, and a second repro that is a
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from registry.registration import version_info
-from tests.e2e.project import assert_plots, dvc_outs, run
+from tests.e2e.project import assert_plots, copy_repo, dvc_outs, run
 
 pytestmark = pytest.mark.e2e
 
@@ -96,7 +97,6 @@ def test_runs_read_well_in_the_mlflow_ui(
 ) -> None:
     """Each run is named with what it did and the commit it ran at; train and register
     runs carry a Markdown description (the register run's is the version's card)."""
-    import re
 
     client = mlflow_client(pipeline)
     experiment = client.get_experiment_by_name("digits")
@@ -144,8 +144,6 @@ def test_lock_records_params_per_stage(pipeline: Path) -> None:
 
 
 def test_bad_params_stop_repro_before_any_stage_computes(tmp_path: Path, pipeline: Path) -> None:
-    from tests.e2e.project import copy_repo
-
     project = copy_repo(tmp_path, {"train": {"learning_rate": -1.0}})
     done = run(["dvc", "repro"], project)
     assert done.returncode != 0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from mlflow.tracking import MlflowClient
 
 from mlops.exposure import free_port
 from tests.e2e.project import SLICE, clean_env, copy_repo
@@ -50,8 +51,6 @@ def _run(cwd: Path, env: dict[str, str], *cmd: str) -> subprocess.CompletedProce
 def test_pipeline_sweep_promotion_and_rollback_through_a_server(
     tmp_path: Path, databases: dict[str, str]
 ) -> None:
-    from mlflow.tracking import MlflowClient
-
     server_dir = tmp_path / "server"
     (server_dir / ".dvc").mkdir(parents=True)
     server_env = {"MLOPS_TRACKING_URI": databases["mlflow"]}

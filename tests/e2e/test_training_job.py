@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from registry.registration import version_info
 from tests.e2e.project import clean_env, copy_repo, point_at_file, run
@@ -79,7 +80,6 @@ def test_resume_refuses_a_foreign_checkpoint(
     project = split_project
     checkpoint = project / "checkpoints" / "train.pt"
     checkpoint.parent.mkdir(exist_ok=True)
-    import torch
 
     torch.save({"fingerprint": "another job", "epoch": 3}, checkpoint)
     try:

@@ -12,8 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 import yaml
+from optuna.trial import TrialState
 
 from registry.registration import version_info
 from tests.e2e.project import REPO, SLICE, copy_repo, run
@@ -42,8 +44,6 @@ def _json(path: Path) -> Any:
 
 
 def _study(project: Path, name: str) -> Any:
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.load_study(
         study_name=name, storage=f"sqlite:///{project / '.mlops' / 'optuna.db'}"
@@ -96,8 +96,6 @@ def test_best_params_and_tune_metrics(tuned: Path) -> None:
 def test_trials_are_child_runs_of_the_tune_run(
     tuned: Path, mlflow_client: Callable[[Path], Any], tmp_path: Path
 ) -> None:
-    from optuna.trial import TrialState
-
     best = _json(tuned / "reports" / "best_params.json")
     client = mlflow_client(tuned)
     runs = _runs(client)

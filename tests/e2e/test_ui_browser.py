@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from mlflow.tracking import MlflowClient
+from playwright.sync_api import expect, sync_playwright
 
 from registry.registration import version_info
 from tests.e2e.project import REPO, clean_env, run
@@ -102,7 +104,6 @@ def _expected(url: str) -> dict[str, Any]:
 def _runs_page(page: Page, url: str, want: dict[str, Any], shot: Path) -> None:
     """The runs table: every stage's run, the train run's children expanded, the test
     metrics added as columns (and the Dataset column, empty here, hidden to make room)."""
-    from playwright.sync_api import expect
 
     page.goto(
         f"{url}/#/experiments/{want['experiment_id']}/runs?workflowType=machine_learning",
@@ -135,7 +136,6 @@ def _runs_page(page: Page, url: str, want: dict[str, Any], shot: Path) -> None:
 
 def _run_page(page: Page, url: str, want: dict[str, Any], shot: Path) -> None:
     """The train run's page: the metric, with the value the REST API reports."""
-    from playwright.sync_api import expect
 
     page.goto(
         f"{url}/#/experiments/{want['experiment_id']}/runs/{want['train_run_id']}",
@@ -150,8 +150,6 @@ def _run_page(page: Page, url: str, want: dict[str, Any], shot: Path) -> None:
 
 
 def _aliases_in(row: Locator, want: dict[str, Any], shot: Path) -> None:
-    from playwright.sync_api import expect
-
     for alias in want["aliases"]:
         tag = row.get_by_text(re.compile(rf"^@\s*{re.escape(alias)}$"))
         expect(tag, f"alias @{alias} of {MODEL} version 1 ({shot})").to_be_visible()
@@ -160,7 +158,6 @@ def _aliases_in(row: Locator, want: dict[str, Any], shot: Path) -> None:
 def _models_page(page: Page, url: str, want: dict[str, Any], shot: Path) -> None:
     """The registered models: the model's row names its aliased versions (`@ staging :
     Version 1`), whichever version is the latest."""
-    from playwright.sync_api import expect
 
     page.goto(f"{url}/#/models", timeout=TIMEOUT_MS)
     row = page.get_by_role("row").filter(has=page.get_by_role("link", name=MODEL, exact=True))
@@ -172,7 +169,6 @@ def _models_page(page: Page, url: str, want: dict[str, Any], shot: Path) -> None
 
 def _model_page(page: Page, url: str, want: dict[str, Any], shot: Path) -> None:
     """The registered model's page: its versions, version 1 with its aliases."""
-    from playwright.sync_api import expect
 
     page.goto(f"{url}/#/models/{MODEL}", timeout=TIMEOUT_MS)
     row = page.get_by_role("row").filter(has=page.get_by_role("link", name="Version 1", exact=True))
@@ -218,7 +214,6 @@ def browser() -> Iterator[Browser]:
             f"{CHROMIUM} is missing: the browser tests drive the system Chromium; install it "
             "with `apt-get install -y chromium` (.ci/run does) or set MLOPS_CHROMIUM"
         )
-    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
@@ -232,7 +227,6 @@ def browser() -> Iterator[Browser]:
 def staged(pipeline: Path) -> Path:
     """The pipeline's store with version 1 promoted to staging by the real CLI (so the UI
     has a stage alias to show); promotions leave the other e2e checks true."""
-    from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{pipeline / '.mlops' / 'mlflow.db'}"
     aliases = MlflowClient(tracking_uri=uri, registry_uri=uri).get_registered_model(MODEL).aliases

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
@@ -115,8 +116,6 @@ def test_serving_reads_requests_through_the_versions_own_features(
     # the answers are v1's: as good as it scored on its test split when it was trained
     rmse = float(np.sqrt(np.mean((np.asarray(by_name) - truth) ** 2)))
     assert rmse < 1.5 * reordered["logged"]["rmse"], (rmse, reordered["logged"])
-
-    import mlflow.pyfunc
 
     uri = f"sqlite:///{project / '.mlops' / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)

@@ -6,9 +6,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import mlflow
 import psycopg
 import pytest
 
+from mlops import tracking
 from mlops.settings import Settings
 
 
@@ -23,9 +25,6 @@ def project(tmp_path: Path) -> Path:
 @pytest.fixture
 def settings(project: Path) -> Iterator[Settings]:
     """Settings of the embedded default under `project`, with MLflow pointed at them."""
-    import mlflow
-
-    from mlops import tracking
 
     s = Settings.from_env(env={}, cwd=project)
     tracking.connect(s)

@@ -14,10 +14,18 @@ from typing import Any
 import numpy as np
 
 from mlops import tracking
-from mlops.data import infer_schema, load_source, write_parquet
+from mlops.data import (
+    Schema,
+    features_and_target,
+    infer_schema,
+    load_source,
+    read_parquet,
+    write_parquet,
+)
 from mlops.models import ModelSpec, build_model, feature_stats, make_spec, save_model
-from mlops.params import MLPParams, ModelParams
+from mlops.params import MLPParams, ModelParams, SplitParams
 from mlops.settings import Settings
+from mlops.splitting import stratified_split
 from registry.context import Context
 from registry.registration import RegisteredVersion, register_model
 
@@ -36,8 +44,6 @@ registry:
 
 def write_project(root: Path, params_yaml: str = OPEN_GATES) -> None:
     """Make `root` a project: `.dvc/`, params.yaml, the digits schema and test split."""
-    from mlops.params import SplitParams
-    from mlops.splitting import stratified_split
 
     (root / ".dvc").mkdir(parents=True, exist_ok=True)
     (root / ".dvc" / "config").write_text("[core]\n    analytics = false\n")
@@ -53,8 +59,6 @@ def write_project(root: Path, params_yaml: str = OPEN_GATES) -> None:
 
 
 def _arrays(root: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
-    from mlops.data import Schema, features_and_target, read_parquet
-
     schema = Schema.load(root / "data" / "raw" / "schema.json")
     x, y = features_and_target(read_parquet(root / "data" / "split" / f"{part}.parquet"), schema)
     return np.asarray(x), np.asarray(y)
@@ -66,8 +70,6 @@ def train_small(
     """An MLP trained full-batch on the train split: ~0.95+ test accuracy at 150 steps,
     much less at 5."""
     import torch
-
-    from mlops.data import Schema
 
     x, y = _arrays(root, "train")
     mean, std = feature_stats(x)

@@ -21,9 +21,17 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from mlops.settings import Settings
+from registry.db.store import RegistryStore
+
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # run as a script: make `tests.integration` importable
     sys.path.insert(0, str(REPO))
+
+from mlops.errors import UserError  # noqa: E402 - after the path above
+from registry.promotion import change_stage  # noqa: E402
+from registry.stages import Ref  # noqa: E402
+from tests.integration.registry_project import context, register_small, train_small  # noqa: E402
 
 ALREADY = "already"
 PROMOTED = "promoted"
@@ -53,11 +61,6 @@ def promote(
     The outcome is `promoted`, `already` (the version held production, so the move was
     refused), or `error: …` for anything else."""
     try:
-        from mlops.errors import UserError
-        from registry.promotion import change_stage
-        from registry.stages import Ref
-        from tests.integration.registry_project import context
-
         _quiet_torch()
         ctx = context(Path(root), env)
         _ = ctx.store  # schema check once, before the first round
@@ -98,8 +101,6 @@ def register(
         import mlflow.pytorch  # noqa: F401
         from mlflow.models import infer_signature  # noqa: F401
 
-        from tests.integration.registry_project import context, register_small, train_small
-
         _quiet_torch()
         ctx = context(Path(root), env)
         _ = ctx.store
@@ -119,9 +120,6 @@ def register(
 
 
 def _store(root: str) -> Any:
-    from mlops.settings import Settings
-    from registry.db.store import RegistryStore
-
     return RegistryStore(Settings.from_env(cwd=Path(root)).database_url)
 
 

@@ -23,6 +23,10 @@ import threading
 import time
 from pathlib import Path
 
+from mlops.scheduling.scheduler import Scheduler, log, log_to
+from mlops.scheduling.store import ScheduleStore
+from mlops.settings import Settings
+
 MAX_SLEEP_S = 0.2
 
 
@@ -52,10 +56,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("clock_file", type=Path)
     parser.add_argument("--tick", type=float, default=0.2)
     args = parser.parse_args(argv)
-
-    from mlops.scheduling.scheduler import Scheduler, log, log_to
-    from mlops.scheduling.store import ScheduleStore
-    from mlops.settings import Settings
 
     stop = threading.Event()
 

@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from mlops.data import infer_schema, load_source, write_parquet
-from mlops.params import Params, load_params
+from mlops.params import Params, SplitParams, load_params
 from mlops.settings import Settings
+from mlops.splitting import stratified_split
+from mlops.tuning.objective import study_name
+from mlops.tuning.storage import open_study as open_
 
 PIPELINE = "digits"
 
@@ -52,8 +55,6 @@ PARAMS_YAML = params_yaml()
 def write_project(root: Path, params_yaml: str = PARAMS_YAML) -> None:
     """Make `root` a project: `.dvc/`, params.yaml, the digits schema and the three
     splits."""
-    from mlops.params import SplitParams
-    from mlops.splitting import stratified_split
 
     (root / ".dvc").mkdir(parents=True, exist_ok=True)
     (root / ".dvc" / "config").write_text("[core]\n    analytics = false\n")
@@ -86,8 +87,6 @@ def clean_env(env: dict[str, str] | None = None) -> dict[str, str]:
 
 def open_study(root: Path, env: dict[str, str] | None = None) -> Any:
     """Create or load the project's study (named as `mlops sweep` names it)."""
-    from mlops.tuning.objective import study_name
-    from mlops.tuning.storage import open_study as open_
 
     p = params(root)
     return open_(settings(root, env).optuna_storage, study_name(p), p.tune)

@@ -10,8 +10,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.script import ScriptDirectory
+from mlflow.store.db.utils import _get_alembic_config
+from mlflow.store.tracking.dbmodels.initial_models import Base
+from mlflow.tracking import MlflowClient
+from sqlalchemy import create_engine, inspect, text
 
+from mlops import tracking
+from mlops.db import driver_url
 from mlops.doctor import check_schemas
+from mlops.errors import StoreError
+from mlops.migrations import drop_leftovers
 from mlops.schemas import status, upgrade
 from mlops.settings import Settings
 
@@ -44,11 +54,6 @@ def test_fresh_project_is_created_by_upgrade_then_upgrade_is_a_no_op(project: Pa
 
 def _old_mlflow_db(project: Path, revision: str) -> str:
     # As MLflow makes a database (its initial tables, then its migrations), stopped early.
-    from alembic import command
-    from mlflow.store.db.utils import _get_alembic_config
-    from mlflow.store.tracking.dbmodels.initial_models import Base
-    from sqlalchemy import create_engine
-
     url = f"sqlite:///{project / '.mlops' / 'mlflow.db'}"
     (project / ".mlops").mkdir(exist_ok=True)
     engine = create_engine(url)
@@ -59,9 +64,6 @@ def _old_mlflow_db(project: Path, revision: str) -> str:
 
 
 def _older_revision() -> str:
-    from alembic.script import ScriptDirectory
-    from mlflow.store.db.utils import _get_alembic_config
-
     revisions = list(ScriptDirectory.from_config(_get_alembic_config("")).walk_revisions())
     return str(revisions[5].revision)  # a few migrations behind the head
 
@@ -107,10 +109,6 @@ def test_upgrade_on_postgresql(project: Path, pg_database: str, store: str) -> N
 
 def test_mlflow_logs_into_postgresql_through_a_plain_url(project: Path, pg_database: str) -> None:
     """`MLOPS_TRACKING_URI=postgresql://…` works with the psycopg 3 driver we ship."""
-    from mlflow.tracking import MlflowClient
-
-    from mlops import tracking
-    from mlops.db import driver_url
 
     settings = Settings.from_env(env={"MLOPS_TRACKING_URI": pg_database}, cwd=project)
     with tracking.stage_run(settings, "pg", "train") as run_id:
@@ -121,8 +119,6 @@ def test_mlflow_logs_into_postgresql_through_a_plain_url(project: Path, pg_datab
 
 
 def _tables(url: str) -> set[str]:
-    from sqlalchemy import create_engine, inspect
-
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     try:
         with engine.connect() as conn:
@@ -132,8 +128,6 @@ def _tables(url: str) -> set[str]:
 
 
 def _execute(url: str, *statements: str) -> None:
-    from sqlalchemy import create_engine, text
-
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     try:
         with engine.begin() as conn:
@@ -147,9 +141,6 @@ def _execute(url: str, *statements: str) -> None:
 def test_leftovers_are_dropped_only_when_their_table_exists(
     project: Path, pg_database: str, backend: str
 ) -> None:
-    from mlops.errors import StoreError
-    from mlops.migrations import drop_leftovers
-
     url = f"sqlite:///{project / 'x.db'}" if backend == "sqlite" else pg_database
     _execute(url, "CREATE TABLE kept (id INTEGER)", "INSERT INTO kept VALUES (1)")
     assert drop_leftovers(url) == []  # the usual case: nothing to do

@@ -7,22 +7,29 @@ failure refused with nothing written, bad input refused with one line, and the
 from __future__ import annotations
 
 import contextlib
+import http.client
 import io
 import json
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 from mlflow.tracking import MlflowClient
 
+from mlops.cli import main
 from mlops.errors import DataError
+from mlops.exposure import free_port
 from mlops.io import file_digest
 from registry.context import Context
 from registry.export import parity as export_parity
 from registry.export.records import exported_file, records
-from tests.integration.registry_project import cli, context, register_small, write_project
+from tests.integration.registry_project import _arrays, cli, context, register_small, write_project
 
 MODEL = "digits"
 GATED = """
@@ -35,7 +42,6 @@ registry:
 
 def mlops(root: Path, *args: str, patch: dict[str, Any] | None = None) -> tuple[int, str, str]:
     """`mlops ARGS…` in this process (much faster than a new one): exit code, out, err."""
-    from mlops.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
@@ -125,8 +131,6 @@ def test_the_file_and_report_are_attached_with_tags(flow: dict[str, Any], tmp_pa
 
 
 def test_exported_file_downloads_and_verifies(flow: dict[str, Any], tmp_path: Path) -> None:
-    import onnxruntime as ort
-
     ctx = flow["ctx"]
     version = ctx.store.version(MODEL, 1)
     path = exported_file(ctx, version, "onnx", "int8", tmp_path / "a")
@@ -215,16 +219,6 @@ def test_serve_the_int8_export_by_name(flow: dict[str, Any], tmp_path: Path) -> 
     """`mlops serve --backend onnx --export onnx-int8` serves that file (its answers are
     the int8 file's own, which differ from fp32's) and says so in /metadata; a variant the
     version has no passing export of is refused with one line."""
-    import http.client
-    import subprocess
-    import sys
-    import time
-
-    import numpy as np
-    import onnxruntime as ort
-
-    from mlops.exposure import free_port
-    from tests.integration.registry_project import _arrays
 
     root, ctx = flow["root"], flow["ctx"]
     x, _ = _arrays(root, "test")

@@ -19,6 +19,7 @@ from mlops.data import read_parquet
 from mlops.errors import MlopsError
 from mlops.lineage import dvc_md5
 from mlops.monitoring.cli import app
+from mlops.serving.sink import Sink
 from registry.promotion import change_stage
 from registry.stages import Ref
 from tests.integration.registry_project import cli, context, register_small, write_project
@@ -113,8 +114,6 @@ def test_bad_input_is_one_line_with_exit_code_2(in_project: Path) -> None:
 
 
 def test_the_serving_sink_by_default(in_project: Path) -> None:
-    from mlops.serving.sink import Sink
-
     test = read_parquet(in_project / "data" / "split" / "test.parquet")
     features = [c for c in test.columns if c != "target"]
     sink = Sink(in_project / ".mlops" / "serving" / "digits.db", 1.0)

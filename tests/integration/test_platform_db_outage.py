@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -30,8 +31,6 @@ MLOPS = [sys.executable, "-c", "from mlops.cli import main; main()"]
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    import pwd
-
     base = Path(tempfile.mkdtemp(prefix="mlops-pg-"))
     c = Cluster(base, _free_port())
     try:

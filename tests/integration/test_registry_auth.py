@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mlflow.server.auth.client import AuthServiceClient
+from mlflow.tracking import MlflowClient
 
 from mlops.exposure import free_port
 from mlops.params import NO_STAGE
@@ -62,7 +64,6 @@ MODELS = {"reader": 1, "crashed": 1, "unverified": 1, "unverified-forced": 1, "u
 def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A server with auth (its own project folder and stores) and a project whose
     registry uses it; the versions are registered by the admin."""
-    from mlflow.server.auth.client import AuthServiceClient
 
     base = tmp_path_factory.mktemp("auth")
     server = base / "server"
@@ -134,7 +135,6 @@ def error_line(done: Any, code: int = 1, progress: bool = False) -> str:
 
 def state(ctx: Context, model: str) -> dict[str, Any]:
     """Everything a stage change touches, in MLflow and in the registry's store."""
-    from mlflow.tracking import MlflowClient
 
     uri = ctx.settings.tracking_uri
     mc = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -240,7 +240,6 @@ def test_an_intent_nobody_shows_was_allowed_is_undone(team: dict[str, Any], forc
     its gates, or not) pending, with no record of what the store granted, here with its
     alias already moved. The next command by an editor puts MLflow back to what the
     ledger shows and records it; it never completes it."""
-    from mlflow.tracking import MlflowClient
 
     ctx: Context = team["ctx"]
     model = "unverified-forced" if forced else "unverified"

@@ -25,13 +25,20 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
+from safetensors.torch import load_file
+from scipy.stats import binomtest
+from sklearn.metrics import f1_score, log_loss
 
 from mlops import exposure, tracking, ui
+from mlops.data import Schema, features_and_target, read_parquet
 from mlops.errors import UserError
 from mlops.io import file_digest
+from mlops.models import ModelSpec, build_model
 from registry.context import Context
 from registry.mlflow_port import STAGE_TAG
 from registry.registration import RegisteredVersion
@@ -505,11 +512,6 @@ def test_list_shows_the_aliases_mlflow_has(
 def _own_scores(ctx: Context, version: int) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities of a version on the test split, computed here from its
     safetensors weights, and the true labels."""
-    import torch
-    from safetensors.torch import load_file
-
-    from mlops.data import Schema, features_and_target, read_parquet
-    from mlops.models import ModelSpec, build_model
 
     root = ctx.settings.root
     schema = Schema.load(root / "data" / "raw" / "schema.json")
@@ -525,8 +527,6 @@ def _own_scores(ctx: Context, version: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _expected_metrics(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import f1_score, log_loss
-
     pred = proba.argmax(axis=1)
     return {
         "accuracy": float((pred == y).mean()),
@@ -539,8 +539,6 @@ def _expected_metrics(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:
 def test_compare_reevaluates_on_the_test_split(
     gated: tuple[Context, list[RegisteredVersion]], flow: dict[str, Any]
 ) -> None:
-    from scipy.stats import binomtest
-
     ctx, versions = gated
     root = ctx.settings.root
     result = as_json(mlops(root, "compare", MODEL, "1", "2", "--json"))
@@ -744,7 +742,6 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     markers = outer / "markers"
     markers.mkdir()
     weights_file(ctx, 2).write_bytes(b"these are not the weights you registered\n" * 64)
-    import torch
 
     torch.save(OpenForWriting(markers / "unpickled-artifact"), weights_file(ctx, 3))
     return {"ctx": ctx, "outer": outer, "markers": markers, "versions": versions}
@@ -753,7 +750,6 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_payloads_fire_when_unpickled(tmp_path: Path) -> None:
     """The payloads used below do create their marker when loaded (the tests that check
     the marker never appears would otherwise prove nothing)."""
-    import torch
 
     torch.save(OpenForWriting(tmp_path / "a"), tmp_path / "a.pt")
     torch.load(tmp_path / "a.pt", weights_only=False)
@@ -837,7 +833,6 @@ def test_pickled_artifact_is_never_unpickled(guarded: dict[str, Any]) -> None:
 def pickled_run(guarded: dict[str, Any]) -> dict[str, Any]:
     """A training run whose `weights/model.safetensors` is a pickle that runs
     `touch MARKER`, with the run's sha256 tag matching it, and `register --run` on it."""
-    import mlflow
 
     ctx: Context = guarded["ctx"]
     marker = guarded["markers"] / "unpickled-run"

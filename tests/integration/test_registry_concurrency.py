@@ -24,10 +24,12 @@ from typing import Any
 
 import pytest
 
+from mlops import db
 from mlops.errors import StoreError
 from mlops.settings import Settings
 from registry import mlflow_port
 from registry.context import Context
+from registry.db.models import LockRow
 from registry.db.store import RegistryStore
 from registry.mlflow_port import STAGE_TAG
 from registry.promotion import CRASH_ENV, change_stage, lock_name
@@ -234,8 +236,6 @@ def lock_holder_pid(ctx: Context, name: str) -> int | None:
 
 def store_lock_pid(store: RegistryStore, name: str) -> int | None:
     """The pid recorded on the lock `name` in `store`, or None when nobody holds it."""
-    from mlops import db
-    from registry.db.models import LockRow
 
     with db.session(store.url) as s:
         row = s.get(LockRow, name)

@@ -3,9 +3,14 @@ and a logged model that pyfunc can load and run on batches of any size."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from mlops import tracking
@@ -23,8 +28,6 @@ _SPECS: dict[int, object] = {}
 def _register(settings: Settings, model, name: str, sha: str, example, tags):  # type: ignore[no-untyped-def]
     """Register through the service, with the model's safetensors files beside it (the
     sha256 given stands in for the real one, to exercise idempotence by content)."""
-    import tempfile
-    from pathlib import Path
 
     with tempfile.TemporaryDirectory() as tmp:
         save_model(model, _SPECS[id(model)], tmp)  # type: ignore[arg-type]
@@ -34,7 +37,6 @@ def _register(settings: Settings, model, name: str, sha: str, example, tags):  #
 
 
 def _model(seed: int):  # type: ignore[no-untyped-def]
-    import torch
 
     torch.manual_seed(seed)
     spec = make_spec(
@@ -81,9 +83,6 @@ def test_register_tags_lineage_and_is_idempotent(settings: Settings, example: np
 
 
 def test_pyfunc_predicts_batches_of_any_size(settings: Settings, example: np.ndarray) -> None:
-    import mlflow.pyfunc
-    import torch
-
     model = _model(0)
     with tracking.stage_run(settings, "exp", "register"):
         version = _register(settings, model, "clf", "sha-c", example, {})
@@ -110,9 +109,6 @@ def test_example_needs_two_rows(settings: Settings, example: np.ndarray) -> None
 
 @pytest.mark.parametrize("family", ["cnn", "rnn", "transformer"])
 def test_every_family_logs_and_predicts_through_pyfunc(settings: Settings, family: str) -> None:
-    import mlflow.pyfunc
-    import torch
-
     params = ModelParams.model_validate({"family": family})
     spec = make_spec(params, list(range(10)), [0.0] * 64, [1.0] * 64, [1, 8, 8])
     torch.manual_seed(0)

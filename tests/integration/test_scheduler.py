@@ -24,16 +24,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
+from sqlalchemy import update
 
 from mlops import db
 from mlops.errors import MlopsError
 from mlops.owners import Owner
 from mlops.scheduling import service
+from mlops.scheduling.db.models import LockRow, ScheduleRow
 from mlops.scheduling.scheduler import LOCK_TTL_S, Scheduler
 from mlops.scheduling.store import Run, Schedule, ScheduleStore
 from mlops.settings import Settings
 from tests.integration import sweep_project as sp
+from tests.integration.conftest import PG
 
 WAIT_S = 30.0  # waiting for a run process to end: a hang fails instead of blocking
 CHILD_CAP_S = 30  # no run process of these tests lives longer
@@ -526,8 +530,6 @@ def test_a_live_holder_is_not_recovered_even_past_its_expiry(bench: Bench) -> No
 
 
 def test_another_hosts_holder_is_recovered_only_once_expired(bench: Bench) -> None:
-    from mlops.scheduling.db.models import LockRow
-
     schedule = bench.add("every5", "*/5 * * * *", at(10, 2))
     theirs = bench.store.start_run(schedule, "manual", None, at(10, 3), 0, at(10, 5))
     assert theirs is not None
@@ -670,9 +672,6 @@ def test_shutdown_records_a_run_that_ended_before_it_as_failed(bench: Bench) -> 
 
 
 def test_a_broken_schedule_does_not_stop_the_others(bench: Bench) -> None:
-    from sqlalchemy import update
-
-    from mlops.scheduling.db.models import ScheduleRow
 
     bench.add("broken", "*/5 * * * *", at(10, 2))
     bench.add("fine", "*/5 * * * *", at(10, 2))
@@ -691,9 +690,6 @@ def test_serve_rides_out_a_database_outage(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import psycopg
-
-    from tests.integration.conftest import PG
 
     # Ticks that fail at once: the store's own retry of a transaction (mlops.db.retrying)
     # would wait out the outage inside one tick.

@@ -5,6 +5,7 @@ which names), the warning for a server open to every interface, and bad input.""
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import signal
@@ -12,10 +13,14 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 from mlops.exposure import free_port
 from tests.integration.sweep_project import clean_env
@@ -45,8 +50,6 @@ def listening(port: int) -> bool:
 
 
 def _get_with_host(port: int, host: str) -> int:
-    import http.client
-
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         conn.request("GET", "/api/2.0/mlflow/experiments/search?max_results=1",
@@ -78,7 +81,6 @@ def warnings(done: Any) -> list[str]:
 
 def test_start_status_stop_with_served_artifacts(project: Path, stopper: Any) -> None:
     """On every interface without auth: it starts, and says so in one warning line."""
-    from mlflow.tracking import MlflowClient
 
     port = free_port()
     stopper(None)
@@ -168,9 +170,6 @@ def test_bad_input_is_one_line_and_starts_nothing(project: Path) -> None:
 def test_auth_on_postgresql_honours_registry_permissions(
     project: Path, pg_database: str, stopper: Any
 ) -> None:
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
     (project / "users.yaml").write_text(
         "admin: {password_env: TEST_ADMIN_PW}\n"
         "default_permission: READ\n"
@@ -229,7 +228,6 @@ def test_auth_on_postgresql_honours_registry_permissions(
 def as_user(url: str, user: str, password: str) -> Any:
     """An MLflow client that signs in as `user` (MLflow reads the credentials from the
     environment at each request)."""
-    from mlflow.tracking import MlflowClient
 
     os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = (
         user, password,
@@ -239,8 +237,6 @@ def as_user(url: str, user: str, password: str) -> Any:
 
 def demo(url: str, user: str, password: str) -> tuple[int, str]:
     """POST MLflow's demo generator (it creates an experiment and prompts) as `user`."""
-    import urllib.error
-    import urllib.request
 
     request = urllib.request.Request(
         f"{url}/ajax-api/3.0/mlflow/demo/generate", data=b"{}", method="POST",
@@ -259,8 +255,6 @@ def test_only_granted_users_create_names(project: Path, stopper: Any) -> None:
     """MLflow alone lets a READ user create any experiment or registered model and so take
     a name before its owner; with `--auth` only a user granted EDIT or MANAGE on a name (or
     on `*`) in the users file, or an admin, creates it or renames something to it."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
     (project / "users.yaml").write_text(
         "admin: {password_env: TEST_ADMIN_PW}\n"

@@ -23,14 +23,22 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from mlops.errors import DataError
 from mlops.exposure import free_port
+from mlops.serving.model import load_version
+from mlops.serving.sink import read_sink
+from mlops.training import predict_proba
 from registry.context import Context
+from registry.loading import load, resolve
+from registry.promotion import change_stage
 from registry.stages import Ref
 from tests.integration.registry_project import (
     _arrays,
@@ -133,7 +141,6 @@ def stop(process: subprocess.Popen[str]) -> tuple[int, str, str]:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """v1 in production served by torch (sink at 100%) and by ONNX Runtime, both
     following the stage."""
-    from registry.promotion import change_stage
 
     root = tmp_path_factory.mktemp("serving")
     write_project(root)
@@ -161,8 +168,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 
 def registry_proba(ctx: Context, version: int, x: np.ndarray, tmp: Path) -> np.ndarray:
     """Probabilities of the version rebuilt by the registry itself (verified load)."""
-    from mlops.training import predict_proba
-    from registry.loading import load, resolve
 
     loaded = load(ctx, resolve(ctx, MODEL, Ref(version=version)), tmp)
     return np.asarray(predict_proba(loaded.module, x))
@@ -212,11 +217,6 @@ def test_onnx_backend_gives_the_same_predictions(served: dict[str, Any]) -> None
 def test_weights_that_differ_from_the_record_are_never_served(
     served: dict[str, Any], backend: str, tmp_path: Path
 ) -> None:
-    from dataclasses import replace
-
-    from mlops.errors import DataError
-    from mlops.serving.model import load_version
-    from registry.loading import resolve
 
     ctx = served["ctx"]
     tampered = replace(resolve(ctx, MODEL, Ref(version=1)), sha256="0" * 64)
@@ -376,8 +376,6 @@ def test_a_token_guards_a_server_bound_beyond_loopback(served: dict[str, Any]) -
 
 
 def test_metrics_parse_as_prometheus_text(served: dict[str, Any]) -> None:
-    from prometheus_client.parser import text_string_to_metric_families
-
     client = Client(served["onnx"][1])
     client.predict({"inputs": [ROW] * 3})
     client.call("POST", "/predict", b"{}", "application/json")
@@ -401,8 +399,6 @@ def test_metrics_parse_as_prometheus_text(served: dict[str, Any]) -> None:
 
 
 def test_sink_receives_the_sampled_rows(served: dict[str, Any]) -> None:
-    from mlops.serving.sink import read_sink
-
     x, _ = _arrays(served["root"], "test")
     rows = x[100:107]
     answer = Client(served["torch"][1]).predict({"inputs": rows.tolist()})
@@ -421,7 +417,6 @@ def test_sink_receives_the_sampled_rows(served: dict[str, Any]) -> None:
 def test_promotion_under_load_swaps_without_a_failed_request(served: dict[str, Any]) -> None:
     """Four threads on the torch server and two on the ONNX one (which converts the new
     version in a child process) while v2 is promoted to production."""
-    from registry.promotion import change_stage
 
     ports = {"torch": served["torch"][1], "onnx": served["onnx"][1]}
     stop_load = threading.Event()

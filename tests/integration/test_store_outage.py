@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import pwd
 import re
 import shutil
 import socket
@@ -131,7 +132,6 @@ RDBStorage(sys.argv[2])
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """The throwaway cluster, with template databases holding MLflow's and Optuna's
     schemas (each test copies them: creating MLflow's schema takes seconds)."""
-    import pwd
 
     base = Path(tempfile.mkdtemp(prefix="mlops-pg-"))  # pytest's folders are root-only
     c = Cluster(base, _free_port())

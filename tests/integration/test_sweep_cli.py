@@ -18,9 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import optuna
 import psutil
 import pytest
 import yaml
+from optuna.distributions import FloatDistribution
 
 from mlops import tracking
 from mlops.exposure import free_port
@@ -224,16 +226,11 @@ def test_apply_refuses_with_one_line(swept: dict[str, Any], tmp_path: Path) -> N
 
 
 def _empty_study(root: Path, name: str) -> str:
-    import optuna
-
     optuna.create_study(study_name=name, storage=sp.settings(root).optuna_storage)
     return name
 
 
 def _study_with_trial(root: Path, name: str, params: dict[str, float]) -> str:
-    import optuna
-    from optuna.distributions import FloatDistribution
-
     study = optuna.create_study(study_name=name, storage=sp.settings(root).optuna_storage)
     study.add_trial(
         optuna.trial.create_trial(

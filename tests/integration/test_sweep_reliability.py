@@ -9,9 +9,11 @@ Optuna storage and the worker loop.
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from typing import Any
 
 import psutil
 import pytest
+import sqlalchemy
 
 from mlops import tracking
 from mlops.tuning.objective import RUN_ATTR, TAG_STUDY, TAG_TRIAL, study_name
@@ -58,7 +61,6 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def root(template: Path, tmp_path: Path) -> Path:
     """A fresh copy of the sweep project."""
-    import shutil
 
     dest = tmp_path / "project"
     shutil.copytree(template, dest, ignore=shutil.ignore_patterns(".mlops"))
@@ -69,7 +71,6 @@ def _tracking_ready(root: Path, env: dict[str, str], template: Path) -> None:
     """Create the MLflow store (a copy of the template's empty one) and the pipeline's
     experiment, as `run_sweep` does before it starts workers: workers joining a store
     that does not exist yet all run MLflow's schema migrations at once, and fail."""
-    import shutil
 
     s = sp.settings(root, env)
     s.home.mkdir(parents=True, exist_ok=True)
@@ -317,9 +318,6 @@ def test_retry_queued_after_the_target_is_still_run(
     """The race the kill test can lose: the survivors reach the target while a dead
     worker's trial is still RUNNING. The worker that fails it by heartbeat (here on its
     way out) queues the retry and runs it itself, so no trial is left WAITING."""
-    import datetime
-
-    import sqlalchemy
 
     target = 2
     study = sp.open_study(root, backend)

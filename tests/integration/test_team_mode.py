@@ -5,12 +5,15 @@ directory, data copy and environment) running `mlops sweep worker` on one study.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from mlops import tracking
 from mlops.errors import UserError
@@ -34,8 +37,6 @@ def _mlops(root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedP
 def test_three_hosts_share_postgresql_and_a_tracking_server(
     tmp_path: Path, pg_databases: Callable[[], str]
 ) -> None:
-    from mlflow.tracking import MlflowClient
-
     mlflow_db, optuna_db, mlops_db = pg_databases(), pg_databases(), pg_databases()
     server = tmp_path / "server"
     (server / ".dvc").mkdir(parents=True)
@@ -107,8 +108,6 @@ def test_three_hosts_share_postgresql_and_a_tracking_server(
 def test_worker_cli_refuses_an_unknown_study_and_stops_on_sigterm(tmp_path: Path) -> None:
     """What the systemd unit relies on: a typo'd study is refused (a worker never starts
     a sweep of its own), and SIGTERM ends the current trial as FAIL and exits 130."""
-    import signal
-    import time
 
     root = tmp_path / "host"
     sp.write_project(root, sp.params_yaml(epochs=200))
@@ -153,7 +152,6 @@ def test_an_embedded_experiment_is_moved_before_runs_go_through_a_server(tmp_pat
     the team's server its runs would write to the client's own disk. They are refused
     with the move to make, `mlops doctor` names the experiment, and after the move runs
     store their files on the server."""
-    from mlflow.tracking import MlflowClient
 
     client_root = tmp_path / "client"
     (client_root / ".dvc").mkdir(parents=True)

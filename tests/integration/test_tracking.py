@@ -3,6 +3,7 @@ SIGTERM, and recovery of runs left RUNNING by a process killed with SIGKILL."""
 
 from __future__ import annotations
 
+import getpass
 import os
 import signal
 import subprocess
@@ -154,8 +155,6 @@ def test_metrics_buffer_flushes_when_the_window_passes(settings: Settings) -> No
 
 
 def test_runs_carry_source_and_user_context(settings: Settings) -> None:
-    import getpass
-
     with tracking.stage_run(settings, "exp", "ingest") as run_id:
         pass
     tags = MlflowClient().get_run(run_id).data.tags

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,6 +24,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from mlops.errors import DataError, UserError
+from mlops.serving.model import load_version
 from registry import mlflow_port
 from registry.context import Context
 from registry.loading import fetch, resolve
@@ -103,9 +105,6 @@ def test_a_version_carries_its_features_and_a_manifest_of_every_file(
 
 
 def test_mlflow_pyfunc_answers_as_mlops_serve_does(project: dict[str, Any], tmp_path: Path) -> None:
-    import mlflow.pyfunc
-
-    from mlops.serving.model import load_version
 
     ctx = project["ctx"]
     served = load_version(ctx, resolve(ctx, MODEL, Ref(version=1)), "torch", tmp_path, 64)

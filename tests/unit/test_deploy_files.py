@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import configparser
+import inspect
+import json
 import re
 import shlex
 from collections.abc import Iterator, Mapping
@@ -23,6 +25,8 @@ from mlops.cli import _mount_subcommands, app
 from mlops.scheduling.cron import parse
 from mlops.scheduling.scheduler import STOP_WAIT_S
 from mlops.server.process import STOP_GRACE_S, artifacts_destination, backend_store
+from mlops.serving.cli import serve
+from mlops.serving.metrics import NAMES
 from mlops.settings import ENV_PREFIX, Settings
 from mlops.tuning.storage import GRACE_S, HEARTBEAT_S
 
@@ -443,9 +447,6 @@ SERVING_LABELS = {"endpoint", "status", "model", "version", "class", "stage", "b
 
 
 def test_prometheus_config_scrapes_mlops_serve_on_its_default_port() -> None:
-    import inspect
-
-    from mlops.serving.cli import serve
 
     config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "mlops-serve"]
@@ -457,9 +458,6 @@ def test_prometheus_config_scrapes_mlops_serve_on_its_default_port() -> None:
 
 
 def test_grafana_dashboard_charts_metrics_the_server_exports() -> None:
-    import json
-
-    from mlops.serving.metrics import NAMES
 
     dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
     panels = dashboard["panels"]

@@ -8,13 +8,16 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+import torch
 
 from mlops.errors import UserError
+from mlops.models import ModelSpec, build_model
 from mlops.params import GateParams
-from registry.export import parity
+from registry.export import formats, parity
 from registry.export.records import passing_exports, records, tag, variant
-from registry.export.service import check_request
+from registry.export.service import check_request, to_onnx
 from registry.gates import Evidence, evaluate, passed
 
 RNG = np.random.default_rng(0)
@@ -183,9 +186,6 @@ def test_the_require_export_gate() -> None:
 
 @pytest.fixture(scope="module")
 def tiny() -> object:
-    import torch
-
-    from mlops.models import ModelSpec, build_model
 
     torch.manual_seed(0)
     hyper = {"hidden_sizes": [16], "activation": "relu", "dropout": 0.0, "batch_norm": True}
@@ -194,8 +194,6 @@ def tiny() -> object:
 
 
 def test_pruning_zeroes_the_fraction_across_layers_and_keeps_the_original(tiny: object) -> None:
-    from registry.export import formats
-
     pruned = formats.prune_global(tiny, 0.5)  # type: ignore[arg-type]
     assert formats.sparsity(pruned) == pytest.approx(0.5, abs=1 / 176)  # 8·16 + 16·3 weights
     assert formats.sparsity(tiny) == 0.0  # type: ignore[arg-type]
@@ -207,10 +205,6 @@ def test_pruning_zeroes_the_fraction_across_layers_and_keeps_the_original(tiny: 
 def test_onnx_round_trip_has_a_dynamic_batch_and_no_external_data(
     tiny: object, tmp_path: Path
 ) -> None:
-    import onnx
-
-    from registry.export import formats
-    from registry.export.service import to_onnx
 
     x = RNG.normal(size=(7, 8)).astype(np.float32)
     path = to_onnx(tiny, x[:1], tmp_path / "m.onnx")  # type: ignore[arg-type]
@@ -227,8 +221,6 @@ def test_onnx_round_trip_has_a_dynamic_batch_and_no_external_data(
 
 
 def test_torchscript_round_trip_fp32_and_int8(tiny: object, tmp_path: Path) -> None:
-    from registry.export import formats
-
     x = RNG.normal(size=(7, 8)).astype(np.float32)
     ref = formats.torch_runner(tiny)(x)  # type: ignore[arg-type]
     path = formats.to_torchscript(tiny, x[:1], tmp_path / "m.pt")  # type: ignore[arg-type]

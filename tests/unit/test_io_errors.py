@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import sqlite3
 from pathlib import Path
 
 import pytest
+from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import OperationalError
 
-from mlops.errors import DataError, Interrupted, MlopsError, StoreError, UserError
+from mlops.errors import DataError, Interrupted, MlopsError, StoreError, UserError, full_disk
 from mlops.io import atomic_path, file_digest, read_json, write_bytes, write_json, write_with
 
 
@@ -79,13 +83,6 @@ def test_interrupted_is_not_an_exception() -> None:
 
 
 def test_full_disk_is_found_however_it_is_wrapped() -> None:
-    import errno
-    import sqlite3
-
-    from mlflow.exceptions import MlflowException
-    from sqlalchemy.exc import OperationalError
-
-    from mlops.errors import full_disk
 
     assert full_disk(OSError(errno.ENOSPC, "No space left on device", "/m/x")) == (
         "no space left on the device writing /m/x: free some space and run the command again"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from mlops.errors import UserError
@@ -352,8 +353,6 @@ def test_one_key_switches_family_in_repo_params(family: str) -> None:
 
 
 def test_repo_params_yaml_spells_out_every_train_key() -> None:
-    import yaml
-
     raw = yaml.safe_load(REPO_PARAMS.read_text(encoding="utf-8"))["train"]
     assert set(raw) == set(TrainParams.model_fields)
     assert set(raw["model"]) == set(ModelParams.model_fields)

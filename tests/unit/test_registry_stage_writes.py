@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.protos import databricks_pb2 as codes
 
 from registry.stage_writes import Step, Target, plan
 from registry.store_access import OPEN, UNAUTHENTICATED, UNKNOWN, Access, is_refusal
@@ -60,9 +62,6 @@ def test_what_a_grant_allows(permission: str, move: bool, leave: bool) -> None:
 
 
 def test_refusals_are_told_from_other_failures() -> None:
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos import databricks_pb2 as codes
-
     assert is_refusal(MlflowException("no", error_code=codes.PERMISSION_DENIED))
     assert is_refusal(MlflowException("who", error_code=codes.UNAUTHENTICATED))
     assert not is_refusal(MlflowException("gone", error_code=codes.RESOURCE_DOES_NOT_EXIST))

@@ -3,16 +3,20 @@ and training with MSE that learns a linear signal."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from mlops.data import features_and_target, infer_schema
-from mlops.errors import DataError
+from mlops.errors import DataError, UserError
 from mlops.metrics import regression_metrics
 from mlops.models import build_model, make_spec
-from mlops.params import ModelParams, TrainParams
-from mlops.training import predict_values, train_model
+from mlops.params import ModelParams, TrainParams, parse_params
+from mlops.settings import Settings
+from mlops.training import check_metric, predict_values, train_model
+from mlops.tuning.objective import Data, Job, objective
 
 
 def _frame(target: np.ndarray) -> pd.DataFrame:
@@ -45,9 +49,6 @@ def test_regression_metrics_known_values() -> None:
 
 
 def test_regression_metric_choice_is_checked() -> None:
-    from mlops.errors import UserError
-    from mlops.training import check_metric
-
     check_metric("regression", "val_r2")
     check_metric("classification", "val_f1_macro")
     with pytest.raises(UserError, match="val_accuracy: not a regression metric"):
@@ -89,12 +90,6 @@ def test_regression_model_learns_in_target_units() -> None:
 def test_a_sweep_names_its_own_metric_key_when_the_task_lacks_it(tmp_path: object) -> None:
     """tune.metric = val_accuracy on a regression: the line names tune.metric, not the
     early-stopping key the user never set."""
-    from pathlib import Path
-
-    from mlops.errors import UserError
-    from mlops.params import parse_params
-    from mlops.settings import Settings
-    from mlops.tuning.objective import Data, Job, objective
 
     frame = pd.DataFrame({"a": np.arange(40.0), "target": np.linspace(0.5, 9.5, 40)})
     schema = infer_schema(frame, "x.csv", "target", task="regression")

@@ -12,7 +12,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, TEMPORARILY_UNAVAILABLE
 from sqlalchemy import exc as sa
 
-from mlops import retry
+from mlops import db, retry
 from mlops.errors import StoreError, UserError
 
 URL = "postgresql://postgres:s3cret@db.example:5432/mlflow"
@@ -152,8 +152,6 @@ def test_a_tracking_server_answering_503_is_transient() -> None:
 
 
 def test_a_platform_database_transaction_that_could_not_connect_is_retried() -> None:
-    from mlops import db
-
     url = "postgresql://mlops:s3cret@db.example:5432/mlops"
     lost = db.failure(url, _wrapped(psycopg.OperationalError(REFUSED)))
     assert isinstance(lost, retry.Unreachable) and retry.transient(lost)

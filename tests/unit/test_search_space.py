@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import optuna
 import pytest
 from pydantic import ValidationError
 
@@ -159,8 +160,6 @@ def test_non_family_model_paths_are_always_searched() -> None:
 
 
 def test_suggest_works_with_a_real_optuna_trial() -> None:
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     space = {

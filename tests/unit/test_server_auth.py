@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops.exposure import is_loopback
+from mlops.exposure import is_loopback, open_ui_warning
 from mlops.server import auth, gate
 from mlops.server.service import StartOptions, exposure
 
@@ -84,8 +84,6 @@ def test_the_server_config_names_the_gate_and_the_rights(tmp_path: Path) -> None
 
 
 def test_an_open_web_ui_is_warned_about_beyond_loopback() -> None:
-    from mlops.exposure import open_ui_warning
-
     assert open_ui_warning("the MLflow UI", "127.0.0.1", 5000, "read runs") is None
     assert open_ui_warning("the MLflow UI", "localhost", 5000, "read runs") is None
     line = open_ui_warning("the MLflow UI", "0.0.0.0", 5000, "read runs")

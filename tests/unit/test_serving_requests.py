@@ -3,6 +3,7 @@ watcher, without a server, a store or torch."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -11,7 +12,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from mlops.errors import StoreError
+from mlops.serving.app import create_app
 from mlops.serving.metrics import NAMES, ServingMetrics
 from mlops.serving.schema import BadRequest, InputSpec, check_content_type, parse_request
 from mlops.serving.sink import Sink, read_sink
@@ -128,8 +132,6 @@ def test_sink_off_and_full(tmp_path: Path) -> None:
 
 
 def test_metrics_expose_the_names_the_dashboard_reads() -> None:
-    from prometheus_client.parser import text_string_to_metric_families
-
     metrics = ServingMetrics("m")
     metrics.serving(_served(1), "production")
     metrics.answered("/predict", 200, 0.001)
@@ -168,8 +170,6 @@ def test_watcher_swaps_once_and_keeps_serving_when_a_load_fails() -> None:
     assert calls == [2, 3] and state.current.version == 2  # not retried until it moves
     assert state.poll_error == "v3 not loaded: sha256 differs"
 
-    from mlops.errors import StoreError
-
     holder["version"] = 4
 
     def flaky(version: int) -> Any:  # the store is down at the first attempt only
@@ -200,8 +200,6 @@ TOKEN = "t0ken-" + "x" * 40
 
 
 def _app(token: str | None = None) -> Any:
-    from mlops.serving.app import create_app
-
     served = _served(1)
     served.input = DIGITS
     served.predict = lambda x: (
@@ -217,7 +215,6 @@ def call(
     chunk: int = 65536, declared: bool = True,
 ) -> tuple[int, Any, int, int]:  # fmt: skip
     """One request through the ASGI app: (status, answer, body chunks read, chunks)."""
-    import asyncio
 
     chunks = [body[i : i + chunk] for i in range(0, len(body), chunk)] or [b""]
     sent: list[Any] = []

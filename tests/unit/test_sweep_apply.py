@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mlops.params import load_params
-from mlops.tuning.apply import MARK, rewrite
+from mlops.tuning.apply import MARK, _plain, rewrite
 
 ROOT = Path(__file__).resolve().parents[2]
 VALUES = {
@@ -85,7 +85,6 @@ def test_floats_read_back_as_the_same_float(tmp_path: Path, value: float) -> Non
 
 def test_a_hostile_study_name_cannot_add_yaml(tmp_path: Path) -> None:
     """The comment is built from a study's name, which anyone with the storage can pick."""
-    from mlops.tuning.apply import _plain
 
     name = "x\nregister:\n  model_name: evil\r\u2028"
     after = rewrite("train:\n  epochs: 3\n", {"learning_rate": 0.01}, f"study {_plain(name)}")

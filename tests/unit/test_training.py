@@ -3,6 +3,8 @@ checkpoints and resumes bit-for-bit."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -387,8 +389,6 @@ print(torch.are_deterministic_algorithms_enabled(), "torch._dynamo" in sys.modul
 def test_a_training_job_never_imports_torchs_compiler(tmp_path: Path) -> None:
     """Deterministic mode, the optimizer, schedules, clipping and checkpoints, without the
     0.9 s and 68 MB import of torch._dynamo (a fresh process: this one has it loaded)."""
-    import subprocess
-    import sys
 
     done = subprocess.run(
         [sys.executable, "-c", JOB_IN_A_FRESH_PROCESS, str(tmp_path)],

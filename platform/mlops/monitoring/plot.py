@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from mlops.io import write_with
 
 if TYPE_CHECKING:
@@ -85,8 +87,6 @@ def _prediction(ax: Any, report: DriftReport) -> None:
 
 
 def _histograms(ax: Any, reference: np.ndarray, current: np.ndarray) -> None:
-    import numpy as np
-
     low = float(min(reference.min(), current.min()))
     high = float(max(reference.max(), current.max()))
     edges = np.linspace(low, high if high > low else low + 1.0, 21)

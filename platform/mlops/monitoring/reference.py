@@ -14,8 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from mlops import workspace
+from mlops.data import read_parquet
 from mlops.errors import UserError
+from mlops.lineage import dvc_md5
 
 if TYPE_CHECKING:
     import numpy as np
@@ -81,8 +85,6 @@ def cached_file(root: Path, md5: str) -> Path | None:
 def load_reference(root: Path, version: Version) -> Reference:
     """The training split `version` saw (see the module docstring); `UserError` when
     neither the cache nor the workspace holds it."""
-    from mlops.data import read_parquet
-    from mlops.lineage import dvc_md5
 
     what = f"model {version.model} version {version.version}"
     workspace = root / TRAIN_SPLIT
@@ -132,7 +134,6 @@ def _names(names: list[str], limit: int = 5) -> str:
 def feature_matrix(frame: pd.DataFrame, features: list[str], where: str, min_rows: int) -> Any:
     """The feature columns as float32 rows, after checking they are all there, numeric,
     complete, and at least `min_rows` rows (`UserError` naming `where` otherwise)."""
-    import numpy as np
     import pandas as pd
 
     if len(frame) == 0:
@@ -162,7 +163,6 @@ def feature_matrix(frame: pd.DataFrame, features: list[str], where: str, min_row
 
 def class_indices(values: pd.Series, classes: list[Any], where: str) -> np.ndarray:
     """Class labels (as a column holds them) → indices into `classes`."""
-    import numpy as np
 
     index = {str(c): i for i, c in enumerate(classes)}
     try:

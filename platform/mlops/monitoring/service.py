@@ -8,14 +8,32 @@ and checked before the model is loaded.
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from mlops import workspace
 from mlops.errors import DataError, UserError
-from mlops.monitoring.reference import PREDICTION, TARGET
+from mlops.monitoring.drift import assess, class_shift, value_shift
+from mlops.monitoring.plot import drift_png
+from mlops.monitoring.reference import (
+    PREDICTION,
+    TARGET,
+    class_indices,
+    feature_matrix,
+    load_reference,
+    read_table,
+)
+from mlops.params import Params, load_params
+from mlops.serving.sink import read_sink
+from mlops.training import predict_proba, predict_values
+from registry.context import Context
+from registry.loading import build, fetch, parse_target, resolve
 
 if TYPE_CHECKING:
     import numpy as np
@@ -60,7 +78,6 @@ class DriftCheck:
 
 def parse_model(text: str) -> tuple[str, Ref]:
     """`digits`, `digits@staging` or `digits@3` (no reference: the production holder)."""
-    from registry.loading import parse_target
 
     return parse_target(text if any(c in text for c in "@:") else f"{text}@{DEFAULT_STAGE}")
 
@@ -79,7 +96,6 @@ def read_current(
     settings: Settings, model: str, input_file: Path | None, sink: Path | None
 ) -> tuple[pd.DataFrame, str]:
     """The current rows and where they came from: `input_file`, else the sink."""
-    from mlops.monitoring.reference import read_table
 
     if input_file is not None:
         return read_table(input_file), str(input_file)
@@ -88,9 +104,6 @@ def read_current(
         raise UserError(
             f"{path}: no serving sink; pass --input FILE, or serve {model} with sampling on"
         )
-    import sqlite3
-
-    from mlops.serving.sink import read_sink
 
     try:
         return read_sink(path, model), str(path)
@@ -107,11 +120,6 @@ def check_drift(
     params_file: Path | None = None,
 ) -> DriftCheck:
     """Compare the current rows with the training split of the version `target` names."""
-    from mlops.monitoring.drift import assess
-    from mlops.monitoring.reference import feature_matrix, load_reference
-    from mlops.params import Params, load_params
-    from registry.context import Context
-    from registry.loading import build, fetch, resolve
 
     name, ref = parse_model(target)
     path = params_file or settings.root / workspace.PARAMS
@@ -141,7 +149,6 @@ def check_drift(
     shift = _shift(ref_out, cur_out, spec.classes, spec.task, thresholds)
     report = assess(names, x_ref, x_cur, thresholds, shift)
     performance = _performance(truth, cur_out, spec.task)
-    from mlops.monitoring.plot import drift_png
 
     title = f"{name} v{version.version}: {Path(where).name} vs training split"
     drift_png(report, names, x_ref, x_cur, thresholds.psi, title, out)
@@ -160,7 +167,6 @@ def check_drift(
 
 def _plot_path(path: Path) -> Path:
     """`path`, once its folder exists and is writable (`UserError` otherwise)."""
-    import os
 
     if path.suffix.lower() != ".png":
         raise UserError(f"{path}: the plot is a PNG; give a path ending in .png")
@@ -174,8 +180,6 @@ def _plot_path(path: Path) -> Path:
 
 
 def _predict(module: Any, task: str, x: np.ndarray) -> np.ndarray:
-    from mlops.training import predict_proba, predict_values
-
     if task == "regression":
         return predict_values(module, x)
     return predict_proba(module, x).argmax(axis=1)
@@ -185,9 +189,6 @@ def _logged(
     frame: pd.DataFrame, version: int, classes: list[Any], task: str, where: str
 ) -> np.ndarray | None:
     """The predictions the rows carry, when all of them came from this version."""
-    import numpy as np
-
-    from mlops.monitoring.reference import class_indices
 
     if PREDICTION not in frame.columns or frame[PREDICTION].isna().any():
         return None
@@ -201,8 +202,6 @@ def _logged(
 def _shift(
     ref: np.ndarray, cur: np.ndarray, classes: list[Any], task: str, params: DriftParams
 ) -> PredictionShift:
-    from mlops.monitoring.drift import class_shift, value_shift
-
     if task == "regression":
         return value_shift(ref, cur, params)
     return class_shift(ref, cur, classes, params)
@@ -210,9 +209,6 @@ def _shift(
 
 def _truth(frame: pd.DataFrame, classes: list[Any], task: str, where: str) -> np.ndarray | None:
     """The target column as class indices (or values), when the rows carry a complete one."""
-    import numpy as np
-
-    from mlops.monitoring.reference import class_indices
 
     if TARGET not in frame.columns or frame[TARGET].isna().any():
         return None
@@ -223,7 +219,6 @@ def _truth(frame: pd.DataFrame, classes: list[Any], task: str, where: str) -> np
 
 def _performance(truth: np.ndarray | None, out: np.ndarray, task: str) -> dict[str, float]:
     """Accuracy (or RMSE and MAE) on the current rows, when they carry a target."""
-    import numpy as np
 
     if truth is None:
         return {}

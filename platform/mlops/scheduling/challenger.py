@@ -9,8 +9,17 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from mlops import tracking
+from mlops.lineage import git_commit, params_hash
+from mlops.models import SPEC_FILE, WEIGHTS_FILE, build_model, save_model
 from mlops.params import Params
 from mlops.settings import Settings
+from mlops.training import train_model
+from mlops.tuning.objective import TAG_STUDY, TAG_TRIAL, load_data, model_spec
+from mlops.tuning.search_space import derive
+from mlops.tuning.storage import storage
+from registry.context import Context
+from registry.registration import register_run
 
 
 def register_best_trial(
@@ -24,16 +33,6 @@ def register_best_trial(
     """Retrain the study's best trial in a child run of `parent_run_id`, register it;
     returns the version number."""
     import optuna
-
-    from mlops import tracking
-    from mlops.lineage import git_commit, params_hash
-    from mlops.models import SPEC_FILE, WEIGHTS_FILE, build_model, save_model
-    from mlops.training import train_model
-    from mlops.tuning.objective import TAG_STUDY, TAG_TRIAL, load_data, model_spec
-    from mlops.tuning.search_space import derive
-    from mlops.tuning.storage import storage
-    from registry.context import Context
-    from registry.registration import register_run
 
     study = optuna.load_study(study_name=study_name, storage=storage(settings.optuna_storage))
     best = study.best_trial

@@ -16,6 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apscheduler.triggers.combining import OrTrigger
+from apscheduler.triggers.cron import CronTrigger
+from tzlocal import get_localzone_name
 
 from mlops.errors import UserError
 
@@ -122,7 +127,6 @@ def parse(expression: str) -> Cron:
 
 def check_timezone(name: str) -> str:
     """An IANA time zone name, checked."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     try:
         ZoneInfo(name)
@@ -136,8 +140,6 @@ def check_timezone(name: str) -> str:
 def local_timezone() -> str:
     """This machine's IANA time zone name (UTC if it cannot be told)."""
     try:
-        from tzlocal import get_localzone_name
-
         return get_localzone_name() or "UTC"
     except Exception:  # an odd /etc/localtime is not worth failing over
         return "UTC"
@@ -149,10 +151,6 @@ def _numbers(values: tuple[int, ...]) -> str:
 
 def trigger(cron: Cron, timezone: str) -> Any:
     """The APScheduler trigger that fires when `cron` does, in `timezone`."""
-    from zoneinfo import ZoneInfo
-
-    from apscheduler.triggers.combining import OrTrigger
-    from apscheduler.triggers.cron import CronTrigger
 
     tz = ZoneInfo(timezone)
     common: dict[str, Any] = {"minute": _numbers(cron.minutes), "hour": _numbers(cron.hours)}
@@ -199,7 +197,6 @@ class Timetable:
         When clocks go back, a job at a fixed hour runs in the first of the two repeated
         hours only (as in Vixie cron); a job on every hour runs in both.
         """
-        from zoneinfo import ZoneInfo
 
         tz = ZoneInfo(self.timezone)
         at = float(int(when)) + 1.0  # fire times are whole minutes; `fold` kept by fromtimestamp
@@ -233,6 +230,5 @@ class Timetable:
 
 def format_time(when: float, timezone: str) -> str:
     """A time as people read it, in `timezone` (e.g. `2026-11-30 02:00 CET (Mon)`)."""
-    from zoneinfo import ZoneInfo
 
     return datetime.fromtimestamp(when, ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M %Z (%a)")

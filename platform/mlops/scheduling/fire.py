@@ -9,21 +9,28 @@ workers fail their current trial) and the run ends `interrupted`.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import sys
 import time
 import traceback
 from typing import Any
 
-from mlops import workspace
+from mlops import console, workspace
 from mlops.errors import Interrupted, MlopsError, UserError
+from mlops.lineage import data_hashes
+from mlops.params import load_params, require_space
+from mlops.scheduling.challenger import register_best_trial
 from mlops.scheduling.store import Run, ScheduleStore
 from mlops.settings import Settings
+from mlops.tuning.objective import study_name
+from mlops.tuning.storage import counts, open_study
+from mlops.tuning.sweep import run_sweep
 
 
 def data_version(settings: Settings) -> dict[str, str]:
     """DVC md5 of the workspace's splits: the data this run tunes on."""
-    from mlops.lineage import data_hashes
 
     splits = {n: settings.root / path for n, path in workspace.SPLITS.items()}
     found = {n: path for n, path in splits.items() if path.is_file()}
@@ -33,8 +40,6 @@ def data_version(settings: Settings) -> dict[str, str]:
 def ensure_splits(settings: Settings) -> None:
     """A fresh clone has no splits yet: make them with `dvc repro split` (the data stages
     only). Splits already in the workspace are used as they are, never refreshed."""
-    import os
-    import subprocess
 
     if all((settings.root / path).is_file() for path in workspace.SPLITS.values()):
         return
@@ -48,9 +53,6 @@ def ensure_splits(settings: Settings) -> None:
 
 
 def _study_state(settings: Settings, params: Any) -> tuple[str, int, float | None]:
-    from mlops.tuning.objective import study_name
-    from mlops.tuning.storage import counts, open_study
-
     name = study_name(params)
     c = counts(open_study(settings.optuna_storage, name, params.tune, heartbeat=False))
     return name, c.finished, c.best
@@ -79,9 +81,6 @@ def execute(settings: Settings, store: ScheduleStore, run_id: int) -> Run:
 
 
 def _sweep(settings: Settings, store: ScheduleStore, run: Run) -> dict[str, Any]:
-    from mlops.params import load_params, require_space
-    from mlops.tuning.sweep import run_sweep
-
     schedule = store.get(run.schedule)
     if schedule is None:
         raise UserError(f"schedule {run.schedule!r}: removed before its run started")
@@ -113,8 +112,6 @@ def _sweep(settings: Settings, store: ScheduleStore, run: Run) -> dict[str, Any]
         "best_after": summary.counts.best,
     }
     if params.schedule.register_best and summary.counts.best is not None:
-        from mlops.scheduling.challenger import register_best_trial
-
         reason = f"schedule {schedule.name} run {run.id}"
         outcome["registered_version"] = register_best_trial(
             settings, params, study, summary.parent_run_id, reason, hashes
@@ -124,7 +121,6 @@ def _sweep(settings: Settings, store: ScheduleStore, run: Run) -> dict[str, Any]
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the run process the scheduler starts."""
-    from mlops import console
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or not args[0].isdigit():

@@ -13,7 +13,10 @@ from mlops import workspace
 from mlops.errors import MlopsError, UserError
 from mlops.limits import MAX_SECONDS, MAX_TRIALS, MAX_WORKERS
 from mlops.owners import current_actor
+from mlops.params import load_params, require_space
 from mlops.scheduling.cron import Timetable
+from mlops.scheduling.fire import execute
+from mlops.scheduling.scheduler import LOCK_TTL_S
 from mlops.scheduling.store import Run, Schedule, ScheduleStore
 from mlops.settings import Settings
 
@@ -41,7 +44,6 @@ class Added:
 
 def _pipeline_of(settings: Settings) -> tuple[str, dict[str, Any]]:
     """The pipeline's name and the search space in params.yaml."""
-    from mlops.params import load_params
 
     params = load_params(settings.root / workspace.PARAMS)
     return params.pipeline.name, dict(params.tune.space)
@@ -70,7 +72,6 @@ def add(
 ) -> Added:
     """Check and store a schedule; its first fire time is the first one after now. An
     empty `draft.pipeline` is the pipeline of params.yaml."""
-    from mlops.params import require_space
 
     now = time.time() if now is None else now
     check_name(draft.name)
@@ -134,8 +135,6 @@ def remove(store: ScheduleStore, name: str) -> None:
 def run_now(settings: Settings, store: ScheduleStore, name: str, kind: str = "manual") -> Run:
     """Run the schedule here, now, holding its lock like a scheduled run; `kind` is
     recorded in the history (`manual`, or `cron` from a crontab line)."""
-    from mlops.scheduling.fire import execute
-    from mlops.scheduling.scheduler import LOCK_TTL_S
 
     schedule = existing(store, name)
     now = time.time()

@@ -15,9 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import delete, func, select, update
+
 from mlops import db, migrations
 from mlops.errors import UserError
 from mlops.owners import Owner
+from mlops.scheduling.db.models import LockRow, RunRow, ScheduleRow, SchedulerRow
 
 HEAD_REVISION = "0001"
 MIGRATIONS = Path(__file__).parent / "db" / "migrations"
@@ -106,8 +109,6 @@ def _run(row: Any) -> Run:
 
 def _new_run(schedule: Schedule, kind: str, status: str, fire_time: float | None,
              now: float, coalesced: int, error: str = "") -> Any:  # fmt: skip
-    from mlops.scheduling.db.models import RunRow
-
     return RunRow(
         schedule=schedule.name, kind=kind, status=status, fire_time=fire_time,
         started_at=now, ended_at=None if status == RUNNING else now, coalesced=coalesced,
@@ -127,7 +128,6 @@ class ScheduleStore:
     # schedules
     def add(self, schedule: Schedule) -> None:
         """Add a schedule; a `UserError` if the name is taken."""
-        from mlops.scheduling.db.models import ScheduleRow
 
         values = {k: getattr(schedule, k) for k in Schedule.__dataclass_fields__}
         try:
@@ -138,7 +138,6 @@ class ScheduleStore:
 
     def get(self, name: str) -> Schedule | None:
         """One schedule, or None."""
-        from mlops.scheduling.db.models import ScheduleRow
 
         with db.session(self.url) as s:
             row = s.get(ScheduleRow, name)
@@ -146,16 +145,12 @@ class ScheduleStore:
 
     def schedules(self) -> list[Schedule]:
         """Every schedule, by name."""
-        from sqlalchemy import select
-
-        from mlops.scheduling.db.models import ScheduleRow
 
         with db.session(self.url) as s:
             return [_schedule(r) for r in s.scalars(select(ScheduleRow).order_by(ScheduleRow.name))]
 
     def set_paused(self, name: str, paused: bool, next_fire_at: float | None) -> None:
         """Pause, or resume from `next_fire_at`."""
-        from mlops.scheduling.db.models import ScheduleRow
 
         with db.session(self.url) as s:
             row = s.get(ScheduleRow, name)
@@ -164,9 +159,6 @@ class ScheduleStore:
 
     def remove(self, name: str) -> None:
         """Forget a schedule (its history stays)."""
-        from sqlalchemy import delete
-
-        from mlops.scheduling.db.models import ScheduleRow
 
         with db.session(self.url) as s:
             s.execute(delete(ScheduleRow).where(ScheduleRow.name == name))
@@ -174,9 +166,6 @@ class ScheduleStore:
     def claim(self, name: str, expected: float, following: float | None) -> bool:
         """Move `next_fire_at` from `expected` to `following`; False if another scheduler
         already did (so each fire time is taken once)."""
-        from sqlalchemy import update
-
-        from mlops.scheduling.db.models import ScheduleRow
 
         with db.session(self.url) as s:
             done = s.execute(
@@ -210,7 +199,6 @@ class ScheduleStore:
         self, schedule: Schedule, kind: str, fire_time: float | None, now: float,
         coalesced: int, expires_at: float,
     ) -> int | None:  # fmt: skip
-        from mlops.scheduling.db.models import LockRow
 
         me = Owner.current()
         try:
@@ -248,8 +236,6 @@ class ScheduleStore:
         return self._set(run_id, {**values, "status": status, "ended_at": now}, True)
 
     def _set(self, run_id: int, values: dict[str, Any], only_running: bool) -> bool:
-        from mlops.scheduling.db.models import RunRow
-
         unknown = set(values) - _RUN_FIELDS
         if unknown:
             raise ValueError(f"unknown run fields: {sorted(unknown)}")
@@ -265,7 +251,6 @@ class ScheduleStore:
 
     def run(self, run_id: int) -> Run | None:
         """One run, or None."""
-        from mlops.scheduling.db.models import RunRow
 
         with db.session(self.url) as s:
             row = s.get(RunRow, run_id)
@@ -276,9 +261,6 @@ class ScheduleStore:
     ) -> list[Run]:
         """Runs of one schedule (or all; or in one status), oldest first (the last `limit`
         if given)."""
-        from sqlalchemy import select
-
-        from mlops.scheduling.db.models import RunRow
 
         query = select(RunRow).order_by(RunRow.id.desc())
         if name is not None:
@@ -292,9 +274,6 @@ class ScheduleStore:
 
     def last_runs(self) -> dict[str, Run]:
         """The latest run of each schedule."""
-        from sqlalchemy import func, select
-
-        from mlops.scheduling.db.models import RunRow
 
         latest = select(func.max(RunRow.id)).group_by(RunRow.schedule)
         with db.session(self.url) as s:
@@ -304,7 +283,6 @@ class ScheduleStore:
     # locks
     def holder(self, name: str) -> Holder | None:
         """Who holds the schedule's run lock, or None."""
-        from mlops.scheduling.db.models import LockRow
 
         with db.session(self.url) as s:
             row = s.get(LockRow, name)
@@ -314,7 +292,6 @@ class ScheduleStore:
 
     def renew(self, name: str, run_id: int, expires_at: float) -> bool:
         """Push the lock's expiry (False if it is no longer ours)."""
-        from mlops.scheduling.db.models import LockRow
 
         with db.session(self.url) as s:
             row = s.get(LockRow, name)
@@ -325,18 +302,12 @@ class ScheduleStore:
 
     def release(self, name: str, run_id: int) -> None:
         """Drop the lock if `run_id` holds it."""
-        from sqlalchemy import delete
-
-        from mlops.scheduling.db.models import LockRow
 
         with db.session(self.url) as s:
             s.execute(delete(LockRow).where(LockRow.name == name, LockRow.run_id == run_id))
 
     def recover(self, name: str, holder: Holder, now: float, why: str) -> bool:
         """Take a dead holder's lock away and end its run as abandoned (once)."""
-        from sqlalchemy import delete
-
-        from mlops.scheduling.db.models import LockRow, RunRow
 
         with db.session(self.url) as s:
             gone = s.execute(
@@ -352,7 +323,6 @@ class ScheduleStore:
     # schedulers
     def beat(self, scheduler_id: str, started_at: float, now: float) -> None:
         """Record that this scheduler process is alive."""
-        from mlops.scheduling.db.models import SchedulerRow
 
         me = Owner.current()
         with db.session(self.url) as s:
@@ -370,9 +340,6 @@ class ScheduleStore:
     def schedulers(self, now: float, within: float) -> list[tuple[Owner, float]]:
         """Scheduler processes seen in the last `within` seconds and not known dead,
         with their start times."""
-        from sqlalchemy import select
-
-        from mlops.scheduling.db.models import SchedulerRow
 
         with db.session(self.url) as s:
             rows = list(s.scalars(select(SchedulerRow).where(SchedulerRow.seen_at >= now - within)))
@@ -381,9 +348,6 @@ class ScheduleStore:
 
     def leave(self, scheduler_id: str) -> None:
         """Forget a scheduler that stops."""
-        from sqlalchemy import delete
-
-        from mlops.scheduling.db.models import SchedulerRow
 
         with db.session(self.url) as s:
             s.execute(delete(SchedulerRow).where(SchedulerRow.id == scheduler_id))

@@ -37,8 +37,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlops import safe_yaml
+from mlops.db import driver_url
 from mlops.errors import MlopsError, UserError
 from mlops.io import write_bytes, write_json
+from mlops.params import describe_error
 from mlops.server import gate
 
 Permission = Literal["READ", "EDIT", "MANAGE", "NO_PERMISSIONS"]
@@ -110,7 +112,6 @@ class AuthConfig:
 
 def load(path: Path) -> AuthConfig:
     """Read and check the users file; every problem is one `UserError` line naming it."""
-    from mlops.params import describe_error
 
     if not path.exists():
         raise UserError(f"{path}: file not found (--auth-config)")
@@ -159,7 +160,6 @@ def write_server_config(config: AuthConfig, folder: Path) -> tuple[Path, dict[st
     """MLflow's auth .ini (no password in it), the create rights, and the environment that
     carries them to the server."""
     database = config.database or f"sqlite:///{(folder / 'auth.db').resolve()}"
-    from mlops.db import driver_url
 
     text = (
         "[mlflow]\n"

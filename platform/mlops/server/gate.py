@@ -24,6 +24,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from flask import Response, request
+
 RIGHTS_ENV = "MLOPS_AUTH_CREATE_RIGHTS"
 FUNCTION = "mlops.server.gate:authenticate"
 EXPERIMENT, MODEL, DEMO = "experiment", "registered model", "demo"
@@ -107,7 +109,6 @@ def _gated() -> dict[tuple[str, str], tuple[str, str]]:
 
 def authenticate() -> Any:
     """MLflow's basic auth, then refuse a creation the users file does not grant (403)."""
-    from flask import Response, request
     from mlflow.server import auth
 
     found = auth.authenticate_request_basic_auth()

@@ -17,6 +17,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -196,8 +198,6 @@ def new_state(
 
 def healthy(url: str, timeout: float = 2.0) -> bool:
     """Whether `url/health` answers 200 now."""
-    import urllib.error
-    import urllib.request
 
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=timeout) as response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -145,8 +145,6 @@ class Status:
     note: str
 
     def as_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         found = asdict(self.state) if self.state else {}
         url = self.state.url if self.state else None
         return {"running": self.running, "healthy": self.healthy, "url": url, "note": self.note,

@@ -25,10 +25,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException
+
 from mlops.serving.auth import Guard
+from mlops.serving.backends import describe
 from mlops.serving.schema import BadRequest, InputSpec, Tally, check_content_type, parse_request
 
 if TYPE_CHECKING:
@@ -67,8 +73,6 @@ class _App:
     """The ASGI callable: `/predict` here, the rest through FastAPI."""
 
     def __init__(self, state: State, token: str | None) -> None:
-        import orjson
-
         self.state = state
         self.metrics = state.metrics
         self.rest = _fastapi_app(state)
@@ -181,9 +185,6 @@ def _iso(ts: float | None) -> str | None:
 
 def metadata(state: State) -> dict[str, Any]:
     """What `/metadata` answers: the version served, its signature, and the swaps."""
-    from dataclasses import asdict
-
-    from mlops.serving.backends import describe
 
     served = state.current
     spec = served.spec
@@ -217,7 +218,6 @@ def metadata(state: State) -> dict[str, Any]:
 def _fastapi_app(state: State) -> Any:
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response
-    from starlette.exceptions import HTTPException
 
     api = FastAPI(title="mlops serve", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -240,8 +240,6 @@ def _fastapi_app(state: State) -> Any:
 
     @api.get("/metrics")
     async def prometheus() -> Response:
-        from prometheus_client import CONTENT_TYPE_LATEST
-
         return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return api

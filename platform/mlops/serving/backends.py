@@ -16,7 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
+
 from mlops.errors import DataError
+from mlops.io import file_digest
 from registry.export.parity import FP32_MAX_ABS_DIFF
 
 if TYPE_CHECKING:
@@ -103,7 +106,6 @@ def build_onnx(
     """The onnx backend on `exported` (the file of the export `variant` that `mlops export`
     wrote, parity-checked and sha256-verified for this version), else on a file converted
     from the verified weights in a child process (see `mlops.serving.convert`)."""
-    from mlops.io import file_digest
 
     if exported is not None:
         digest = file_digest(exported)
@@ -118,7 +120,6 @@ def build_onnx(
 
 def check_parity(reference: Predictor, candidate: Predictor, example: np.ndarray) -> float:
     """The largest difference of the two on `example`; a `DataError` above the tolerance."""
-    import numpy as np
 
     diff = float(np.max(np.abs(reference(example) - candidate(example))))
     if not diff <= PARITY_ATOL:
@@ -131,7 +132,6 @@ def check_parity(reference: Predictor, candidate: Predictor, example: np.ndarray
 
 def example_rows(mean: list[float], std: list[float], rows: int = 8) -> np.ndarray:
     """Deterministic rows around the training distribution, for warm-up and parity."""
-    import numpy as np
 
     rng = np.random.default_rng(0)
     m, s = np.asarray(mean, np.float32), np.asarray(std, np.float32)

@@ -15,14 +15,13 @@ import sys
 from pathlib import Path
 
 from mlops.errors import DataError, MlopsError
+from mlops.io import file_digest
+from mlops.models import load_model
+from mlops.serving.backends import OnnxPredictor, TorchPredictor, check_parity, example_rows
+from registry.export.formats import to_onnx
 
 
 def _main(weights_dir: Path, out: Path, sha256: str) -> dict[str, object]:
-    from mlops.io import file_digest
-    from mlops.models import load_model
-    from mlops.serving.backends import OnnxPredictor, TorchPredictor, check_parity, example_rows
-    from registry.export.formats import to_onnx
-
     module, spec = load_model(weights_dir, expected_sha256=sha256)
     example = example_rows(spec.mean, spec.std)
     try:

@@ -16,6 +16,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -43,14 +53,6 @@ class ServingMetrics:
     """The server's collectors, with the children of the hot path resolved once."""
 
     def __init__(self, model: str) -> None:
-        from prometheus_client import (
-            CollectorRegistry,
-            Counter,
-            Gauge,
-            Histogram,
-            disable_created_metrics,
-        )
-
         disable_created_metrics()  # no `_created` series: the server owns its process
         self.model = model
         self.registry = r = CollectorRegistry(auto_describe=True)
@@ -101,7 +103,6 @@ class ServingMetrics:
 
     def predicted(self, served: Served, rows: int, index: np.ndarray) -> None:
         """Observe a batch and count its predicted classes under the served version."""
-        import numpy as np
 
         self.batch.observe(rows)
         if not served.classification:
@@ -132,6 +133,5 @@ class ServingMetrics:
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
-        from prometheus_client import generate_latest
 
         return generate_latest(self.registry)

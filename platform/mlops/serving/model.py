@@ -8,14 +8,22 @@ never changes: a hot swap replaces the whole object.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
+from mlops.errors import DataError
 from mlops.predictions import answer, labels
+from mlops.serving import backends
 from mlops.serving.schema import InputSpec
+from registry import loading
+from registry.export.records import exported_variant, passing_variants
+from registry.integrity import model_files
 
 if TYPE_CHECKING:
     import numpy as np
@@ -63,9 +71,6 @@ class Served:
 
 def read_signature(directory: Path) -> dict[str, Any] | None:
     """The MLflow signature of a downloaded model folder (inputs, outputs), parsed."""
-    import json
-
-    import yaml
 
     mlmodel = directory / "MLmodel"
     if not mlmodel.is_file():
@@ -89,9 +94,6 @@ def load_version(
     warm it up. What a request must look like (feature names and order, input shape) and
     what the answer means (classes, task) come from the version's own spec, never from the
     workspace. `export` names the passing ONNX export to serve (e.g. `onnx-int8`)."""
-    from mlops.serving import backends
-    from registry import loading
-    from registry.integrity import model_files
 
     dest = workdir / f"v{version.version}"
     if backend == "onnx":
@@ -125,13 +127,9 @@ def _exported_onnx(ctx: Context, version: Version, dest: Path, variant: str | No
     """The file of the passing ONNX export `variant` of this version (downloaded and its
     sha256 checked); with no variant asked for, the plain fp32 `onnx` export if there is
     one (None: convert at load)."""
-    from registry.export.records import exported_variant
 
     found: Path | None = exported_variant(ctx, version, variant or "onnx", dest)
     if found is None and variant is not None:
-        from mlops.errors import DataError
-        from registry.export.records import passing_variants
-
         have = ", ".join(passing_variants(ctx, version)) or "none"
         raise DataError(
             f"model {version.model} version {version.version} has no passing {variant} "

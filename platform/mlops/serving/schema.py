@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import orjson
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -127,7 +130,6 @@ def parse_request(body: bytes, spec: InputSpec, tallied: bool = False) -> np.nda
     """The batch of a `/predict` body as a float32 matrix (rows x in_features).
 
     The body is counted first (`Tally`) unless the caller did it as it arrived."""
-    import orjson
 
     if not tallied:
         Tally(spec).add(body)
@@ -185,7 +187,6 @@ def to_matrix(
 
     `booleans=False` says the rows hold no boolean at any depth (the caller checked the
     raw body), which saves a walk over every value."""
-    import numpy as np
 
     try:
         array = np.asarray(rows)
@@ -216,8 +217,6 @@ def to_matrix(
 
 def _numbers(rows: list[Any], key: str) -> np.ndarray:
     """The same rows as float64, or a 422 naming the first value that is not a number."""
-    import numpy as np
-    import orjson
 
     for i, row in enumerate(rows):
         for value in _leaves(row):

@@ -13,15 +13,27 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import uvicorn
+
 from mlops.errors import MlopsError, UserError
 from mlops.exposure import is_loopback
+from mlops.serving.app import create_app
 from mlops.serving.auth import read_token
+from mlops.serving.backends import BACKENDS
+from mlops.serving.metrics import ServingMetrics
+from mlops.serving.model import load_version
+from mlops.serving.sink import Sink
+from mlops.serving.swap import State, Watcher
+from registry.context import Context
+from registry.loading import parse_target, resolve
+from registry.stages import Ref
 
 if TYPE_CHECKING:
     from mlops.serving.metrics import ServingMetrics
@@ -73,8 +85,6 @@ class Prepared:
 
 def check(options: ServeOptions) -> None:
     """Refuse bad options before any work (exit 2)."""
-    from mlops.serving.backends import BACKENDS
-    from registry.loading import parse_target
 
     parse_target(options.target)
     if options.backend not in BACKENDS:
@@ -137,8 +147,6 @@ class Target:
 def resolve_target(settings: Settings, options: ServeOptions) -> Target:
     """Check the options and the target and find the version (bad input: one line, before
     anything is downloaded or bound)."""
-    from registry.context import Context
-    from registry.loading import parse_target, resolve
 
     check(options)
     token = read_token(options.auth_token_env) if options.auth_token_env else None
@@ -152,9 +160,6 @@ def resolve_target(settings: Settings, options: ServeOptions) -> Target:
 def prepare(settings: Settings, options: ServeOptions, target: Target | None = None) -> Prepared:
     """Resolve the target (unless given), load and verify it, bind the port; nothing is
     served yet."""
-    from mlops.serving.metrics import ServingMetrics
-    from mlops.serving.model import load_version
-    from mlops.serving.swap import State
 
     target = target or resolve_target(settings, options)
     ctx, name, ref, version = target.ctx, target.name, target.ref, target.version
@@ -182,9 +187,6 @@ def prepare(settings: Settings, options: ServeOptions, target: Target | None = N
 
 
 def _open_sink(path: Path, fraction: float, metrics: ServingMetrics) -> Sink:
-    import sqlite3
-
-    from mlops.serving.sink import Sink
 
     try:
         return Sink(path, fraction, metrics.sink_rows.inc, metrics.sink_dropped.inc)
@@ -193,11 +195,6 @@ def _open_sink(path: Path, fraction: float, metrics: ServingMetrics) -> Sink:
 
 
 def _watcher(ctx: Any, state: State, options: ServeOptions, workdir: Path) -> Watcher:
-    from mlops.serving.model import load_version
-    from mlops.serving.swap import Watcher
-    from registry.loading import resolve
-    from registry.stages import Ref
-
     name, stage = state.current.name, state.stage
     assert stage is not None
 
@@ -227,9 +224,6 @@ def _log_to_stderr() -> None:
 
 def run(prepared: Prepared) -> list[int]:
     """Serve until SIGTERM or Ctrl-C (in-flight requests finish); the signals received."""
-    import uvicorn
-
-    from mlops.serving.app import create_app
 
     _log_to_stderr()
     state = prepared.state

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mlops.errors import StoreError
+
 if TYPE_CHECKING:
     from mlops.serving.metrics import ServingMetrics
     from mlops.serving.model import Served
@@ -102,8 +104,6 @@ class Watcher(threading.Thread):
         try:
             new = self._load(wanted)
         except Exception as exc:  # DataError (sha256), StoreError, conversion failures
-            from mlops.errors import StoreError
-
             failure = f"v{wanted} not loaded: {_line(exc)}"
             if not isinstance(exc, StoreError):  # a store outage is retried at the next poll
                 self._failed, self._failure = wanted, failure

@@ -18,12 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+
 from mlops import workspace
 from mlops.errors import MlopsError, UserError
 from mlops.io import atomic_path
 from mlops.params import Params, load_params
 from mlops.settings import Settings, redact
+from mlops.tuning.objective import study_name
 from mlops.tuning.search_space import derive
+from mlops.tuning.storage import storage
 
 if TYPE_CHECKING:
     import optuna
@@ -59,8 +64,6 @@ class Applied:
 def load_study(settings: Settings, name: str) -> optuna.Study:
     """The study `name` of the configured storage; one line if there is none."""
     import optuna
-
-    from mlops.tuning.storage import storage
 
     store = storage(settings.optuna_storage, heartbeat=False)
     try:
@@ -106,8 +109,6 @@ def _new_values(params: Params, name: str, trial: Any) -> dict[str, Any]:
 
 
 def _yaml() -> Any:
-    from ruamel.yaml import YAML
-
     y = YAML()
     y.preserve_quotes = True
     y.width = 1_000_000  # never fold a line
@@ -128,8 +129,6 @@ def _yaml() -> Any:
 
 
 def _set(tree: Any, path: str, value: Any) -> None:
-    from ruamel.yaml.comments import CommentedMap
-
     *parents, leaf = path.split(".")
     node = tree
     for part in parents:
@@ -142,7 +141,6 @@ def _set(tree: Any, path: str, value: Any) -> None:
 def rewrite(text: str, values: dict[str, Any], comment: str) -> str:
     """`text` (params.yaml) with each dotted train path set to its value and `comment`
     on the line above `train:` (replacing an earlier one of ours)."""
-    from ruamel.yaml.comments import CommentedMap
 
     y = _yaml()
     data = y.load(text)
@@ -174,7 +172,6 @@ def _same(a: Any, b: Any) -> bool:
 def apply(settings: Settings, name: str | None, dry_run: bool = False) -> Applied:
     """Write the best trial of study `name` (default: the study of params.yaml) into
     params.yaml's train section; with `dry_run`, only say what would change."""
-    from mlops.tuning.objective import study_name
 
     path = (settings.root / workspace.PARAMS).resolve()
     params = load_params(path)

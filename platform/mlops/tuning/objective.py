@@ -17,9 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops import workspace
+from mlops import tracking, workspace
+from mlops.data import Schema, features_and_target, read_parquet
+from mlops.errors import MlopsError, UserError
+from mlops.models import build_model, feature_stats, make_spec
 from mlops.params import Params
 from mlops.settings import Settings
+from mlops.training import check_metric, seed_everything, train_model
+from mlops.tuning.search_space import derive, suggest
+from mlops.tuning.storage import GRACE_S, HEARTBEAT_S, counts, fail_stale, open_study
 
 if TYPE_CHECKING:
     import numpy as np
@@ -74,8 +80,6 @@ class Data:
 
 def load_data(root: Path) -> Data:
     """The splits `dvc repro` wrote (a clear error if they are missing)."""
-    from mlops.data import Schema, features_and_target, read_parquet
-    from mlops.errors import UserError
 
     schema_file = root / workspace.SCHEMA
     train_file, val_file = root / workspace.SPLITS["train"], root / workspace.SPLITS["val"]
@@ -89,7 +93,6 @@ def load_data(root: Path) -> Data:
 
 def model_spec(model: Any, data: Data) -> Any:
     """The spec of a model trained on `data` (standardisation from the train split)."""
-    from mlops.models import feature_stats, make_spec
 
     mean, std = feature_stats(data.train[0])
     y = data.train[1]
@@ -116,11 +119,6 @@ def objective(job: Job, data: Data) -> Callable[[optuna.Trial], float]:
     """Train one model per trial and return its best validation metric."""
     import optuna
     import torch
-
-    from mlops import tracking
-    from mlops.models import build_model
-    from mlops.training import check_metric, train_model
-    from mlops.tuning.search_space import derive, suggest
 
     p = job.params
     metric = p.tune.metric
@@ -225,8 +223,6 @@ def work(
     runs it even when the others have reached the target meanwhile, so no trial is
     left WAITING when the sweep ends.
     """
-    from mlops.errors import MlopsError
-    from mlops.tuning.storage import counts, fail_stale, open_study
 
     study = open_study(job.settings.optuna_storage, job.study, job.params.tune, seed=job.seed)
     objective_fn = objective(job, load_data(job.settings.root))
@@ -258,8 +254,6 @@ def _warm_up(job: Job) -> None:
     """Pay the worker's one-time costs before its first trial starts: importing torch
     (about 2 s) and opening the tracking store. Otherwise they land inside trial 0,
     whose heartbeat and duration they distort."""
-    from mlops import tracking
-    from mlops.training import seed_everything
 
     threads = job.threads if job.threads is not None else job.params.train.threads
     seed_everything(job.params.train.seed, threads)
@@ -271,7 +265,6 @@ def _settle(study: optuna.Study, fn: Callable[[optuna.Study], None], deadline: f
     """Before leaving, wait for trials still RUNNING to finish or to be failed by
     heartbeat (a dead worker's), so none is left RUNNING when the sweep ends; a retry
     this worker queues meanwhile it runs itself. Return how many trials it ran."""
-    from mlops.tuning.storage import GRACE_S, HEARTBEAT_S, fail_stale
 
     ran = 0
     until = time.time() + GRACE_S + 4 * HEARTBEAT_S

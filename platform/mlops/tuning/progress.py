@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 from mlops import console
 from mlops.tuning.storage import counts
 
@@ -77,8 +79,6 @@ def watch(
 def _bar(
     study: optuna.Study, before: int, n_trials: int, procs: Sequence[subprocess.Popen[bytes]]
 ) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     columns = (
         TextColumn("[bold]sweep"),
         BarColumn(),

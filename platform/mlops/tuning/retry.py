@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._rdb import models
+from sqlalchemy import func, select
 
 from mlops import retry
 from mlops.errors import StoreError
@@ -66,8 +68,6 @@ class RetryingRDBStorage(RDBStorage):
     def count_trials(self, study_id: int) -> dict[str, int]:
         """Trials of the study by state name, in one aggregate query: polling a study
         this way stays cheap however many trials (with their per-epoch values) it has."""
-        from optuna.storages._rdb import models
-        from sqlalchemy import func, select
 
         query = (
             select(models.TrialModel.state, func.count())

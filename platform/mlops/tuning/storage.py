@@ -14,6 +14,7 @@ import hashlib
 import logging
 import math
 import sqlite3
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from mlops import migrations
 from mlops.db import driver_url
 from mlops.errors import Interrupted, MlopsError, StoreError
 from mlops.params import TuneParams
+from mlops.retry import budget_s
 from mlops.settings import redact
 
 if TYPE_CHECKING:
@@ -35,12 +37,8 @@ MAX_RETRY = 3
 def storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
     """RDBStorage on `url` with heartbeats and retry of failed (stale) trials, whose
     calls retry through a database outage of up to `MLOPS_STORE_RETRY_S`."""
-    import warnings
 
     import optuna
-
-    from mlops.retry import budget_s
-    from mlops.tuning.retry import CountingRetryCallback, RetryingRDBStorage
 
     budget_s()  # a bad MLOPS_STORE_RETRY_S is refused before any work
 
@@ -58,6 +56,8 @@ def storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
         kwargs = {"connect_args": {"timeout": 60}}
     else:
         kwargs = {"pool_pre_ping": True}
+    from mlops.tuning.retry import CountingRetryCallback, RetryingRDBStorage
+
     try:
         return RetryingRDBStorage(
             driver_url(url),

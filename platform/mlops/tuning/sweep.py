@@ -23,11 +23,13 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops import retry
+from mlops import console, retry, tracking
 from mlops.errors import MlopsError
 from mlops.owners import die_with_parent
 from mlops.params import Params
 from mlops.settings import Settings
+from mlops.tracking import TAG_CLOSED_BY, describe_run, retried
+from mlops.tuning.objective import PARENT_ATTR, TAG_STUDY, study_name
 from mlops.tuning.progress import log_line, watch
 from mlops.tuning.storage import Counts, counts, open_study, total, worker_seed
 
@@ -76,8 +78,6 @@ def finalize(study: optuna.Study, parent_run_id: str) -> None:
     import matplotlib.pyplot as plt
     import mlflow
     from optuna.visualization import matplotlib as ovm
-
-    from mlops.tracking import describe_run, retried
 
     client = mlflow.tracking.MlflowClient()
     c = counts(study)
@@ -153,9 +153,6 @@ def end_leftovers(study: optuna.Study, parent_run_id: str) -> tuple[list[int], l
     from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
 
-    from mlops.tracking import TAG_CLOSED_BY, retried
-    from mlops.tuning.objective import PARENT_ATTR
-
     failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if t.user_attrs.get(PARENT_ATTR) == parent_run_id:
@@ -175,7 +172,6 @@ def end_leftovers(study: optuna.Study, parent_run_id: str) -> tuple[list[int], l
 def _wind_down(study: optuna.Study, parent: str, procs: list[subprocess.Popen[bytes]]) -> None:
     """Stop the workers, then end what they left; a store still unreachable is one
     warning (the next sweep's heartbeat check and stale-run recovery end them)."""
-    from mlops import console
 
     live = [p for p in procs if p.poll() is None]
     if live:
@@ -207,8 +203,6 @@ def run_sweep(
     torch threads each (default `train.threads`) until it has `n_trials` more finished
     trials, and log the sweep's parent run (with `tags`). `on_start(study,
     parent_run_id)` is called once both exist."""
-    from mlops import tracking
-    from mlops.tuning.objective import TAG_STUDY, study_name
 
     name = study_name(params)
     study = open_study(settings.optuna_storage, name, params.tune)  # created once, here

@@ -14,14 +14,15 @@ import signal
 import sys
 from types import FrameType
 
-from mlops import workspace
+from mlops import console, workspace
+from mlops.errors import MlopsError
+from mlops.params import load_params
+from mlops.settings import Settings
+from mlops.tuning.objective import STOP, Job, work
 
 
 def _stop(_signum: int, _frame: FrameType | None) -> None:
-    # Graceful: the trial stops at its next epoch (FAIL), no new trial starts. Imported
-    # before the handler is installed: importing here could meet a half-imported module.
-    from mlops.tuning.objective import STOP
-
+    # Graceful: the trial stops at its next epoch (FAIL), no new trial starts.
     STOP.set()
 
 
@@ -35,16 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=None, help="the sampler's (tune.seed)")
     parser.add_argument("--deadline", type=float, default=None, help="epoch seconds")
     args = parser.parse_args(argv)
-    import mlops.tuning.objective  # noqa: F401 - see _stop
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-
-    from mlops import console
-    from mlops.errors import MlopsError
-    from mlops.params import load_params
-    from mlops.settings import Settings
-    from mlops.tuning.objective import STOP, Job, work
 
     try:
         settings = Settings.from_env()
