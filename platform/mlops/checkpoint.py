@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mlops.errors import UserError
+from mlops.errors import UserError, first_line
 from mlops.io import write_with
 
 
@@ -42,8 +42,9 @@ def load_checkpoint(path: Path, expected: str, required: bool) -> dict[str, Any]
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch's safe loader raises many types on corrupt files
         if required:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UserError(f"--resume: {path} is not a loadable checkpoint: {first}") from None
+            raise UserError(
+                f"--resume: {path} is not a loadable checkpoint: {first_line(exc)}"
+            ) from None
         return None
     if not isinstance(state, dict) or state.get("fingerprint") != expected:
         if required:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlops.errors import DataError, UserError
+from mlops.errors import DataError, UserError, first_line
 from mlops.io import read_json, write_json, write_with
 
 if TYPE_CHECKING:
@@ -75,8 +75,7 @@ def load_source(source: str, target: str, base: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
     except Exception as exc:  # pandas raises many types for unreadable files
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{source}: cannot read: {first}") from None
+        raise DataError(f"{source}: cannot read: {first_line(exc)}") from None
     if target not in frame.columns:
         raise UserError(
             f"data.target = {target!r}: no such column in {source} "

@@ -119,11 +119,7 @@ def failure(url: str, exc: BaseException) -> StoreError:
 def error_line(url: str, exc: BaseException) -> str:
     """One line for a failed database call: the driver's first line, password hidden,
     or the full-disk line."""
-    text = _out_of_space(url, exc)
-    if text is None:
-        text = str(getattr(exc, "orig", None) or exc).strip()
-        text = text.splitlines()[0] if text else type(exc).__name__
-    return f"database {describe(url)}: {text}"
+    return f"database {describe(url)}: {_out_of_space(url, exc) or retry.detail(exc, url)}"
 
 
 @contextmanager

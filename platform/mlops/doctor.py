@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from mlops import tracking
-from mlops.errors import MlopsError, UserError
+from mlops.errors import MlopsError, UserError, first_line
 from mlops.params import PARAMS_FILE, load_params
 from mlops.schemas import status
 from mlops.settings import Settings, redact
@@ -116,8 +116,7 @@ def _sql_check(url: str) -> tuple[bool, str]:
         with engine.connect() as conn:
             conn.execute(text("select 1"))
     except (SQLAlchemyError, ImportError) as exc:
-        first = str(exc).splitlines()[0]
-        return False, f"{redact(url)}: {redact(first)}"
+        return False, f"{redact(url)}: {redact(first_line(exc))}"
     finally:
         if "engine" in locals():
             engine.dispose()
@@ -166,7 +165,7 @@ def check_schemas(settings: Settings, unreachable: frozenset[str] = frozenset())
     try:
         found = status(settings)
     except (MlopsError, ImportError, OSError) as exc:
-        return [Check("schemas", False, str(exc).splitlines()[0])]
+        return [Check("schemas", False, first_line(exc))]
     checks = []
     for s in found:
         if s.error is not None and s.url in unreachable:
@@ -194,8 +193,7 @@ def check_experiments(settings: Settings) -> list[Check]:
     try:
         found = MlflowClient(tracking_uri=uri).search_experiments(max_results=1000)
     except MlflowException as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return [Check("experiments", False, f"{redact(uri)}: {redact(first)[:200]}")]
+        return [Check("experiments", False, f"{redact(uri)}: {redact(first_line(exc))[:200]}")]
     checks = []
     for e in found:
         # mlops never logs to MLflow's Default experiment; a moved one is kept on purpose.

@@ -52,6 +52,13 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of `exc`'s message, or its type name when it has none: what a
+    one-line error quotes from a library's (often multi-line) message."""
+    lines = [line.strip() for line in str(exc).strip().splitlines()]
+    return lines[0] if lines else type(exc).__name__
+
+
 def no_space(exc: OSError) -> str:
     """The one line for a full disk (ENOSPC), naming the file when the OS said which."""
     where = f" writing {exc.filename}" if exc.filename else ""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError
 
-from mlops.errors import DataError, UserError
+from mlops.errors import DataError, UserError, first_line
 from mlops.io import file_digest, read_json, write_json, write_with
 
 if TYPE_CHECKING:
@@ -173,7 +173,8 @@ def load_model(
         model = build_model(spec)
         model.load_state_dict(load_file(str(weights)))
     except (SafetensorError, OSError, TypeError, ValueError, RuntimeError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{weights}: not a loadable safetensors model ({detail})") from None
+        raise DataError(
+            f"{weights}: not a loadable safetensors model ({first_line(exc)})"
+        ) from None
     model.eval()
     return model, spec

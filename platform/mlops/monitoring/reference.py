@@ -18,7 +18,7 @@ import numpy as np
 
 from mlops import workspace
 from mlops.data import read_parquet
-from mlops.errors import UserError
+from mlops.errors import UserError, first_line
 from mlops.lineage import dvc_md5
 
 if TYPE_CHECKING:
@@ -120,8 +120,7 @@ def read_table(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
     except Exception as exc:  # pandas raises many types for unreadable files
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"{path}: cannot read: {first}") from None
+        raise UserError(f"{path}: cannot read: {first_line(exc)}") from None
     frame.columns = [str(c) for c in frame.columns]
     return frame
 

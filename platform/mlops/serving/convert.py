@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from mlops.errors import DataError, MlopsError
+from mlops.errors import DataError, MlopsError, first_line
 from mlops.io import file_digest
 from mlops.models import load_model
 from mlops.serving.backends import OnnxPredictor, TorchPredictor, check_parity, example_rows
@@ -27,7 +27,7 @@ def _main(weights_dir: Path, out: Path, sha256: str) -> dict[str, object]:
     try:
         to_onnx(module, example, out)
     except Exception as exc:  # the exporter raises many types; one line says which
-        raise DataError(str(exc).strip().splitlines()[0][:300]) from None
+        raise DataError(first_line(exc)[:300]) from None
     diff = check_parity(TorchPredictor(module), OnnxPredictor(out), example)
     return {"sha256": file_digest(out), "max_abs_diff": diff}
 

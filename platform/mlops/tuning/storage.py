@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops import migrations
 from mlops.db import driver_url
-from mlops.errors import Interrupted, MlopsError, StoreError
+from mlops.errors import Interrupted, MlopsError, StoreError, first_line
 from mlops.params import TuneParams
 from mlops.retry import budget_s
 from mlops.settings import redact
@@ -70,8 +70,7 @@ def storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
             else None,
         )
     except Exception as exc:  # sqlalchemy and optuna raise several types for a bad store
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StoreError(f"optuna storage {redact(url)}: {detail}") from None
+        raise StoreError(f"optuna storage {redact(url)}: {first_line(exc)}") from None
 
 
 def worker_seed(seed: int, worker: str, start: int) -> int:
