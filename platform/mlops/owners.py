@@ -1,5 +1,6 @@
 """Who holds something: host, pid and the pid's start time, and whether that process
-still lives. Locks and runs record an owner so a dead holder can be recovered."""
+still lives. Locks and runs record an owner so a dead holder can be recovered; `Lease`
+is the one rule by which every lock of the platform decides that its holder is gone."""
 
 from __future__ import annotations
 
@@ -74,3 +75,21 @@ class Owner:
 
     def __str__(self) -> str:
         return f"{self.host} pid {self.pid}"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A lock's holder and when its hold runs out (pushed on while it works).
+
+    The rule of every named lock (a registry model's, a schedule's): on this host the
+    process table decides, so a live holder keeps its lock even past the expiry and a dead
+    one loses it at once; another host's holder, which we cannot see, keeps it until the
+    expiry (tests/integration/test_leases.py checks both locks against it)."""
+
+    owner: Owner
+    expires_at: float
+
+    def dead(self, now: float) -> bool:
+        """Whether the lock may be taken from its holder at `now`."""
+        alive = self.owner.alive()
+        return alive is False or (alive is None and self.expires_at < now)

@@ -24,7 +24,7 @@ from sqlalchemy import delete, select
 
 from mlops import db, migrations
 from mlops.errors import StoreError
-from mlops.owners import Owner
+from mlops.owners import Lease, Owner
 from registry.db.models import HolderRow, IntentRow, LedgerRow, LockRow, VersionRow
 
 HEAD_REVISION = "0001"
@@ -343,10 +343,10 @@ class RegistryStore:
     # locks
     @contextmanager
     def lock(self, name: str, ttl: float = 600.0, wait: float = 300.0) -> Iterator[None]:
-        """Hold the named lock (waiting up to `wait` seconds). A lock whose holder died
-        on this host, or whose expiry passed, is taken over. The thread that holds it
-        re-enters it at once (a stage change that syncs the model takes it twice); it is
-        released when the outermost hold ends."""
+        """Hold the named lock (waiting up to `wait` seconds). A holder that is gone
+        (`owners.Lease`: dead on this host, or another host's past its expiry) loses it.
+        The thread that holds it re-enters it at once (a stage change that syncs the model
+        takes it twice); it is released when the outermost hold ends."""
         key = (os.getpid(), self.url, name)  # a forked child holds nothing of its parent's
         held: set[tuple[int, str, str]] = _HELD.__dict__.setdefault("locks", set())
         if key in held:  # the outer hold releases it
@@ -408,7 +408,5 @@ class RegistryStore:
 
 
 def _stale(holder: dict[str, Any]) -> bool:
-    if holder["expires_at"] < time.time():
-        return True
     owner = Owner(holder["host"], int(holder["pid"]), float(holder["pid_started"]))
-    return owner.alive() is False
+    return Lease(owner, holder["expires_at"]).dead(time.time())

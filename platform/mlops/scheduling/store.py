@@ -19,7 +19,7 @@ from sqlalchemy import delete, func, select, update
 
 from mlops import db, migrations
 from mlops.errors import UserError
-from mlops.owners import Owner
+from mlops.owners import Lease, Owner
 from mlops.scheduling.db.models import LockRow, RunRow, ScheduleRow, SchedulerRow
 
 HEAD_REVISION = "0001"
@@ -80,9 +80,8 @@ class Holder:
     expires_at: float
 
     def dead(self, now: float) -> bool:
-        """On this host the process table decides; another host's holder, its expiry."""
-        alive = self.owner.alive()
-        return alive is False or (alive is None and self.expires_at < now)
+        """Whether its lock may be taken at `now` (`owners.Lease`, the rule of every lock)."""
+        return Lease(self.owner, self.expires_at).dead(now)
 
 
 _RUN_FIELDS = {
