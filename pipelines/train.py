@@ -19,18 +19,16 @@ from mlops.checkpoint import fingerprint, load_checkpoint
 from mlops.data import Schema, features_and_target, read_parquet
 from mlops.io import read_json, write_json
 from mlops.lineage import data_hashes
+from mlops.logged_training import log_weights, train_logged
 from mlops.models import (
-    SPEC_FILE,
-    WEIGHTS_FILE,
     ModelSpec,
     build_model,
     count_parameters,
     feature_stats,
     make_spec,
-    save_model,
 )
 from mlops.params import TrainParams
-from mlops.training import Checkpointing, EpochResult, TrainResult, check_metric, train_model
+from mlops.training import Checkpointing, EpochResult, TrainResult, check_metric
 from mlops.tuning.search_space import derive
 from pipelines._stage import StageContext, run_stage
 
@@ -101,25 +99,21 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
     )
     try:
         with run as run_id:
-            buffer = tracking.MetricsBuffer(run_id) if dist.is_main else None
-            if buffer is not None:
+            if dist.is_main:
                 tracking.log_params(_logged_params(p), prefix="train")
 
             def on_epoch(result: EpochResult) -> None:
-                if buffer is None:
+                if not dist.is_main:
                     return
-                buffer.add(result.as_dict(), result.epoch)
                 shown = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k != "lr")
                 print(f"train: epoch {result.epoch:>3}/{p.epochs}  {shown}", flush=True)
 
-            result = train_model(
-                lambda: build_model(spec), p, (x_train, y_train), (x_val, y_val),
-                on_epoch, checkpointing, dist, schema.task,
+            result = train_logged(
+                run_id or None, lambda: build_model(spec), p,
+                ((x_train, y_train), (x_val, y_val)), schema.task, on_epoch, checkpointing, dist,
             )  # fmt: skip
-            if buffer is None:
-                return
-            buffer.flush()
-            _record(run_id, p, spec, result, hashes)
+            if dist.is_main:
+                _record(run_id, p, spec, result, hashes)
     finally:
         distributed.shutdown(dist)
 
@@ -142,13 +136,8 @@ def _record(
 ) -> None:
     """Save `models/` and the history, and log the weights, best metrics, tags and the
     run's name and note (main process only)."""
-    sha = save_model(result.model, spec, workspace.MODEL_DIR)
     # The safe weights travel with the run: `mlops registry register --run` uses them.
-    tracking.log_artifacts(
-        workspace.MODEL_DIR / WEIGHTS_FILE,
-        workspace.MODEL_DIR / SPEC_FILE,
-        artifact_path="weights",
-    )
+    log_weights(result.model, spec, workspace.MODEL_DIR)
     write_json(workspace.HISTORY, [{"epoch": h.epoch, **h.metrics} for h in result.history])
     best = result.history[result.best_epoch - 1].metrics
     parameters = count_parameters(result.model)
@@ -157,7 +146,6 @@ def _record(
         | {f"best_{k}": v for k, v in best.items() if k.startswith("val_")}
     )
     tracking.set_tags({
-        tracking.TAG_MODEL_SHA: sha,
         "mlops.stopped_early": result.stopped_early,
         "mlops.resumed_from_epoch": result.resumed_from,
         "mlops.device": result.device,

@@ -7,14 +7,13 @@ promote it through the gates."""
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 
 from mlops import tracking
 from mlops.lineage import git_commit, params_hash
-from mlops.models import SPEC_FILE, WEIGHTS_FILE, build_model, save_model
+from mlops.logged_training import log_weights, train_logged
+from mlops.models import build_model
 from mlops.params import Params
 from mlops.settings import Settings
-from mlops.training import train_model
 from mlops.tuning.objective import TAG_STUDY, TAG_TRIAL, load_data, model_spec
 from mlops.tuning.search_space import derive
 from mlops.tuning.storage import storage
@@ -54,17 +53,10 @@ def register_best_trial(
         settings, params.pipeline.name, "challenger", parent_run_id, tags
     ) as run_id:
         tracking.log_params({k: str(v) for k, v in best.params.items()})
-        buffer = tracking.MetricsBuffer(run_id)
-        result = train_model(
-            lambda: build_model(spec), p, data.train, data.val,
-            lambda r: buffer.add(r.as_dict(), r.epoch), task=data.schema.task,
-        )  # fmt: skip
-        buffer.flush()
+        result = train_logged(
+            run_id, lambda: build_model(spec), p, (data.train, data.val), data.schema.task
+        )
         with tempfile.TemporaryDirectory() as tmp:
-            sha = save_model(result.model, spec, tmp)
-            tracking.log_artifacts(
-                Path(tmp, WEIGHTS_FILE), Path(tmp, SPEC_FILE), artifact_path="weights"
-            )
-        tracking.set_tags({tracking.TAG_MODEL_SHA: sha})
+            log_weights(result.model, spec, tmp)
     ctx = Context(settings, params.registry, params.evaluate.primary_metric)
     return register_run(ctx, run_id, params.model_name).version

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 from mlops import tracking, workspace
 from mlops.data import Schema, features_and_target, read_parquet
 from mlops.errors import MlopsError, UserError
+from mlops.logged_training import train_logged
 from mlops.models import build_model, feature_stats, make_spec
 from mlops.params import Params
 from mlops.settings import Settings
-from mlops.training import check_metric, seed_everything, train_model
+from mlops.training import check_metric, seed_everything
 from mlops.tuning.search_space import derive, suggest
 from mlops.tuning.storage import GRACE_S, HEARTBEAT_S, counts, fail_stale, open_study
 
@@ -144,22 +145,14 @@ def objective(job: Job, data: Data) -> Callable[[optuna.Trial], float]:
         ) as run_id:
             trial.set_user_attr(RUN_ATTR, run_id)
             tracking.log_params({k: str(v) for k, v in values.items()})
-            buffer = tracking.MetricsBuffer(run_id)
-
-            on_epoch = _epoch_callback(trial, buffer, metric, p.tune.direction, pruned_at)
-
+            on_epoch = _epoch_callback(trial, metric, p.tune.direction, pruned_at)
             try:
-                result = train_model(
-                    lambda: build_model(spec),
-                    trial_params,
-                    data.train,
-                    data.val,
-                    on_epoch,
-                    task=schema.task,
-                )
+                result = train_logged(
+                    run_id, lambda: build_model(spec), trial_params, (data.train, data.val),
+                    schema.task, on_epoch,
+                )  # fmt: skip
             except optuna.TrialPruned:
                 result = None
-            buffer.flush()
             tracking.set_tags({TAG_THREADS: torch.get_num_threads()})  # what it trained with
             family = trial_params.model.family
             if result is None:
@@ -182,9 +175,9 @@ def objective(job: Job, data: Data) -> Callable[[optuna.Trial], float]:
 
 
 def _epoch_callback(
-    trial: optuna.Trial, buffer: Any, metric: str, direction: str, pruned_at: list[int]
+    trial: optuna.Trial, metric: str, direction: str, pruned_at: list[int]
 ) -> Callable[[Any], None]:
-    """Log the epoch, report to the pruner, prune or stop (see STOP)."""
+    """Report the epoch to the pruner, prune or stop (see STOP)."""
     import optuna
 
     best_so_far: list[float] = []
@@ -193,7 +186,6 @@ def _epoch_callback(
     def on_epoch(result: Any) -> None:
         if STOP.is_set():
             raise KeyboardInterrupt
-        buffer.add(result.as_dict(), result.epoch)
         # The trial's value is its best epoch, so report the best so far: pruners then
         # compare what a trial has reached, not one noisy epoch.
         value = result.metrics[metric]
