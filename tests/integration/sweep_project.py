@@ -120,24 +120,13 @@ def start_worker(
     parent: str | None = None,
     seed: int | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start `python -m mlops.tuning.worker` in `root` until the study has `n_trials`
+    """Start `python -m mlops sweep worker` in `root` until the study has `n_trials`
     finished trials (with sampler seed `seed`, default tune.seed); its stdout and stderr
-    go to `log`."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlops.tuning.worker",
-        "--study",
-        study,
-        "--total",
-        str(n_trials),
-        "--threads",
-        "1",
-    ]
+    go to `log`. Without `parent` the worker's trials are children of a run of its own."""
+    cmd = [sys.executable, "-m", "mlops", "sweep", "worker", study, "--total", str(n_trials)]
+    cmd += ["--threads", "1", "--seed", str(params(root).tune.seed if seed is None else seed)]
     if parent:
         cmd += ["--parent", parent]
-    if seed is not None:
-        cmd += ["--seed", str(seed)]
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - the child keeps it
     try:
         return subprocess.Popen(

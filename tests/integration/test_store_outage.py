@@ -374,7 +374,7 @@ def test_long_outage_stops_the_sweep_and_its_workers(
         _wait_until(lambda: sp.finished(study) >= 1, "a first trial", [sweep])
         workers = [
             c for c in psutil.Process(sweep.pid).children()
-            if "mlops.tuning.worker" in " ".join(c.cmdline())
+            if "sweep worker" in " ".join(c.cmdline())
         ]  # fmt: skip
         assert len(workers) == 1, workers
         trial = _frozen_inside_a_trial(study, workers[0])

@@ -189,7 +189,11 @@ def test_four_workers_share_one_study(root: Path, backend: dict[str, str], templ
         assert set(t.params) == {"learning_rate", "model.mlp.dropout"}
     _finished_trials_have_runs(study, _runs_by_id(root, backend))
     # The workers shared the work (one that starts late on a busy CPU may find little).
-    pids = [r.data.tags.get(tracking.TAG_PID) for r in sp.runs(root, backend)]
+    pids = [
+        r.data.tags.get(tracking.TAG_PID)
+        for r in sp.runs(root, backend)
+        if TAG_TRIAL in r.data.tags
+    ]
     per_worker = [pids.count(str(p.pid)) for p in procs]
     print(f"trials per worker: {per_worker}")
     assert sum(per_worker) == len(all_trials)
@@ -469,9 +473,7 @@ def _interrupt_sweep(root: Path, env: dict[str, str], group: bool) -> None:
     try:
         _wait_until(lambda: sp.finished(study) >= 3, WAIT_S, [cli])
         children = [
-            c
-            for c in psutil.Process(cli.pid).children()
-            if "mlops.tuning.worker" in " ".join(c.cmdline())
+            c for c in psutil.Process(cli.pid).children() if "sweep worker" in " ".join(c.cmdline())
         ]
         assert len(children) == 2, children
         if group:

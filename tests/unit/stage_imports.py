@@ -3,13 +3,16 @@
 A stage's command is `python -m pipelines.NAME`; the code it runs is that module and,
 transitively, every first-party module it imports, at module level or inside a function
 (a lazy import runs too when the stage takes that path), with the `__init__.py` of every
-package on the way (Python executes them). First-party modules live under the source
+package on the way (Python executes them), and every module it starts as a process with
+`python -m NAME` (a `"-m", "NAME"` pair in an argument list; a package runs its
+`__main__.py`). First-party modules live under the source
 roots `platform/` (the `mlops` package), `registry/` and `pipelines/`.
 """
 
 from __future__ import annotations
 
 import ast
+import itertools
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -70,7 +73,20 @@ def imported_names(root: Path, path: Path) -> set[str]:
                 base = node.module or ""
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.List | ast.Tuple):
+            names.update(_launched(node.elts))
     return names
+
+
+def _launched(items: list[ast.expr]) -> set[str]:
+    """The modules an argument list starts: `"-m", "NAME"` gives NAME and NAME.__main__."""
+    words = [e.value if isinstance(e, ast.Constant) else None for e in items]
+    return {
+        name
+        for flag, module in itertools.pairwise(words)
+        if flag == "-m" and isinstance(module, str)
+        for name in (module, f"{module}.__main__")
+    }
 
 
 def _with_parents(name: str) -> Iterable[str]:

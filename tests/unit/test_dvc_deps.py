@@ -73,3 +73,29 @@ def test_lazy_relative_and_package_imports_are_followed(tmp_path: Path) -> None:
         "platform/mlops/sub/sibling.py",
         "platform/mlops/core.py",
     }
+
+
+def test_a_module_started_as_a_process_is_followed(tmp_path: Path) -> None:
+    """`mlops sweep run` starts its workers as `python -m mlops sweep worker`: the code
+    they run is the stage's code too (a package runs its `__main__.py`)."""
+    _tree(
+        tmp_path,
+        {
+            "pipelines/__init__.py": "",
+            "pipelines/stage.py": (
+                "import sys\ndef spawn():\n    return [sys.executable, '-m', 'mlops', 'x']\n"
+            ),
+            "platform/mlops/__init__.py": "",
+            "platform/mlops/__main__.py": "from mlops import child\n",
+            "platform/mlops/child.py": "",
+            "platform/mlops/unused.py": "",
+        },
+    )
+    found = {str(p.relative_to(tmp_path)) for p in stage_files(tmp_path, "pipelines.stage")}
+    assert found == {
+        "pipelines/__init__.py",
+        "pipelines/stage.py",
+        "platform/mlops/__init__.py",
+        "platform/mlops/__main__.py",
+        "platform/mlops/child.py",
+    }

@@ -4,6 +4,7 @@ Imports only typer and rich at import time."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
@@ -139,38 +140,57 @@ def worker_cmd(
             "`sweep run` numbers its workers from 0.",
         ),
     ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(min=0, max=2**32 - 1, help="The sampler seed (default: from --worker)."),
+    ] = None,
     parent: Annotated[
-        str | None, typer.Option(help="An MLflow run to nest this worker's run under.")
+        str | None,
+        typer.Option(
+            help="The sweep's MLflow run: the trials become its children (as those of "
+            "`sweep run`'s own workers) instead of children of a run of the worker's own."
+        ),
     ] = None,
     threads: Threads = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(min=1, max=MAX_SECONDS, callback=finite, help="Start no trial after S s."),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No line per trial (errors only).")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Join a running study (e.g. from another host with the same MLOPS_* settings).
 
-    The worker's trials are child runs of an MLflow run of its own (stage `sweep worker`);
-    it prints one line per trial. SIGTERM or Ctrl-C stops it gracefully: the current trial
-    ends at its next epoch (FAIL), no new trial starts, exit 130."""
+    The worker's trials are child runs of an MLflow run of its own (stage `sweep worker`),
+    or of --parent. It prints one line per trial; `sweep run` starts its workers with this
+    command. SIGTERM or Ctrl-C stops it gracefully: the current trial ends at its next
+    epoch (FAIL), no new trial starts, exit 130."""
     import signal
 
-    import mlops.tuning.objective  # noqa: F401 - imported before the handlers, which import nothing
+    from mlops.errors import UserError
     from mlops.tuning.objective import STOP
 
     def _stop(_signum: int, _frame: object) -> None:
         STOP.set()
 
     if trials is not None and total is not None:
-        from mlops.errors import UserError
-
         raise UserError("--trials and --total: give one of them (new trials, or a total)")
+    if worker is not None and not re.fullmatch(WORKER_ID, worker):
+        raise UserError(
+            f"--worker {worker!r}: use letters, digits, '_', '.', '@', '-' (at most 128)"
+        )
     settings, params = _load()
     _require_study(settings.optuna_storage, study)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    ask = _Ask(study, trials, total, worker, seed, parent, threads, timeout, quiet)
     try:
-        ran = _work(settings, params, study, trials, total, worker, parent, threads)
+        ran = _work(settings, params, ask)
         if as_json:
             console.emit_json({"study": study, "trials_run": ran})
-        else:
+        elif not quiet:
             console.out.print(f"worker: ran {ran} trial(s) of {study}")
     except KeyboardInterrupt:  # a trial's epoch callback saw STOP, or the loop ended on it
         if not STOP.is_set():
@@ -180,45 +200,62 @@ def worker_cmd(
         raise typer.Exit(130)
 
 
-def _work(
-    settings: Any,
-    params: Any,
-    study: str,
-    trials: int | None,
-    total: int | None,
-    worker: str | None,
-    parent: str | None,
-    threads: int | None,
-) -> int:
-    """Run the worker in an MLflow run of its own; the number of trials it ran."""
+@dataclass(frozen=True)
+class _Ask:
+    """What `sweep worker` was asked to do."""
+
+    study: str
+    trials: int | None
+    total: int | None
+    worker: str | None
+    seed: int | None
+    parent: str | None
+    threads: int | None
+    timeout: float | None
+    quiet: bool
+
+
+def _work(settings: Any, params: Any, ask: _Ask) -> int:
+    """Run the worker's trials (in an MLflow run of its own unless it has a parent); the
+    number of trials it ran."""
     import secrets
+    import time
 
     from mlops import tracking
-    from mlops.errors import UserError
     from mlops.tuning.objective import STOP, TAG_STUDY, Job, work
     from mlops.tuning.progress import log_line, reporter
     from mlops.tuning.storage import counts, open_study, worker_seed
     from mlops.tuning.storage import total as all_trials
 
-    if worker is not None and not re.fullmatch(WORKER_ID, worker):
-        raise UserError(
-            f"--worker {worker!r}: use letters, digits, '_', '.', '@', '-' (at most 128)"
-        )
-    c = counts(open_study(settings.optuna_storage, study, params.tune, heartbeat=False))
-    target = total if total is not None else c.finished + (20 if trials is None else trials)
-    if worker is None:
+    deadline = None if ask.timeout is None else time.time() + ask.timeout
+    c = counts(open_study(settings.optuna_storage, ask.study, params.tune, heartbeat=False))
+    added = 20 if ask.trials is None else ask.trials
+    target = ask.total if ask.total is not None else c.finished + added
+    if ask.seed is not None:
+        seed, how = ask.seed, "given"
+    elif ask.worker is None:
         seed, how = secrets.randbits(32), "random; --worker ID for a reproducible one"
     else:
-        seed, how = worker_seed(params.tune.seed, worker, all_trials(c)), f"worker {worker}"
-    threads = params.train.threads if threads is None else threads
-    tags = {TAG_STUDY: study, "mlops.worker": worker or "unnamed", "mlops.sampler_seed": str(seed)}
-    with tracking.stage_run(settings, params.pipeline.name, "sweep worker", parent, tags) as run:
-        log_line(
-            f"worker: study {study}, until it has {target} finished trial(s) (now {c.finished}); "
-            f"sampler seed {seed} ({how}); {threads or 'all'} thread(s); MLflow run {run}"
-        )
-        job = Job(settings, params, study, run, threads, seed)
-        ran = work(job, target, None, reporter("worker: ", params.tune.metric, log_line))
+        seed, how = worker_seed(params.tune.seed, ask.worker, all_trials(c)), f"worker {ask.worker}"
+    threads = params.train.threads if ask.threads is None else ask.threads
+    say = (lambda _line: None) if ask.quiet else log_line
+    on_trial = None if ask.quiet else reporter("worker: ", params.tune.metric, log_line)
+    line = (
+        f"worker: study {ask.study}, until it has {target} finished trial(s) (now {c.finished}); "
+        f"sampler seed {seed} ({how}); {threads or 'all'} thread(s)"
+    )
+    if ask.parent is not None:
+        say(f"{line}; trials under MLflow run {ask.parent}")
+        job = Job(settings, params, ask.study, ask.parent, threads, seed)
+        return work(job, target, deadline, on_trial)
+    tags = {
+        TAG_STUDY: ask.study,
+        "mlops.worker": ask.worker or "unnamed",
+        "mlops.sampler_seed": str(seed),
+    }
+    with tracking.stage_run(settings, params.pipeline.name, "sweep worker", None, tags) as run:
+        say(f"{line}; MLflow run {run}")
+        ran = work(Job(settings, params, ask.study, run, threads, seed), target, deadline, on_trial)
         tracking.log_metrics({"trials_run": ran})
         if STOP.is_set():
             raise KeyboardInterrupt  # the worker's run ends KILLED

@@ -119,11 +119,11 @@ def finalize(study: optuna.Study, parent_run_id: str) -> None:
 def _worker_cmd(
     study: str, target: int, parent: str, threads: int, seed: int, deadline: float | None
 ) -> list[str]:
-    cmd = [sys.executable, "-m", "mlops.tuning.worker", "--study", study]
-    cmd += ["--total", str(target), "--parent", parent, "--threads", str(threads)]
-    cmd += ["--seed", str(seed)]
+    """`mlops sweep worker`, the one worker people start too, with the sweep's choices."""
+    cmd = [sys.executable, "-m", "mlops", "sweep", "worker", study, "--total", str(target)]
+    cmd += ["--parent", parent, "--threads", str(threads), "--seed", str(seed), "--quiet"]
     if deadline is not None:
-        cmd += ["--deadline", repr(deadline)]
+        cmd += ["--timeout", repr(max(1.0, deadline - time.time()))]
     return cmd
 
 
