@@ -61,3 +61,31 @@ def pg_databases() -> Iterator[Callable[[], str]]:
 def pg_database(pg_databases: Callable[[], str]) -> str:
     """A fresh PostgreSQL database on the local server, dropped afterwards."""
     return pg_databases()
+
+
+STORES = {
+    "database": "MLOPS_DATABASE_URL",
+    "optuna": "MLOPS_OPTUNA_STORAGE",
+    "tracking": "MLOPS_TRACKING_URI",
+}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> dict[str, str]:
+    """MLOPS_* settings, once per backend: none (the embedded SQLite stores under the
+    project), then the stores the module names with `pytest.mark.stores("database",
+    "optuna", "tracking")` on one fresh PostgreSQL database (the others stay embedded)."""
+    if request.param == "sqlite":
+        return {}
+    marker = request.node.get_closest_marker("stores")
+    if marker is None or not set(marker.args) <= set(STORES):
+        pytest.fail(
+            f"{request.node.nodeid}: name its stores with pytest.mark.stores({', '.join(STORES)})"
+        )
+    url: str = request.getfixturevalue("pg_database")
+    return {
+        STORES[s]: url.replace("postgresql://", "postgresql+psycopg://", 1)
+        if s == "tracking"
+        else url
+        for s in marker.args
+    }

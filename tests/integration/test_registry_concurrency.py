@@ -37,25 +37,15 @@ from registry.stages import Ref
 from tests.integration import registry_worker as worker
 from tests.integration.registry_project import NO_GATES, cli, context, register_small, write_project
 
+# The `backend` fixture (conftest.py) puts these stores on PostgreSQL in its second run.
+pytestmark = pytest.mark.stores("database", "tracking")
+
 MODEL = "digits"
 PROD = "production"
 ROUNDS = 50
 WAIT_S = 180.0  # barrier and queue timeouts: generous, a hang fails instead of blocking
 SPAWN = multiprocessing.get_context("spawn")
 WORKER = Path(__file__).resolve().parent / "registry_worker.py"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest) -> dict[str, str]:
-    """MLOPS_* settings: none (the embedded SQLite stores under the project), or the
-    registry's tables and MLflow both on a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return {}
-    url: str = request.getfixturevalue("pg_database")
-    return {
-        "MLOPS_DATABASE_URL": url,
-        "MLOPS_TRACKING_URI": url.replace("postgresql://", "postgresql+psycopg://", 1),
-    }
 
 
 @pytest.fixture

@@ -39,6 +39,9 @@ from mlops.settings import Settings
 from tests.integration import sweep_project as sp
 from tests.integration.conftest import PG
 
+# The `backend` fixture (conftest.py) puts these stores on PostgreSQL in its second run.
+pytestmark = pytest.mark.stores("database")
+
 WAIT_S = 30.0  # waiting for a run process to end: a hang fails instead of blocking
 CHILD_CAP_S = 30  # no run process of these tests lives longer
 MARKER = "mlops-scheduler-test-child"  # in every run process's command line
@@ -170,16 +173,6 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("scheduler-template")
     sp.write_project(root)
     return root
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest) -> dict[str, str]:
-    """MLOPS_* settings: none (the platform database is `<project>/.mlops/mlops.db`),
-    or the platform database on a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return {}
-    url: str = request.getfixturevalue("pg_database")
-    return {"MLOPS_DATABASE_URL": url}
 
 
 @pytest.fixture

@@ -35,6 +35,9 @@ from mlops.scheduling import service
 from mlops.scheduling.store import Run, Schedule, ScheduleStore
 from tests.integration import sweep_project as sp
 
+# The `backend` fixture (conftest.py) puts these stores on PostgreSQL in its second run.
+pytestmark = pytest.mark.stores("database", "optuna")
+
 SCRIPT = Path(__file__).resolve().parent / "scheduler_proc.py"
 MLOPS = Path(sys.executable).parent / "mlops"
 CRON = "*/5 * * * *"
@@ -228,16 +231,6 @@ def history_text(store: ScheduleStore, name: str) -> str:
 
 
 # -- tests --------------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest) -> dict[str, str]:
-    """MLOPS_* settings: the embedded SQLite stores, or the platform database and the
-    Optuna storage on a fresh PostgreSQL database (MLflow stays on SQLite)."""
-    if request.param == "sqlite":
-        return {}
-    url: str = request.getfixturevalue("pg_database")
-    return {"MLOPS_DATABASE_URL": url, "MLOPS_OPTUNA_STORAGE": url}
 
 
 def test_two_schedulers_fire_each_time_once(

@@ -32,18 +32,11 @@ from mlops.tuning.objective import RUN_ATTR, TAG_STUDY, TAG_TRIAL, study_name
 from mlops.tuning.storage import GRACE_S, HEARTBEAT_S, worker_seed
 from tests.integration import sweep_project as sp
 
+# The `backend` fixture (conftest.py) puts these stores on PostgreSQL in its second run.
+pytestmark = pytest.mark.stores("optuna")
+
 WORKERS = 4
 WAIT_S = 240.0  # a hang fails the test instead of blocking the run
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest) -> dict[str, str]:
-    """MLOPS_* settings: none (Optuna on `<project>/.mlops/optuna.db`), or the Optuna
-    storage on a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return {}
-    url: str = request.getfixturevalue("pg_database")
-    return {"MLOPS_OPTUNA_STORAGE": url}
 
 
 @pytest.fixture(scope="module")
