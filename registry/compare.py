@@ -17,7 +17,7 @@ from mlops.params import HIGHER_IS_BETTER
 from registry import mlflow_port, stats
 from registry.context import Context
 from registry.db.store import Version
-from registry.evaluation import Scored, load_test_split, score
+from registry.evaluation import Scored, TestSplit, load_test_split, score
 from registry.loading import verify
 from registry.promotion import resolve
 from registry.queries import lineage_of
@@ -103,14 +103,7 @@ def compare(
         raise UserError("compare: the same version is named twice")
     step("reading the test split")
     split = load_test_split(ctx.settings.root)
-    scored: list[Scored] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for v in versions:
-            step(f"downloading v{v.version}")
-            local = mlflow_port.download(model, v.version, Path(tmp, str(v.version)))
-            step(f"verifying and evaluating v{v.version}")
-            verify(v, local)  # a file that differs: one line naming it
-            scored.append(score(v, local, split, latency=True))
+    scored = _score_all(model, versions, split, step)
     _comparable(versions, scored)
     task = scored[0].task
     metric = (
@@ -121,30 +114,58 @@ def compare(
     params = [v.info.get("params", {}) for v in versions]
     keys = sorted({k for p in params for k in p})
     diff = {k: [p.get(k, "—") for p in params] for k in keys if len({p.get(k) for p in params}) > 1}
-    columns = []
-    for ref, v, s in zip(refs, versions, scored, strict=True):
-        lin = lineage_of(v)
-        columns.append(
-            {
-                "version": v.version,
-                "ref": str(ref),
-                "stage": v.stage,
-                "logged": {
-                    k.removeprefix("mlops.metric.test_"): float(val)
-                    for k, val in v.info.items()
-                    if k.startswith("mlops.metric.test_")
-                },
-                "now": s.evidence.metrics,
-                "git_commit": lin["git_commit"],
-                "data_md5": lin["data_md5"],
-                "family": s.family,
-                "parameters": s.parameters,
-                "size_mb": s.evidence.size_mb,
-                "latency_ms": s.evidence.latency_ms,
-                "sha256": v.sha256,
-            }
-        )
     step("testing the significance of the differences")
+    return {
+        "model": model,
+        "primary_metric": metric,
+        "test_split_md5": split.md5,
+        "n_test_rows": len(split),
+        "versions": [_column(r, v, s) for r, v, s in zip(refs, versions, scored, strict=True)],
+        "params_diff": diff,
+        "tests": _tests(metric, versions, scored),
+    }
+
+
+def _score_all(
+    model: str, versions: list[Version], split: TestSplit, step: Callable[[str], None]
+) -> list[Scored]:
+    """Download, verify and score each version on the test split."""
+    scored: list[Scored] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for v in versions:
+            step(f"downloading v{v.version}")
+            local = mlflow_port.download(model, v.version, Path(tmp, str(v.version)))
+            step(f"verifying and evaluating v{v.version}")
+            verify(v, local)  # a file that differs: one line naming it
+            scored.append(score(v, local, split, latency=True))
+    return scored
+
+
+def _column(ref: Ref, v: Version, s: Scored) -> dict[str, Any]:
+    """One version's column: what it logged, what it scores now, where it came from."""
+    lin = lineage_of(v)
+    return {
+        "version": v.version,
+        "ref": str(ref),
+        "stage": v.stage,
+        "logged": {
+            k.removeprefix("mlops.metric.test_"): float(val)
+            for k, val in v.info.items()
+            if k.startswith("mlops.metric.test_")
+        },
+        "now": s.evidence.metrics,
+        "git_commit": lin["git_commit"],
+        "data_md5": lin["data_md5"],
+        "family": s.family,
+        "parameters": s.parameters,
+        "size_mb": s.evidence.size_mb,
+        "latency_ms": s.evidence.latency_ms,
+        "sha256": v.sha256,
+    }
+
+
+def _tests(metric: str, versions: list[Version], scored: list[Scored]) -> list[dict[str, Any]]:
+    """Each candidate against the baseline (the first): the test and its verdict."""
     tests = []
     for v, s in zip(versions[1:], scored[1:], strict=True):
         assert scored[0].y is not None
@@ -155,12 +176,4 @@ def compare(
             "verdict": verdict(versions[0].version, v.version, sig),
         }
         tests.append(sig)
-    return {
-        "model": model,
-        "primary_metric": metric,
-        "test_split_md5": split.md5,
-        "n_test_rows": len(split),
-        "versions": columns,
-        "params_diff": diff,
-        "tests": tests,
-    }
+    return tests

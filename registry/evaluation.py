@@ -31,7 +31,7 @@ from registry.db.store import Version
 from registry.gates import Evidence
 
 if TYPE_CHECKING:
-    from mlops.models import ModelSpec
+    from torch import nn
 
 TEST_SPLIT = workspace.SPLITS["test"]
 SCHEMA = workspace.SCHEMA
@@ -148,41 +148,18 @@ def score(
     """Check every file of `model_dir` against the registration record, then rebuild the
     model from its safetensors weights and measure it on the split as it reads it. A
     version whose files differ is measured no further: its integrity evidence says so."""
-    from safetensors.torch import load_file
-
     what = f"model {version.model} version {version.version}"
     weights, spec_file = integrity.model_files(model_dir)
     if not weights.is_file() or not spec_file.is_file():
         raise DataError(
             f"{what}: no safetensors weights in its artifacts (pickled models are never loaded)"
         )
-    files = integrity.manifest(model_dir)
-    expected = integrity.recorded(version.info)
-    actual = file_digest(weights)
-    evidence = Evidence(
-        version=version.version,
-        recorded_sha256=version.sha256,
-        actual_sha256=actual,
-        recorded_artifact_sha256=version.artifact_sha256,
-        actual_artifact_sha256=integrity.digest(files),
-        size_mb=weights.stat().st_size / 1e6,
-    )
-    intact = actual == version.sha256 and (
-        not integrity.differences(expected, files)
-        if expected is not None
-        else evidence.actual_artifact_sha256 == version.artifact_sha256
-    )
+    evidence, intact = _integrity(version, model_dir, weights)
     if not intact:
         # A file that differs from the registered one is never read, not even the MLmodel.
         return Scored(evidence, None, 0, "", "")
     evidence = replace(evidence, signature=_signature(model_dir))
-    try:
-        spec = ModelSpec(**read_json(spec_file))
-        model = build_model(spec)
-        model.load_state_dict(load_file(str(weights)))
-    except (SafetensorError, TypeError, ValueError, RuntimeError) as exc:
-        raise DataError(f"{what}: {exc}") from None
-    model.eval()
+    spec, model = _rebuild(what, weights, spec_file)
     metrics: dict[str, float] = {}
     outputs = rows = None
     if split is not None:
@@ -204,3 +181,38 @@ def score(
         rows.y if rows is not None else None,
         list(spec.classes),
     )
+
+
+def _integrity(version: Version, model_dir: Path, weights: Path) -> tuple[Evidence, bool]:
+    """The integrity evidence of `version`'s files in `model_dir`, and whether every file
+    is the registered one."""
+    files = integrity.manifest(model_dir)
+    expected = integrity.recorded(version.info)
+    evidence = Evidence(
+        version=version.version,
+        recorded_sha256=version.sha256,
+        actual_sha256=file_digest(weights),
+        recorded_artifact_sha256=version.artifact_sha256,
+        actual_artifact_sha256=integrity.digest(files),
+        size_mb=weights.stat().st_size / 1e6,
+    )
+    intact = evidence.actual_sha256 == version.sha256 and (
+        not integrity.differences(expected, files)
+        if expected is not None
+        else evidence.actual_artifact_sha256 == version.artifact_sha256
+    )
+    return evidence, intact
+
+
+def _rebuild(what: str, weights: Path, spec_file: Path) -> tuple[ModelSpec, nn.Module]:
+    """The model rebuilt from its spec and safetensors weights, in eval mode."""
+    from safetensors.torch import load_file
+
+    try:
+        spec = ModelSpec(**read_json(spec_file))
+        model = build_model(spec)
+        model.load_state_dict(load_file(str(weights)))
+    except (SafetensorError, TypeError, ValueError, RuntimeError) as exc:
+        raise DataError(f"{what}: {exc}") from None
+    model.eval()
+    return spec, model

@@ -25,7 +25,6 @@ from registry.stages import Ref, parse_ref
 if TYPE_CHECKING:
     from torch import nn
 
-    from mlops.models import ModelSpec
     from registry.context import Context
 
 

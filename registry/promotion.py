@@ -21,7 +21,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlops.errors import UserError
+from mlops.errors import UserError, first_line
 from mlops.params import GateParams
 from registry import gates, gathering, guards, mlflow_port, stage_writes
 from registry.card import render_card
@@ -227,8 +227,8 @@ def _refresh_cards(ctx: Context, change: Change) -> None:
         try:
             mlflow_port.set_description(change.model, record.version, render_card(record, history))
         except (MlflowException, OSError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            log.warning("model %s version %s: card not updated: %s", change.model, number, first)
+            why = first_line(exc)[:200]
+            log.warning("model %s version %s: card not updated: %s", change.model, number, why)
 
 
 def _commit(ctx: Context, change: Change, done: Entry, gate_tag: bool) -> None:

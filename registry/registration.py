@@ -36,10 +36,7 @@ from registry.mlflow_port import STAGE_TAG
 from registry.stages import check_model_name
 
 if TYPE_CHECKING:
-    import numpy as np
     from torch import nn
-
-    from mlops.models import ModelSpec
 
 TAG_ARTIFACT_SHA = "mlops.artifact_sha256"
 TAG_LINEAGE = "mlops.lineage"

@@ -31,7 +31,6 @@ from mlops.settings import redact
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
-    from sqlalchemy.orm import Session
 
 BUSY_TIMEOUT_S = 60.0
 FULL_BELOW_BYTES = 1024 * 1024  # SQLite's I/O errors on a disk with less free are a full disk

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from mlops.io import write_with
-
-if TYPE_CHECKING:
-    import numpy as np
 
 # No timestamps or versions in the file, so the same data gives the same bytes.
 _PNG_METADATA = {"Software": None}

@@ -5,12 +5,9 @@ all call this one function, so every door gives the same answer for the same row
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    import numpy as np
 
 
 @dataclass(frozen=True)

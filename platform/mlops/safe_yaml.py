@@ -22,7 +22,7 @@ from yaml.composer import ComposerError
 from yaml.events import AliasEvent
 from yaml.nodes import Node
 
-from mlops.errors import UserError
+from mlops.errors import UserError, first_line
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 32
@@ -163,7 +163,7 @@ def parse(text: str, source: str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or first_line(exc)
         raise UserError(f"{source}:{where}: invalid YAML: {problem}") from None
     except RecursionError:  # a guard: MAX_DEPTH keeps composing far from the limit
         raise UserError(f"{source}: invalid YAML: nested too deeply") from None

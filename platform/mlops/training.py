@@ -26,7 +26,6 @@ from mlops.errors import UserError
 from mlops.optim import EarlyStopping, Schedule, make_optimizer
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
     from torch import nn
 
@@ -312,13 +311,7 @@ def train_model(
     with torch.no_grad():
         n_classes = int(raw(x_train[:1]).shape[1])
     job = _Job(raw, params, ctx, device, len(x_train), task)
-    state = None
-    if checkpointing is not None:
-        cp = checkpointing
-        state = load_checkpoint(cp.path, cp.fingerprint, cp.require_resume)
-    resumed_from = job.restore(state) if state is not None else 0
-    for past in job.history if on_epoch is not None else []:
-        on_epoch(past)  # type: ignore[misc]
+    resumed_from = _resume(job, checkpointing, on_epoch)
     stopped_early = False
     last_saved = time.monotonic()
     for epoch in range(resumed_from + 1, params.epochs + 1):
@@ -339,14 +332,7 @@ def train_model(
         if job.stopper.should_stop(epoch):
             stopped_early = True
             break
-        if (
-            checkpointing is not None
-            and ctx.is_main
-            and epoch < params.epochs
-            and time.monotonic() - last_saved >= checkpointing.every_seconds
-        ):
-            save_checkpoint(checkpointing.path, job.snapshot(epoch, checkpointing.fingerprint))
-            last_saved = time.monotonic()
+        last_saved = _checkpoint(job, checkpointing, epoch, last_saved)
     raw.load_state_dict(job.best_state)
     raw.eval()
     if checkpointing is not None and ctx.is_main:
@@ -354,6 +340,35 @@ def train_model(
     return TrainResult(
         raw.cpu(), job.history, job.stopper.best_epoch, stopped_early, resumed_from, str(device)
     )
+
+
+def _checkpoint(
+    job: _Job, checkpointing: Checkpointing | None, epoch: int, last_saved: float
+) -> float:
+    """Save a checkpoint after `epoch` when one is due (main process, not the last
+    epoch, `every_seconds` since the last save); when the last one was saved."""
+    if (
+        checkpointing is None
+        or not job.ctx.is_main
+        or epoch >= job.params.epochs
+        or time.monotonic() - last_saved < checkpointing.every_seconds
+    ):
+        return last_saved
+    save_checkpoint(checkpointing.path, job.snapshot(epoch, checkpointing.fingerprint))
+    return time.monotonic()
+
+
+def _resume(job: _Job, checkpointing: Checkpointing | None, on_epoch: EpochCallback | None) -> int:
+    """Restore a matching checkpoint into `job` and replay its epochs to `on_epoch`; the
+    last epoch it had (0 without one)."""
+    state = None
+    if checkpointing is not None:
+        cp = checkpointing
+        state = load_checkpoint(cp.path, cp.fingerprint, cp.require_resume)
+    resumed_from = job.restore(state) if state is not None else 0
+    for past in job.history if on_epoch is not None else []:
+        on_epoch(past)  # type: ignore[misc]
+    return resumed_from
 
 
 def predict_values(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> Any:

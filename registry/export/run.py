@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlops.errors import DataError
+from mlops.errors import DataError, first_line
 from mlops.io import file_digest
 from registry.export import formats
 from registry.export import parity as export_parity
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from registry.evaluation import Rows
-    from registry.export.report import Report, Request
+    from registry.export.report import Request
     from registry.loading import Loaded
 
 
@@ -57,6 +57,16 @@ def _write(
     return path, formats.torchscript_runner(path)
 
 
+def _export(
+    module: nn.Module, x: np.ndarray, request: Request, folder: Path
+) -> tuple[Path, formats.Runner]:
+    """Write the export file (its example input: two rows of `x`); its path and runner."""
+    try:
+        return _write(module, x[:2], request, folder)
+    except Exception as exc:  # the exporters raise many types: say which step failed
+        raise DataError(f"{request.variant} conversion failed: {first_line(exc)[:200]}") from None
+
+
 def convert_and_measure(
     loaded: Loaded,
     split: Rows,
@@ -78,11 +88,7 @@ def convert_and_measure(
         sparsity = formats.sparsity(module)
     converted_out = formats.torch_runner(module)(split.x) if request.prune else baseline_out
     step(f"exporting {request.variant}")
-    try:
-        path, run = _write(module, split.x[:2], request, folder)
-    except Exception as exc:  # the exporters raise many types: say which step failed
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise DataError(f"{request.variant} conversion failed: {detail}") from None
+    path, run = _export(module, split.x, request, folder)
     step(f"checking parity on {len(split.x)} test rows")
     exported_out = run(split.x)
     if exported_out.shape[0] != len(split.x):

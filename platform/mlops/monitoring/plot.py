@@ -11,8 +11,6 @@ import numpy as np
 from mlops.io import write_with
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from mlops.monitoring.drift import DriftReport
 
 _PNG_METADATA = {"Software": None}

@@ -22,7 +22,6 @@ from mlops.errors import UserError, first_line
 from mlops.lineage import dvc_md5
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
     from registry.db.store import Version

@@ -36,7 +36,6 @@ from registry.context import Context
 from registry.loading import build, fetch, parse_target, resolve
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
     from mlops.monitoring.drift import DriftReport, PredictionShift

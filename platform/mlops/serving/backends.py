@@ -23,7 +23,6 @@ from mlops.io import file_digest
 from registry.export.parity import FP32_MAX_ABS_DIFF
 
 if TYPE_CHECKING:
-    import numpy as np
     from torch import nn
 
 BACKENDS = ("torch", "onnx")

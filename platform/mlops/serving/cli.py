@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from mlops import console
+
+Export = Annotated[
+    str | None,
+    typer.Option(
+        metavar="VARIANT",
+        help="With --backend onnx: the passing export to serve (onnx-int8, onnx-pruned50, "
+        "…; default: the plain onnx export, else one converted at start).",
+    ),
+]
+AuthTokenEnv = Annotated[
+    str | None,
+    typer.Option(
+        metavar="NAME",
+        help="Require Authorization: Bearer TOKEN, the token read from environment "
+        "variable NAME (32+ characters); /health and /ready stay open.",
+    ),
+]
 
 
 def serve(
@@ -33,22 +50,8 @@ def serve(
     threads: Annotated[
         int, typer.Option(help="Intra-op threads of the model (torch or ONNX Runtime).", min=1)
     ] = 1,
-    export: Annotated[
-        str | None,
-        typer.Option(
-            metavar="VARIANT",
-            help="With --backend onnx: the passing export to serve (onnx-int8, onnx-pruned50, "
-            "…; default: the plain onnx export, else one converted at start).",
-        ),
-    ] = None,
-    auth_token_env: Annotated[
-        str | None,
-        typer.Option(
-            metavar="NAME",
-            help="Require Authorization: Bearer TOKEN, the token read from environment "
-            "variable NAME (32+ characters); /health and /ready stay open.",
-        ),
-    ] = None,
+    export: Export = None,
+    auth_token_env: AuthTokenEnv = None,
 ) -> None:
     """Serve a registered version over HTTP: /predict, /health, /ready, /metadata, /metrics.
 
@@ -67,19 +70,7 @@ def serve(
     found = service.resolve_target(settings, options)
     with console.status(f"Loading {found.name} version {found.version.version} …"):
         prepared = service.prepare(settings, options, found)
-    state = prepared.state
-    served = state.current
-    stage = f" ({state.stage})" if state.stage else ""
-    rows = [
-        ("model", f"{served.name} v{served.version}{stage}"),
-        ("sha256", f"{served.sha256[:12]}… verified"),
-        ("backend", f"{served.built.predictor.backend} ({served.built.source}"
-                    + (f" {served.built.export})" if served.built.source == "exported" else ")")),
-        ("swap", f"checks {state.stage} every {poll:g} s" if prepared.watcher else "off"),
-        ("sink", f"{state.sink.path} ({log_inputs:.0%} of requests)" if state.sink else "off"),
-        ("auth", f"bearer token from {auth_token_env}" if prepared.token else "off"),
-    ]  # fmt: skip
-    console.table("mlops serve", ["", "value"], rows)
+    console.table("mlops serve", ["", "value"], _summary(prepared, options))
     exposed = service.exposure(prepared)
     if exposed is not None:
         console.warning(exposed)
@@ -89,3 +80,21 @@ def serve(
     )
     service.run(prepared)
     console.out.print("Server stopped")
+
+
+def _summary(prepared: Any, options: Any) -> list[tuple[str, str]]:
+    """What is served, how, and what watches it: the rows of the start-up table."""
+    state = prepared.state
+    served = state.current
+    stage = f" ({state.stage})" if state.stage else ""
+    built = served.built
+    logged = f"{options.log_inputs:.0%} of requests"
+    return [
+        ("model", f"{served.name} v{served.version}{stage}"),
+        ("sha256", f"{served.sha256[:12]}… verified"),
+        ("backend", f"{built.predictor.backend} ({built.source}"
+                    + (f" {built.export})" if built.source == "exported" else ")")),
+        ("swap", f"checks {state.stage} every {options.poll_s:g} s" if prepared.watcher else "off"),
+        ("sink", f"{state.sink.path} ({logged})" if state.sink else "off"),
+        ("auth", f"bearer token from {options.auth_token_env}" if prepared.token else "off"),
+    ]  # fmt: skip

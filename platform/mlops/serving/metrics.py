@@ -27,8 +27,6 @@ from prometheus_client import (
 )
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from mlops.serving.model import Served
 
 ENDPOINTS = ("/predict", "/health", "/ready", "/metadata", "/metrics")

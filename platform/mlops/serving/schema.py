@@ -16,13 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import orjson
-
-if TYPE_CHECKING:
-    import numpy as np
 
 JSON_TYPES = ("application/json",)
 KEYS = ("inputs", "records")

@@ -36,14 +36,9 @@ from registry.loading import parse_target, resolve
 from registry.stages import Ref
 
 if TYPE_CHECKING:
-    from mlops.serving.metrics import ServingMetrics
     from mlops.serving.model import Served
-    from mlops.serving.sink import Sink
-    from mlops.serving.swap import State, Watcher
     from mlops.settings import Settings
-    from registry.context import Context
     from registry.db.store import Version
-    from registry.stages import Ref
 
 log = logging.getLogger("mlops.serve")
 GRACEFUL_S = 10

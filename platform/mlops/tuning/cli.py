@@ -40,6 +40,32 @@ Threads = Annotated[
     ),
 ]  # fmt: skip
 
+WorkerId = Annotated[
+    str | None,
+    typer.Option(
+        "--worker",
+        help="This worker's id, e.g. 3 or hostb-1: a sampler seed of its own that the same "
+        "id gets again (default: a random seed). Give each worker of a study its own; "
+        "`sweep run` numbers its workers from 0.",
+    ),
+]
+Seed = Annotated[
+    int | None,
+    typer.Option(min=0, max=2**32 - 1, help="The sampler seed (default: from --worker)."),
+]
+Parent = Annotated[
+    str | None,
+    typer.Option(
+        help="The sweep's MLflow run: the trials become its children (as those of "
+        "`sweep run`'s own workers) instead of children of a run of the worker's own."
+    ),
+]
+Timeout = Annotated[
+    float | None,
+    typer.Option(min=1, max=MAX_SECONDS, callback=finite, help="Start no trial after S s."),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No line per trial (errors only).")]
+
 
 def _load(pipeline: str | None = None) -> tuple[Any, Any]:
     from mlops.errors import UserError
@@ -131,34 +157,12 @@ def worker_cmd(
     study: Annotated[str, typer.Argument(help="The study to join.")],
     trials: Trials = None,
     total: Total = None,
-    worker: Annotated[
-        str | None,
-        typer.Option(
-            "--worker",
-            help="This worker's id, e.g. 3 or hostb-1: a sampler seed of its own that the same "
-            "id gets again (default: a random seed). Give each worker of a study its own; "
-            "`sweep run` numbers its workers from 0.",
-        ),
-    ] = None,
-    seed: Annotated[
-        int | None,
-        typer.Option(min=0, max=2**32 - 1, help="The sampler seed (default: from --worker)."),
-    ] = None,
-    parent: Annotated[
-        str | None,
-        typer.Option(
-            help="The sweep's MLflow run: the trials become its children (as those of "
-            "`sweep run`'s own workers) instead of children of a run of the worker's own."
-        ),
-    ] = None,
+    worker: WorkerId = None,
+    seed: Seed = None,
+    parent: Parent = None,
     threads: Threads = None,
-    timeout: Annotated[
-        float | None,
-        typer.Option(min=1, max=MAX_SECONDS, callback=finite, help="Start no trial after S s."),
-    ] = None,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No line per trial (errors only).")
-    ] = False,
+    timeout: Timeout = None,
+    quiet: Quiet = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Join a running study (e.g. from another host with the same MLOPS_* settings).
