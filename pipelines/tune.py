@@ -14,8 +14,8 @@ from mlops.io import write_json
 from mlops.params import require_space
 from mlops.tuning.objective import TAG_STUDY, Job, study_name, work
 from mlops.tuning.progress import reporter
+from mlops.tuning.service import finalize
 from mlops.tuning.storage import counts, open_study
-from mlops.tuning.sweep import finalize
 from pipelines._stage import StageContext, run_stage
 
 

@@ -6,17 +6,17 @@ read the registry's tables without importing MLflow or torch, and never write.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mlops import console
-from registry.cli_common import ctx as _ctx
-from registry.cli_common import name as _name
-from registry.cli_common import progress as _progress
-from registry.cli_common import store_refusals as _store_refusals
-from registry.cli_common import warn_pending as _warn_pending
+
+if TYPE_CHECKING:
+    from registry.context import Context
 
 app = typer.Typer(
     help="Model registry: versions, stages, gates, comparison, ledger, rollback.",
@@ -341,3 +341,60 @@ def repair_cmd(
             f"{s.model}: {verb} the {what.get(s.action, s.action)} of v{s.version} → "
             f"{s.to_stage} by {s.actor} ({s.why})"
         )
+
+
+# What the commands share: the context, checked names, the pending-change warning of
+# read commands, progress that starts at the first step, the store's refusals as one line.
+def _ctx(with_params: bool = False) -> Context:
+    """The registry context (with the project's params.yaml when `with_params`)."""
+    from mlops.settings import Settings
+    from registry.context import Context
+
+    return Context.load() if with_params else Context(Settings.from_env())
+
+
+def _name(model: str) -> str:
+    """`model`, once it is a valid model name (one line, exit 2, if not)."""
+    from registry.stages import check_model_name
+
+    return check_model_name(model)
+
+
+def _warn_pending(ctx: Context, model: str | None) -> None:
+    """One warning line when a change of `model` (or any) was left unfinished."""
+    from registry.queries import pending, pending_warning
+
+    found = pending(ctx, model)
+    if found:
+        console.warning(pending_warning(found))
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str], None]]:
+    """`step(text)` for a long command: the status appears at the first step, so a
+    command refused before any work prints its one error line alone."""
+    with ExitStack() as stack:
+        update: Callable[[str], None] | None = None
+
+        def step(text: str) -> None:
+            nonlocal update
+            if update is None:
+                update = stack.enter_context(console.status(text))
+            else:
+                update(text)
+
+        yield step
+
+
+@contextmanager
+def _store_refusals() -> Iterator[None]:
+    """The tracking store refusing the user (401/403) is one line and exit 1."""
+    try:
+        yield
+    except Exception as exc:
+        from registry.stages import Refused
+        from registry.store_access import is_refusal, refusal_text
+
+        if not is_refusal(exc):
+            raise
+        raise Refused(f"the tracking store refused: {refusal_text(exc)}") from None

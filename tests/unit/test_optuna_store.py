@@ -11,8 +11,8 @@ from optuna.trial import TrialState, create_trial
 
 from mlops.params import Distribution, TuneParams
 from mlops.tuning.search_space import suggest
+from mlops.tuning.service import best_trials
 from mlops.tuning.storage import Counts, counts, grid, pruner, sampler, worker_seed
-from mlops.tuning.sweep import best_trials
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -25,8 +25,8 @@ from mlops.scheduling.challenger import register_best_trial
 from mlops.scheduling.store import Run, ScheduleStore
 from mlops.settings import Settings
 from mlops.tuning.objective import study_name
+from mlops.tuning.service import run_sweep
 from mlops.tuning.storage import counts, open_study
-from mlops.tuning.sweep import run_sweep
 
 
 def data_version(settings: Settings) -> dict[str, str]:

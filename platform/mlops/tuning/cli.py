@@ -123,7 +123,7 @@ def run_cmd(
     import os
     from dataclasses import asdict
 
-    from mlops.tuning.sweep import run_sweep
+    from mlops.tuning.service import run_sweep
 
     settings, params = _load(pipeline)
     threads = params.train.threads if threads is None else threads
@@ -295,8 +295,8 @@ def status_cmd(
 
     from mlops.errors import UserError
     from mlops.settings import Settings
+    from mlops.tuning.service import best_trials
     from mlops.tuning.storage import counts, storage
-    from mlops.tuning.sweep import best_trials
 
     settings = Settings.from_env()
     if study is None:
