@@ -194,11 +194,14 @@ def bench(project: Path, template: Path, backend: dict[str, str]) -> Iterator[Be
 # fire times
 
 
-def test_fires_at_the_cron_time_once(bench: Bench) -> None:
+def test_fires_at_the_cron_time_once(bench: Bench, tmp_path: Path) -> None:
     added = bench.add("every5", "*/5 * * * *", at(10, 2))
     assert added.next_fire_at == at(10, 5)
     assert bench.next_fire("every5") == at(10, 5)
-    scheduler = bench.scheduler(exits(0))
+    # The run process lives until the flag: the tick at 10:05:30 must find it running (one
+    # that ended at once could already be reaped there, a race on a busy machine).
+    flag = tmp_path / "end-the-run"
+    scheduler = bench.scheduler(waits_for(flag))
 
     assert bench.tick(scheduler, at(10, 4)) == []
     assert bench.store.runs("every5") == []
@@ -222,6 +225,7 @@ def test_fires_at_the_cron_time_once(bench: Bench) -> None:
     assert [r.id for r in bench.store.runs("every5")] == [run.id]
 
     # The process ended without recording an outcome: reaped as failed, lock released.
+    flag.touch()
     assert wait_child(scheduler, run.id) == 0
     assert bench.tick(scheduler, at(10, 6)) == []
     reaped = bench.run(run.id)
