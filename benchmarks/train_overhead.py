@@ -1,28 +1,27 @@
 """Does the platform's training job cost more than a hand-written PyTorch loop?
 
 For each case (MLP and CNN, on digits and on a synthetic 100k-row tabular set viewed as
-1x8x8), trains the same model on the same data for the same epochs in each round, each
-run in a fresh process: once through `mlops.training.train_model` with per-epoch MLflow
+1x8x8), trains the same model on the same data for the same epochs in each round, each run
+in a fresh process: once through `mlops.logged_training.train_logged` with per-epoch MLflow
 logging to a SQLite store (as the train stage does), once as a bare loop written with
 torch's public API (direct tensor indexing, `torch.optim.AdamW`, deterministic mode, the
 same validation pass, no logging). Every process imports the same libraries first (torch,
-numpy, MLflow) and the platform's process opens its MLflow store before the clock starts
-(a per-process cost like importing torch), so the time ratio measures training and its
-tracking. For the same reason the bare loop imports `torch._dynamo` before its clock:
-its optimizer and deterministic switch load it on first use (about 0.9 s), while the
-platform's job never does (`mlops.optim.eager_class`); the import's seconds are recorded
-as `bare_compiler_s`. Peak RSS cannot leave imports out: the platform's includes MLflow's
-SQL store (SQLAlchemy, its ORM models, Alembic; `store_open_mb`) and the bare loop's
-includes torch's compiler stack (`bare_compiler_mb`, hidden under the data's peak on the
-tabular cases). The MLflow store is created once per case by a separate setup process
-before the measured runs, as in a pipeline whose store already exists: its one-time
-schema migrations are not per-job cost. A third variant, the bare loop with the fused
-optimizer kernels the platform's job uses, isolates the platform's own cost (tracking and
-the engine; reported, not a target). The variants take turns going first. Targets: time
-ratio <= 1.05, peak-memory ratio <= 1.10 against the bare loop. Writes
-results/train_overhead.json
-(`python benchmarks/train_overhead.py [ROUNDS [CASE ...]]`: ROUNDS 0 keeps each case's
-own count; named cases are re-measured, the others' figures kept).
+numpy, MLflow) and the platform's process opens its MLflow store before the clock starts (a
+per-process cost like importing torch), so the time ratio measures training and its
+tracking. For the same reason the bare loop imports `torch._dynamo` before its clock: its
+optimizer and deterministic switch load it on first use (about 0.9 s), while the platform's
+job never does (`mlops.optim.eager_class`); the import's seconds are recorded as
+`bare_compiler_s`. Peak RSS cannot leave imports out: the platform's includes MLflow's SQL
+store (SQLAlchemy, its ORM models, Alembic; `store_open_mb`) and the bare loop's includes
+torch's compiler stack (`bare_compiler_mb`, hidden under the data's peak on the tabular
+cases). The MLflow store is created once per case by a separate setup process before the
+measured runs, as in a pipeline whose store already exists: its one-time schema migrations
+are not per-job cost. A third variant, the bare loop with the fused optimizer kernels the
+platform's job uses, isolates the platform's own cost (tracking and the engine; reported,
+not a target). The variants take turns going first. Targets: time ratio <= 1.05, peak-memory
+ratio <= 1.10 against the bare loop. Writes results/train_overhead.json
+(`python benchmarks/train_overhead.py [ROUNDS [CASE ...]]`: ROUNDS 0 keeps each case's own
+count; named cases are re-measured, the others' figures kept).
 """
 
 from __future__ import annotations
@@ -55,7 +54,7 @@ from torch.nn import functional as F
 from mlops.params import Params
 from mlops.settings import Settings
 from mlops.models import build_model, feature_stats, make_spec
-from mlops.training import train_model
+from mlops.logged_training import train_logged
 
 variant, family, data, epochs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 home = Path(sys.argv[5])
@@ -109,12 +108,9 @@ def bare():  # as written by hand: torch's public API throughout
             logits = model(xv)
             float(F.cross_entropy(logits, yv)), float((logits.argmax(1) == yv).float().mean())
 
-def platform():
+def platform():  # as the train stage does: one run, each epoch logged (train_logged)
     with tracking.stage_run(settings, "bench", "train") as run_id:
-        buffer = tracking.MetricsBuffer(run_id)
-        train_model(lambda: build_model(spec), p, train, val,
-                    lambda r: buffer.add(r.as_dict(), r.epoch))
-        buffer.flush()
+        train_logged(run_id, lambda: build_model(spec), p, (train, val), "classification")
 
 opened = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # the platform's store is open
 compiler_s = 0.0

@@ -171,6 +171,12 @@ def test_worker_refuses_trials_and_total_together(template: Path) -> None:
     _one_line(done, 2, "--trials", "--total")
 
 
+def test_worker_refuses_an_id_and_a_seed_together(template: Path) -> None:
+    study = study_name(sp.params(template))
+    done = _cli(template, "sweep", "worker", study, "--worker", "a", "--seed", "7")
+    _one_line(done, 2, "--worker", "--seed")
+
+
 # --- sweep apply -------------------------------------------------------------------
 
 

@@ -181,6 +181,8 @@ def worker_cmd(
 
     if trials is not None and total is not None:
         raise UserError("--trials and --total: give one of them (new trials, or a total)")
+    if worker is not None and seed is not None:
+        raise UserError("--worker and --seed: give one of them (an id derives the seed)")
     if worker is not None and not re.fullmatch(WORKER_ID, worker):
         raise UserError(
             f"--worker {worker!r}: use letters, digits, '_', '.', '@', '-' (at most 128)"
