@@ -311,6 +311,23 @@ def log_params(values: dict[str, Any], prefix: str = "") -> None:
     retried(lambda: mlflow.log_params(flat))
 
 
+def run_in_experiment(settings: Settings, run_id: str, experiment: str) -> bool:
+    """Whether `run_id` is a run of `experiment` in the configured store."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    connect(settings)
+    client = MlflowClient()
+    found = retried(lambda: client.get_experiment_by_name(experiment))
+    if found is None:
+        return False
+    try:
+        run = retried(lambda: client.get_run(run_id))
+    except MlflowException:  # RESOURCE_DOES_NOT_EXIST
+        return False
+    return bool(run.info.experiment_id == found.experiment_id)
+
+
 def find_run_by_tag(experiment: str, key: str, value: str, stage: str) -> str | None:
     """The newest FINISHED run of `stage` in `experiment` whose tag `key` equals `value`."""
     from mlflow.tracking import MlflowClient

@@ -177,6 +177,49 @@ def test_worker_refuses_an_id_and_a_seed_together(template: Path) -> None:
     _one_line(done, 2, "--worker", "--seed")
 
 
+def test_worker_joins_under_a_run_of_the_pipeline_only(swept: dict[str, Any]) -> None:
+    """`--parent` names the sweep's run: a made-up id, hostile text or an empty string is
+    one line, before any trial."""
+    root, study = swept["root"], swept["study"]
+    before = sp.finished(study)
+    for parent, words in [
+        ("deadbeef", ("--parent", "not an MLflow run id")),
+        ("x' or '1'='1", ("--parent", "not an MLflow run id")),
+        ("", ("--parent", "not an MLflow run id")),
+        ("0123456789abcdef" * 2, ("--parent", "no such run")),
+    ]:
+        done = _cli(root, "sweep", "worker", study.study_name, "--trials", "1", "--parent", parent)
+        _one_line(done, 2, *words)
+    assert sp.finished(study) == before
+
+
+def test_worker_refuses_a_study_made_from_other_params(
+    swept: dict[str, Any], tmp_path: Path
+) -> None:
+    """A stale params.yaml (other epochs) never adds its trials to the shared study."""
+    root = tmp_path / "project"
+    shutil.copytree(swept["root"], root)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["tune"]["epochs"] = params["tune"]["epochs"] + 1
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    study = swept["study"]
+    before = sp.finished(study)
+    done = _cli(root, "sweep", "worker", study.study_name, "--trials", "1")
+    _one_line(done, 2, study.study_name, "params.yaml makes study")
+    assert sp.finished(sp.open_study(swept["root"])) == before
+
+
+def test_a_sweep_without_splits_is_one_line_and_makes_nothing(
+    template: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "project"
+    shutil.copytree(template, root)
+    shutil.rmtree(root / "data" / "split")
+    done = _cli(root, "sweep", "run", "--trials", "1", "--workers", "2")
+    _one_line(done, 2, "dvc repro split")
+    assert sp.runs(root) == []  # no sweep run left FAILED
+
+
 # --- sweep apply -------------------------------------------------------------------
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any, Literal
 
 import optuna
@@ -9,10 +11,11 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
+from mlops.errors import UserError
 from mlops.params import Distribution, TuneParams
 from mlops.tuning.search_space import suggest
 from mlops.tuning.service import best_trials
-from mlops.tuning.storage import Counts, counts, grid, pruner, sampler, worker_seed
+from mlops.tuning.storage import Counts, counts, grid, pruner, sampler, storage, worker_seed
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -317,3 +320,34 @@ def test_best_trials_missing_run_id_is_empty_string() -> None:
 
 def test_best_trials_of_empty_study() -> None:
     assert best_trials(optuna.create_study()) == []
+
+
+def _raise(exc: BaseException) -> Any:
+    def objective(_trial: optuna.Trial) -> float:
+        raise exc
+
+    return objective
+
+
+def test_a_stopped_trial_logs_no_failure_lines(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C ends a trial: the worker or the sweep says it stopped, Optuna's two "Trial N
+    failed" warnings are not printed; a trial that failed with one of our errors keeps its
+    line, without the traceback."""
+    study = optuna.create_study(storage=storage(f"sqlite:///{tmp_path / 'o.db'}"))
+    optuna.logging.enable_propagation()
+    try:
+        with caplog.at_level(logging.WARNING, logger="optuna"):
+            with pytest.raises(KeyboardInterrupt):
+                study.optimize(_raise(KeyboardInterrupt()), n_trials=1)
+            study.optimize(_raise(UserError("bad value")), n_trials=1, catch=(UserError,))
+    finally:
+        optuna.logging.disable_propagation()
+    said = [(r.getMessage(), r.exc_info) for r in caplog.records]
+    assert not [m for m, _ in said if m.startswith("Trial 0 ")], said
+    # (caplog sees a record on the optuna logger and again at the root: compare as a set)
+    failed = {(m, info) for m, info in said if m.startswith("Trial 1 failed with parameters")}
+    assert len(failed) == 1, said
+    [(message, traceback)] = failed
+    assert "bad value" in message and traceback is None, said

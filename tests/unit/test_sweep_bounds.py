@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mlops.errors import UserError
 from mlops.scheduling import service
@@ -59,3 +60,18 @@ def test_the_service_refuses_them_too(field: str, value: float) -> None:
     draft = Schedule(**fields)  # type: ignore[arg-type]
     with pytest.raises(UserError, match=f"--{field}"):
         service.check_numbers(draft)
+
+
+def test_a_tune_timeout_past_a_year_is_refused_by_params_check(tmp_path: Path) -> None:
+    """The same bound as `--timeout`: refused when params.yaml is read, not later by the
+    worker that `sweep run` starts."""
+    repo = Path(__file__).resolve().parents[2]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["tune"]["timeout"] = 1e8  # about three years
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    done = subprocess.run(
+        [sys.executable, "-c", "from mlops.cli import main; main()", "params", "check"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "tune.timeout" in done.stderr, done.stderr

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlops.errors import UserError
+from mlops.limits import MAX_SECONDS
 
 Scalar = bool | int | float | str
 
@@ -62,7 +63,7 @@ class TuneParams(_Section):
     """How the `tune` stage and `mlops sweep` search: trials, time, sampler, pruner, space."""
 
     n_trials: Annotated[int, Field(ge=0, le=100_000)] = 0
-    timeout: Annotated[float, Field(gt=0)] | None = None
+    timeout: Annotated[float, Field(gt=0, le=MAX_SECONDS)] | None = None
     metric: Literal["val_loss", "val_accuracy", "val_f1_macro", "val_rmse", "val_mae", "val_r2"] = (
         "val_accuracy"
     )

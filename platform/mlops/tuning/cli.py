@@ -44,9 +44,10 @@ WorkerId = Annotated[
     str | None,
     typer.Option(
         "--worker",
-        help="This worker's id, e.g. 3 or hostb-1: a sampler seed of its own that the same "
-        "id gets again (default: a random seed). Give each worker of a study its own; "
-        "`sweep run` numbers its workers from 0.",
+        help="This worker's id, e.g. 3 or hostb-1: a sampler seed of its own, from the id and "
+        "the study's size (the same id on a study of the same size gets it again; default: a "
+        "random seed). Give each worker of a study its own; `sweep run` numbers its workers "
+        "from 0.",
     ),
 ]
 Seed = Annotated[
@@ -189,6 +190,9 @@ def worker_cmd(
         )
     settings, params = _load()
     _require_study(settings.optuna_storage, study)
+    _require_same_params(study, params)
+    if parent is not None:
+        _require_parent(settings, params, parent)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     ask = _Ask(study, trials, total, worker, seed, parent, threads, timeout, quiet)
@@ -202,7 +206,8 @@ def worker_cmd(
         if not STOP.is_set():
             raise
     if STOP.is_set():
-        console.error("worker: stopped by a signal")
+        if not quiet:  # `sweep run`'s workers are quiet: the sweep says it stopped
+            console.error("worker: stopped by a signal")
         raise typer.Exit(130)
 
 
@@ -266,6 +271,34 @@ def _work(settings: Any, params: Any, ask: _Ask) -> int:
         if STOP.is_set():
             raise KeyboardInterrupt  # the worker's run ends KILLED
     return ran
+
+
+def _require_same_params(study: str, params: Any) -> None:
+    """A worker trains with params.yaml: it joins only the study those params make, so a
+    stale checkout never adds trials of other epochs or another space to a shared study."""
+    from mlops.errors import UserError
+    from mlops.tuning.objective import study_name
+
+    expected = study_name(params)
+    if study != expected:
+        raise UserError(
+            f"study {study!r}: params.yaml makes study {expected!r} (its tune section or train "
+            "params differ); join with the params.yaml the study was made from"
+        )
+
+
+def _require_parent(settings: Any, params: Any, parent: str) -> None:
+    """`--parent` names a run of the pipeline's experiment (the sweep's)."""
+    from mlops import tracking
+    from mlops.errors import UserError
+
+    if not re.fullmatch(r"[0-9a-f]{32}", parent):
+        raise UserError(f"--parent {parent!r}: not an MLflow run id (32 hexadecimal digits)")
+    if not tracking.run_in_experiment(settings, parent, params.pipeline.name):
+        raise UserError(
+            f"--parent {parent}: no such run in experiment {params.pipeline.name!r} "
+            "(give the run id `sweep run` printed)"
+        )
 
 
 def _require_study(url: str, name: str) -> None:

@@ -79,14 +79,23 @@ class Data:
     val: tuple[np.ndarray, np.ndarray]
 
 
-def load_data(root: Path) -> Data:
-    """The splits `dvc repro` wrote (a clear error if they are missing)."""
-
-    schema_file = root / workspace.SCHEMA
-    train_file, val_file = root / workspace.SPLITS["train"], root / workspace.SPLITS["val"]
-    for f in (schema_file, train_file, val_file):
+def require_splits(root: Path) -> tuple[Path, Path, Path]:
+    """The schema and the train and validation splits `dvc repro` wrote (one line naming
+    the first one missing)."""
+    files = (
+        root / workspace.SCHEMA,
+        root / workspace.SPLITS["train"],
+        root / workspace.SPLITS["val"],
+    )
+    for f in files:
         if not f.is_file():
             raise UserError(f"{f}: not found; run `dvc repro split` first")
+    return files
+
+
+def load_data(root: Path) -> Data:
+    """The splits `dvc repro` wrote (a clear error if they are missing)."""
+    schema_file, train_file, val_file = require_splits(root)
     schema = Schema.load(schema_file)
     parts = [features_and_target(read_parquet(f), schema) for f in (train_file, val_file)]
     return Data(schema, parts[0], parts[1])

@@ -29,7 +29,7 @@ from mlops.owners import die_with_parent
 from mlops.params import Params
 from mlops.settings import Settings
 from mlops.tracking import TAG_CLOSED_BY, describe_run, retried
-from mlops.tuning.objective import PARENT_ATTR, TAG_STUDY, study_name
+from mlops.tuning.objective import PARENT_ATTR, TAG_STUDY, require_splits, study_name
 from mlops.tuning.progress import log_line, watch
 from mlops.tuning.storage import Counts, counts, open_study, total, worker_seed
 
@@ -204,6 +204,7 @@ def run_sweep(
     trials, and log the sweep's parent run (with `tags`). `on_start(study,
     parent_run_id)` is called once both exist."""
 
+    require_splits(settings.root)  # before the study and the run: one line, nothing made
     name = study_name(params)
     study = open_study(settings.optuna_storage, name, params.tune)  # created once, here
     deadline = time.time() + timeout if timeout else None
@@ -211,7 +212,9 @@ def run_sweep(
     before, target = at_start.finished, at_start.finished + n_trials
     threads = params.train.threads if threads is None else threads
     seeds = [worker_seed(params.tune.seed, str(i), total(at_start)) for i in range(workers)]
-    env = {**os.environ, "DVC_ROOT": str(settings.root)}
+    # The workers are quiet: MLflow's "View run at" links stay out of the sweep's output.
+    quiet = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+    env = {**os.environ, "DVC_ROOT": str(settings.root), **quiet}
     with tracking.stage_run(
         settings, params.pipeline.name, "sweep", None, {TAG_STUDY: name, **(tags or {})}
     ) as parent:

@@ -84,11 +84,22 @@ def worker_seed(seed: int, worker: str, start: int) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
+_STOPPED: set[str] = set()  # "Trial N" of trials a stop ended, whose second line is dropped
+
+
 def _one_line_stops(record: logging.LogRecord) -> bool:
-    """A logging filter for Optuna's "Trial N failed" warning: no traceback when a trial
-    was stopped (Ctrl-C, SIGTERM) or failed with one of our one-line errors."""
+    """A logging filter for Optuna's two "Trial N failed" warnings: none for a trial that
+    a stop (Ctrl-C, SIGTERM) ended, as the worker or the sweep says it stopped; no
+    traceback for one that failed with one of our one-line errors."""
     exc = record.exc_info[1] if record.exc_info else None
-    if isinstance(exc, KeyboardInterrupt | Interrupted | MlopsError):
+    trial = record.getMessage().split(" failed", 1)[0]
+    if isinstance(exc, KeyboardInterrupt | Interrupted):
+        _STOPPED.add(trial)
+        return False
+    if trial in _STOPPED and record.getMessage().endswith(" failed with value None."):
+        _STOPPED.discard(trial)
+        return False
+    if isinstance(exc, MlopsError):
         record.exc_info, record.exc_text = None, None
     return True
 
