@@ -220,6 +220,18 @@ def test_a_sweep_without_splits_is_one_line_and_makes_nothing(
     assert sp.runs(root) == []  # no sweep run left FAILED
 
 
+def test_a_worker_without_splits_is_one_line_and_makes_nothing(
+    swept: dict[str, Any], tmp_path: Path
+) -> None:
+    root = tmp_path / "project"
+    shutil.copytree(swept["root"], root)
+    shutil.rmtree(root / "data" / "split")
+    before = len(sp.runs(root))
+    done = _cli(root, "sweep", "worker", swept["study"].study_name, "--trials", "1")
+    _one_line(done, 2, "dvc repro split")
+    assert len(sp.runs(root)) == before  # no worker run left FAILED
+
+
 # --- sweep apply -------------------------------------------------------------------
 
 

@@ -175,7 +175,7 @@ def worker_cmd(
     import signal
 
     from mlops.errors import UserError
-    from mlops.tuning.objective import STOP
+    from mlops.tuning.objective import STOP, require_splits
 
     def _stop(_signum: int, _frame: object) -> None:
         STOP.set()
@@ -193,6 +193,7 @@ def worker_cmd(
     _require_same_params(study, params)
     if parent is not None:
         _require_parent(settings, params, parent)
+    require_splits(settings.root)  # before the worker's run: one line, nothing made
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     ask = _Ask(study, trials, total, worker, seed, parent, threads, timeout, quiet)
