@@ -46,10 +46,16 @@ def _tree(root: Path, files: dict[str, str]) -> None:
         (root / rel).write_text(text)
 
 
+def _runs(root: Path, files: dict[str, str]) -> set[str]:
+    """What `pipelines.stage` runs in a tree of `files` (paths relative to `root`)."""
+    _tree(root, files)
+    return {str(p.relative_to(root)) for p in stage_files(root, "pipelines.stage")}
+
+
 def test_lazy_relative_and_package_imports_are_followed(tmp_path: Path) -> None:
     """A stage runs what its module imports inside functions, through relative imports and
     `from package import submodule`, and every package's `__init__.py` on the way."""
-    _tree(
+    found = _runs(
         tmp_path,
         {
             "pipelines/__init__.py": "",
@@ -63,7 +69,6 @@ def test_lazy_relative_and_package_imports_are_followed(tmp_path: Path) -> None:
             "registry/__init__.py": "",
         },
     )
-    found = {str(p.relative_to(tmp_path)) for p in stage_files(tmp_path, "pipelines.stage")}
     assert found == {
         "pipelines/__init__.py",
         "pipelines/stage.py",
@@ -78,7 +83,7 @@ def test_lazy_relative_and_package_imports_are_followed(tmp_path: Path) -> None:
 def test_a_module_started_as_a_process_is_followed(tmp_path: Path) -> None:
     """`mlops sweep run` starts its workers as `python -m mlops sweep worker`: the code
     they run is the stage's code too (a package runs its `__main__.py`)."""
-    _tree(
+    found = _runs(
         tmp_path,
         {
             "pipelines/__init__.py": "",
@@ -91,7 +96,6 @@ def test_a_module_started_as_a_process_is_followed(tmp_path: Path) -> None:
             "platform/mlops/unused.py": "",
         },
     )
-    found = {str(p.relative_to(tmp_path)) for p in stage_files(tmp_path, "pipelines.stage")}
     assert found == {
         "pipelines/__init__.py",
         "pipelines/stage.py",
