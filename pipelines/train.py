@@ -20,13 +20,7 @@ from mlops.data import Schema, features_and_target, read_parquet
 from mlops.io import read_json, write_json
 from mlops.lineage import data_hashes
 from mlops.logged_training import log_weights, train_logged
-from mlops.models import (
-    ModelSpec,
-    build_model,
-    count_parameters,
-    feature_stats,
-    make_spec,
-)
+from mlops.models import ModelSpec, build_model, count_parameters, spec_for_data
 from mlops.params import TrainParams
 from mlops.training import Checkpointing, EpochResult, TrainResult, check_metric
 from mlops.tuning.search_space import derive
@@ -78,13 +72,8 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
     schema = Schema.load(workspace.SCHEMA)
     x_train, y_train = features_and_target(read_parquet(workspace.SPLITS["train"]), schema)
     x_val, y_val = features_and_target(read_parquet(workspace.SPLITS["val"]), schema)
-    mean, std = feature_stats(x_train)
     check_metric(schema.task, p.early_stopping.metric)
-    spec = make_spec(
-        p.model, schema.classes, mean, std, schema.input_shape,
-        task=schema.task, target_mean=float(y_train.mean()), target_std=float(y_train.std()),
-        features=schema.features, target=schema.target,
-    )  # fmt: skip
+    spec = spec_for_data(p.model, schema, x_train, y_train)
     hashes = data_hashes(workspace.SPLITS)
     job = fingerprint(asdict(spec), p.model_dump(mode="json"), hashes)
     checkpointing = Checkpointing(workspace.CHECKPOINT, job, checkpoint_every, resume)

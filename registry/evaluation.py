@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from mlops import workspace
 from mlops.data import read_parquet
 from mlops.errors import DataError, UserError
+from mlops.images import ImageError, ImageFormat
 from mlops.io import file_digest, read_json
 from mlops.lineage import dvc_md5
 from mlops.metrics import classification_metrics, regression_metrics
@@ -70,6 +71,9 @@ class TestSplit:
         the split lacks for it. A version registered before feature names were
         recorded reads the split's columns by position."""
         frame = self.frame
+        fmt = spec.image_format
+        if fmt is not None:
+            return self._images(spec, fmt, what)
         features = [c for c in frame.columns if c != "target"]
         names = list(spec.features) or features
         missing = [n for n in names if n not in frame.columns]
@@ -80,6 +84,26 @@ class TestSplit:
                 f"lacks {shown} (it has {len(features)} feature columns)"
             )
         x = np.ascontiguousarray(frame[names].to_numpy(dtype=np.float32))
+        return self._labelled(x, spec, what)
+
+    def _images(self, spec: ModelSpec, fmt: ImageFormat, what: str) -> Rows:
+        """The split's images decoded as `spec`'s version reads them."""
+        if fmt.column not in self.frame.columns:
+            raise DataError(
+                f"{what} reads images from column {fmt.column!r}; the test split "
+                f"{self.path} has no such column"
+            )
+        try:
+            x = fmt.rows(self.frame[fmt.column])
+        except ImageError as exc:
+            raise DataError(
+                f"{what}: the test split {self.path} holds an image it cannot read: {exc}"
+            ) from None
+        return self._labelled(x, spec, what)
+
+    def _labelled(self, x: np.ndarray, spec: ModelSpec, what: str) -> Rows:
+        """`x` with the split's labels as `spec`'s version reads them."""
+        frame = self.frame
         if spec.task == "regression":
             return Rows(x, frame["target"].to_numpy(dtype=np.float32))
         index = {str(c): i for i, c in enumerate(spec.classes)}

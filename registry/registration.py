@@ -22,6 +22,7 @@ import numpy as np
 
 from mlops import tracking
 from mlops.errors import DataError, StoreError, UserError
+from mlops.images.format import encode_png
 from mlops.io import read_json
 from mlops.models import SPEC_FILE, WEIGHTS_FILE, ModelSpec, load_model
 from mlops.params import NO_STAGE
@@ -150,7 +151,11 @@ def _signature_example(model: nn.Module, spec: ModelSpec, example: np.ndarray) -
 
     from mlops.pyfunc_model import OUTPUT_PARAM, OUTPUTS
 
-    frame = pd.DataFrame(np.asarray(example, dtype=np.float64), columns=spec.feature_names)
+    fmt = spec.image_format
+    if fmt is not None:  # an image version reads files: its example is PNGs of the rows
+        frame = pd.DataFrame({fmt.column: encode_png(example, fmt.shape)})
+    else:
+        frame = pd.DataFrame(np.asarray(example, dtype=np.float64), columns=spec.feature_names)
     with torch.inference_mode():
         out = model(torch.from_numpy(np.asarray(example, dtype=np.float32))).float().numpy()
     found = answer(out, spec.task, labels(tuple(spec.classes)), len(example))

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlops.errors import DataError, UserError, first_line
+from mlops.images import FILE_COLUMN, ImageFormat
+from mlops.images.source import Found, read_folder, read_table
 from mlops.io import read_json, write_json, write_with
 
 if TYPE_CHECKING:
@@ -30,6 +32,12 @@ class Schema:
     n_rows: int
     task: str = "classification"
     input_shape: list[int] = field(default_factory=list)
+    image: dict[str, Any] = field(default_factory=dict)  # ImageFormat, for an image source
+
+    @property
+    def image_format(self) -> ImageFormat | None:
+        """How the image column is decoded (None: numeric features)."""
+        return ImageFormat.from_dict(self.image) if self.image else None
 
     def save(self, path: str | Path) -> None:
         """Write the schema as JSON (atomically)."""
@@ -42,16 +50,35 @@ class Schema:
 
 
 def check_source(source: str, base: Path) -> Path | None:
-    """The file a data source names (relative to `base`), or None for a builtin set.
+    """The file or folder a data source names (relative to `base`), or None for a
+    builtin set.
 
-    Raises `UserError` naming `data.source` when the file does not exist.
+    Raises `UserError` naming `data.source` when it does not exist.
     """
     if source == BUILTIN_DIGITS:
         return None
     path = Path(source) if Path(source).is_absolute() else base / source
-    if not path.is_file():
+    folder = Path(source).suffix == ""
+    if folder and not path.is_dir():
+        raise UserError(f"data.source: folder not found: {source}")
+    if not folder and not path.is_file():
         raise UserError(f"data.source: file not found: {source}")
     return path
+
+
+DEFAULT_IMAGE_COLUMN = "image"
+
+
+def load_images(source: str, target: str, base: Path, column: str | None) -> Found:
+    """An image source: a folder of class subfolders (the images in column `image`), or
+    a table whose `column` names image files. The target is called `target`."""
+    path = check_source(source, base)
+    assert path is not None
+    if path.is_dir():
+        return read_folder(path, column or DEFAULT_IMAGE_COLUMN, base)
+    assert column is not None
+    table = load_source(source, target, base)
+    return read_table(table, path, column, base)
 
 
 def load_source(source: str, target: str, base: Path) -> pd.DataFrame:
@@ -123,8 +150,10 @@ def infer_schema(
     target: str,
     input_shape: list[int] | None = None,
     task: str = "auto",
+    image: ImageFormat | None = None,
 ) -> Schema:
-    """Describe a loaded frame: features, dtypes, task, sorted class labels, input shape.
+    """Describe a loaded frame: features, dtypes, task, sorted class labels, input shape
+    (an image source's one feature is its image column, of `image`'s shape).
 
     The task is `data.task`, or with `auto` the target's type (`resolve_task`). A float
     target read as classes (`data.task: classification`) must hold whole values; it is
@@ -156,9 +185,11 @@ def infer_schema(
         values = sorted({v.item() if hasattr(v, "item") else v for v in labels.unique()}, key=str)
         if all(isinstance(v, int) for v in values):
             values = sorted(values)
-    features = [c for c in frame.columns if c != "target"]
+    features = [c for c in frame.columns if c not in ("target", FILE_COLUMN)]
     shape = [1, 8, 8] if source == BUILTIN_DIGITS else [len(features)]
-    if input_shape is not None:
+    if image is not None:
+        shape = image.shape
+    elif input_shape is not None:
         if math.prod(input_shape) != len(features):
             raise UserError(
                 f"data.input_shape = {input_shape}: holds {math.prod(input_shape)} values, "
@@ -174,6 +205,7 @@ def infer_schema(
         n_rows=len(frame),
         task=task,
         input_shape=shape,
+        image=image.as_dict() if image is not None else {},
     )
 
 
@@ -210,9 +242,14 @@ def read_parquet(path: str | Path) -> pd.DataFrame:
 
 
 def features_and_target(frame: pd.DataFrame, schema: Schema) -> tuple[Any, Any]:
-    """Features as float32 and targets as class indices, both numpy arrays."""
+    """Features as float32 and targets as class indices, both numpy arrays (an image
+    source's images decoded to rows, `ImageFormat.rows`)."""
 
-    x = frame[schema.features].to_numpy(dtype=np.float32, copy=True)
+    fmt = schema.image_format
+    if fmt is not None:
+        x = fmt.rows(frame[fmt.column])
+    else:
+        x = frame[schema.features].to_numpy(dtype=np.float32, copy=True)
     if schema.task == "regression":
         return x, frame["target"].to_numpy(dtype=np.float32, copy=True)
     index = {str(c): i for i, c in enumerate(schema.classes)}

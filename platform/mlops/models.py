@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING, Any
 from safetensors import SafetensorError
 
 from mlops.errors import DataError, UserError, first_line
+from mlops.images import ImageFormat
+from mlops.images.format import channel_stats
 from mlops.io import file_digest, read_json, write_json, write_with
 
 if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
+    from mlops.data import Schema
     from mlops.params import ModelParams
 
 WEIGHTS_FILE = "model.safetensors"
@@ -34,6 +37,8 @@ class ModelSpec:
 
     A spec written before feature names were recorded has `features == []`: such a
     version reads its inputs by position only (`feature_names` names them f0, f1, …).
+    An image model's `image` says how its one feature, the image column, is decoded
+    (`ImageFormat`); its `mean` and `std` are per channel.
     """
 
     family: str
@@ -48,6 +53,12 @@ class ModelSpec:
     target_std: float = 1.0
     features: list[str] = field(default_factory=list)
     target: str = ""
+    image: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def image_format(self) -> ImageFormat | None:
+        """How an image model decodes its image column (None: numeric features)."""
+        return ImageFormat.from_dict(self.image) if self.image else None
 
     @property
     def feature_names(self) -> list[str]:
@@ -96,17 +107,19 @@ def make_spec(
     target_std: float = 1.0,
     features: list[str] | None = None,
     target: str = "",
+    image: ImageFormat | None = None,
 ) -> ModelSpec:
     """The spec of a model of the selected family for these data statistics (for
     regression, the target's mean and std: the model predicts in the target's units).
-    `features` are the column names in the order of `mean` and `std`."""
+    `features` are the column names in the order of `mean` and `std`; for an image
+    model, the image column, with `mean` and `std` per channel."""
     check_shape(params.family, input_shape)
     names = [str(f) for f in features or []]
-    if names and len(names) != len(mean):
+    if names and len(names) != len(mean) and image is None:
         raise ValueError(f"{len(names)} feature names for {len(mean)} features")
     return ModelSpec(
         family=params.family,
-        in_features=len(mean),
+        in_features=image.values if image is not None else len(mean),
         classes=list(classes),
         hyper=params.selected.model_dump(mode="json"),
         mean=[float(m) for m in mean],
@@ -117,7 +130,20 @@ def make_spec(
         target_std=float(target_std) if target_std > 1e-12 else 1.0,
         features=names,
         target=str(target),
+        image=image.as_dict() if image is not None else {},
     )
+
+
+def spec_for_data(params: ModelParams, schema: Schema, x: np.ndarray, y: np.ndarray) -> ModelSpec:
+    """The spec of a model trained on `x`, `y` (the train split as `features_and_target`
+    reads it): standardisation per feature, or per channel for images."""
+    fmt = schema.image_format
+    mean, std = channel_stats(x, fmt.channels) if fmt is not None else feature_stats(x)
+    return make_spec(
+        params, schema.classes, mean, std, schema.input_shape, task=schema.task,
+        target_mean=float(y.mean()), target_std=float(y.std()),
+        features=schema.features, target=schema.target, image=fmt,
+    )  # fmt: skip
 
 
 def build_model(spec: ModelSpec) -> nn.Module:

@@ -22,19 +22,27 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 
 class Normalize(nn.Module):
-    """Standardises the flattened input, then reshapes it to `(batch, *shape)`."""
+    """Standardises the flattened input, then reshapes it to `(batch, *shape)`: per
+    feature, or per channel for an image (`mean` and `std` hold one value per channel)."""
 
     mean: torch.Tensor
     std: torch.Tensor
 
     def __init__(self, mean: list[float], std: list[float], shape: list[int]) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
         self.shape = list(shape)
+        self.values = math.prod(shape)
+        per_channel = len(shape) == 3 and len(mean) == shape[0] != self.values
+        view = [shape[0], 1, 1] if per_channel else [len(mean)]
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(view))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(view))
+        self.per_channel = per_channel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(x.shape[0], self.mean.numel()).to(torch.float32)
+        if self.per_channel:
+            x = x.reshape(x.shape[0], *self.shape).to(torch.float32)
+            return (x - self.mean) / self.std
+        x = x.reshape(x.shape[0], self.values).to(torch.float32)
         return ((x - self.mean) / self.std).reshape(x.shape[0], *self.shape)
 
 

@@ -24,6 +24,8 @@ import pandas as pd
 import torch
 from mlflow.pyfunc import PythonModel
 
+from mlops.images import ImageError, ImageFormat
+from mlops.images.format import image_bytes, to_rows
 from mlops.models import load_model
 from mlops.predictions import answer, labels
 
@@ -55,6 +57,9 @@ class VersionModel(PythonModel):
         """The input as float32 rows in the version's feature order: a DataFrame is read
         by column name, an array by position."""
         spec = self.spec
+        fmt = spec.image_format
+        if fmt is not None:
+            return self.images(model_input, fmt)
         if isinstance(model_input, pd.DataFrame):
             names = spec.feature_names
             missing = [n for n in names if n not in model_input.columns]
@@ -64,6 +69,22 @@ class VersionModel(PythonModel):
             return np.ascontiguousarray(frame.to_numpy(dtype=np.float32, copy=True))
         array = np.array(model_input, dtype=np.float32)
         return np.ascontiguousarray(array.reshape(len(array), spec.in_features))
+
+    def images(self, model_input: Any, fmt: ImageFormat) -> Any:
+        """An image version's input: a DataFrame whose image column holds each file's
+        bytes (or base64 text), decoded exactly as training decoded the split."""
+        if not isinstance(model_input, pd.DataFrame) or fmt.column not in model_input.columns:
+            raise ValueError(
+                f"this model reads images: pass a DataFrame with a {fmt.column!r} column "
+                "holding each image file's bytes"
+            )
+        found = []
+        for i, value in enumerate(model_input[fmt.column]):
+            try:
+                found.append(fmt.decode(image_bytes(value)))
+            except ImageError as exc:
+                raise ValueError(f"row {i}: {fmt.column}: {exc}") from None
+        return to_rows(np.stack(found))
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from mlops.images import FILE_COLUMN, ImageFormat
+from mlops.images.checks import named, survey
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -82,6 +85,7 @@ def validate_frame(frame: pd.DataFrame, schema: Schema, params: ValidateParams) 
     labels = frame["target"].dropna()
     counts = labels.astype(str).value_counts()
     n = len(frame)
+    fmt = schema.image_format
     checks = [
         *_schema_checks(frame, schema, present),
         _missing_check(frame, present, params),
@@ -89,6 +93,8 @@ def validate_frame(frame: pd.DataFrame, schema: Schema, params: ValidateParams) 
         _duplicates_check(frame, present, params),
         _check("rows", n > 0, n, "> 0", f"{n} rows"),
     ]
+    if fmt is not None and fmt.column in frame.columns and FILE_COLUMN in frame.columns:
+        checks += _image_checks(frame, fmt, params)
     return {
         "passed": all(c.passed for c in checks),
         "n_rows": n,
@@ -101,7 +107,7 @@ def _schema_checks(frame: pd.DataFrame, schema: Schema, present: list[str]) -> l
     """The columns are the ones ingest recorded, and every feature is numeric."""
     import pandas as pd
 
-    expected = [*schema.features, "target"]
+    expected = [*schema.features, "target", *([FILE_COLUMN] if schema.image else [])]
     missing_cols = [c for c in expected if c not in frame.columns]
     extra_cols = [c for c in frame.columns if c not in expected]
     columns = _check(
@@ -113,8 +119,9 @@ def _schema_checks(frame: pd.DataFrame, schema: Schema, present: list[str]) -> l
         if not missing_cols and not extra_cols
         else f"missing {missing_cols}, unexpected {extra_cols}",
     )
-    non_numeric = [c for c in present if not pd.api.types.is_numeric_dtype(frame[c])]
-    non_numeric += [c for c in present if pd.api.types.is_bool_dtype(frame[c])]
+    numbers = [c for c in present if c != schema.image.get("column")]
+    non_numeric = [c for c in numbers if not pd.api.types.is_numeric_dtype(frame[c])]
+    non_numeric += [c for c in numbers if pd.api.types.is_bool_dtype(frame[c])]
     numeric = _check(
         "schema.numeric_features",
         not non_numeric,
@@ -167,6 +174,7 @@ def _duplicates_check(frame: pd.DataFrame, present: list[str], params: ValidateP
     """The share of duplicate rows within the limit; rows that share features but not
     the label are counted in the detail."""
     n = len(frame)
+    frame = frame[[c for c in frame.columns if c != FILE_COLUMN]]  # an image's name differs
     dup = int(frame.duplicated().sum()) if n else 0
     conflicting = 0
     if n and present:
@@ -180,6 +188,42 @@ def _duplicates_check(frame: pd.DataFrame, present: list[str], params: ValidateP
         params.max_duplicate_fraction,
         f"{dup} duplicate rows; {conflicting} rows share features but not the label",
     )
+
+
+def _image_checks(frame: pd.DataFrame, fmt: ImageFormat, params: ValidateParams) -> list[Check]:
+    """Every image decodes in full, has 8 bits per channel and is not tiny (the first
+    bad files named in the detail)."""
+    found = survey(list(frame[fmt.column]), list(frame[FILE_COLUMN]), fmt, params.min_image_size)
+    width, height = found.smallest
+    return [
+        _check(
+            "images.readable",
+            not found.unreadable,
+            len(found.unreadable),
+            "0 unreadable or truncated files",
+            f"{len(found.unreadable)} unreadable: {named(found.unreadable)}"
+            if found.unreadable
+            else "every image decodes",
+        ),
+        _check(
+            "images.mode",
+            not found.mode,
+            len(found.mode),
+            "8 bits per channel (grayscale, RGB, palette, CMYK)",
+            f"{len(found.mode)} in other modes: {named(found.mode)}"
+            if found.mode
+            else "every image has 8 bits per channel",
+        ),
+        _check(
+            "images.min_size",
+            not found.tiny,
+            f"{width}x{height}",
+            f">= {params.min_image_size} pixels either side",
+            f"{len(found.tiny)} too small: {named(found.tiny)}"
+            if found.tiny
+            else f"smallest image {width}x{height}",
+        ),
+    ]
 
 
 def failure_summary(report: dict[str, Any]) -> str:

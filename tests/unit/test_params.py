@@ -13,6 +13,7 @@ from mlops.params import (
     CNNParams,
     EarlyStoppingParams,
     EvaluateParams,
+    ImageParams,
     MLPParams,
     ModelParams,
     Params,
@@ -182,7 +183,46 @@ BAD_PARAMS: list[tuple[str, str, list[str]]] = [
     ("duplicate-section", "train: {}\ntrain: {}\n", ["duplicate key", "train"]),
     ("top-level-list", "- a\n- b\n", ["expected a mapping", "list"]),
     ("top-level-scalar", "hello\n", ["expected a mapping", "str"]),
+    (
+        "image-with-input-shape",
+        "data:\n  source: data/external/photos\n  input_shape: [1, 8, 8]\n",
+        ["data: input_shape", "an image source takes its shape from data.image"],
+    ),
+    (
+        "image-settings-for-numbers",
+        "data:\n  source: my.csv\n  image: {size: [32, 32]}\n",
+        ["data: image", "needs an image source"],
+    ),
+    (
+        "image-column-of-a-folder",
+        "data:\n  source: photos\n  image_column: path\n",
+        ["data: image_column", "a folder source has no columns"],
+    ),
+    (
+        "image-channels-4",
+        "data:\n  source: photos\n  image: {channels: 4}\n",
+        ["data.image.channels", "4"],
+    ),
+    (
+        "image-side-2",
+        "data:\n  source: photos\n  image: {size: [2, 32]}\n",
+        ["data.image.size[0] = 2"],
+    ),
+    (
+        "source-txt",
+        "data:\n  source: notes.txt\n",
+        ["data.source", "or a folder of class subfolders"],
+    ),
 ]
+
+
+def test_an_image_source_gets_default_decoding(tmp_path: Path) -> None:
+    params = load_params(_write(tmp_path, "data:\n  source: data/external/photos\n"))
+    assert params.data.is_folder and params.data.images == ImageParams()
+    assert params.data.images.size == [32, 32] and params.data.images.channels == 3
+    table = load_params(_write(tmp_path, "data:\n  source: t.csv\n  image_column: path\n"))
+    assert table.data.images == ImageParams() and not table.data.is_folder
+    assert load_params(_write(tmp_path, "data:\n  source: t.csv\n")).data.images is None
 
 
 @pytest.mark.parametrize(

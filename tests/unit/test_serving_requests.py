@@ -4,6 +4,7 @@ watcher, without a server, a store or torch."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from pathlib import Path
@@ -15,11 +16,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlops.errors import StoreError
+from mlops.images import ImageFormat
 from mlops.serving.app import create_app
 from mlops.serving.metrics import NAMES, ServingMetrics
-from mlops.serving.schema import BadRequest, InputSpec, check_content_type, parse_request
+from mlops.serving.schema import BadRequest, InputSpec, Tally, check_content_type, parse_request
 from mlops.serving.sink import Sink, read_sink
 from mlops.serving.swap import State, Watcher
+from tests.shapes import png_bytes
 
 SPEC = InputSpec(("a", "b", "c", "d"), (2, 2), max_batch=3)
 
@@ -319,3 +322,81 @@ def test_an_image_row_may_leave_out_its_single_channel() -> None:
     np.testing.assert_array_equal(flat, full)
     with pytest.raises(BadRequest, match=r"expected 64 values or shape \[1, 8, 8\] or \[8, 8\]"):
         parse_request(json.dumps({"inputs": [[[1.0] * 4] * 16]}).encode(), image)
+
+
+# --- image models: base64 records and form uploads ------------------------------------
+
+IMAGES = InputSpec(("image",), (3, 16, 12), max_batch=2, image=ImageFormat("image", (16, 12), 3))
+BOUNDARY = "xYzBoundary"
+
+
+def _form(*parts: tuple[str, str | None, bytes]) -> tuple[bytes, str]:
+    lines = []
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        lines.append(
+            f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n".encode()
+            + data
+            + b"\r\n"
+        )
+    body = b"".join(lines) + f"--{BOUNDARY}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def test_uploads_and_records_decode_as_training_does() -> None:
+    files = [png_bytes("circle", seed=1), png_bytes("square", seed=2)]
+    expected = IMAGES.image.rows(files)  # type: ignore[union-attr]
+    body, media = _form(("file", "a.png", files[0]), ("file", "b.png", files[1]))
+    check_content_type(media, IMAGES)
+    np.testing.assert_array_equal(parse_request(body, IMAGES, content_type=media), expected)
+    doc = {"records": [{"image": base64.b64encode(f).decode()} for f in files]}
+    np.testing.assert_array_equal(parse_request(json.dumps(doc).encode(), IMAGES), expected)
+
+
+@pytest.mark.parametrize(
+    ("parts", "status", "message"),
+    [
+        ([("file", "x.png", b"not a picture")], 422, "file 'x.png': cannot decode the image"),
+        ([("note", None, b"hello")], 422, "form field 'note' is not a file"),
+        ([("file", f"{i}.png", png_bytes("circle")) for i in range(3)], 413, "more than 2 files"),
+        ([], 400, "with a file (send -F file=@image.png)"),
+    ],
+)
+def test_bad_uploads_are_4xx_naming_the_file(
+    parts: list[tuple[str, str | None, bytes]], status: int, message: str
+) -> None:
+    body, media = _form(*parts)
+    with pytest.raises(BadRequest) as caught:
+        parse_request(body, IMAGES, content_type=media)
+    assert caught.value.status == status and message in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"image": "@@not base64@@"}, "records[0].image: not base64"),
+        ({"image": 5}, "records[0].image: expected base64 text, not a number"),
+        ({}, "records[0]: missing 'image'"),
+        ({"image": "", "label": "x"}, "records[0]: unknown key 'label'"),
+        ({"image": base64.b64encode(b"GIF89a").decode()}, "cannot decode the image"),
+    ],
+)
+def test_bad_image_records_are_422(record: dict[str, Any], message: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_request(json.dumps({"records": [record]}).encode(), IMAGES)
+    assert caught.value.status == 422 and message in caught.value.message
+
+
+def test_a_form_is_accepted_only_by_an_image_model() -> None:
+    check_content_type("multipart/form-data; boundary=x", IMAGES)
+    with pytest.raises(BadRequest) as caught:
+        check_content_type("multipart/form-data; boundary=x", SPEC)
+    assert caught.value.status == 415
+
+
+def test_file_bytes_are_not_counted_as_json_brackets() -> None:
+    noisy = png_bytes("circle") + b"[[[[,,,,{{{{" * 2000  # a file full of JSON punctuation
+    Tally(IMAGES, counting=False).add(noisy)
+    with pytest.raises(BadRequest):
+        Tally(IMAGES).add(noisy)

@@ -130,6 +130,11 @@ def check_drift(
     reference = load_reference(settings.root, version)
     with tempfile.TemporaryDirectory(prefix="mlops-drift-") as tmp:
         directory, spec = fetch(ctx, version, Path(tmp))  # verified; nothing loaded yet
+        if spec.image:
+            raise UserError(
+                f"model {name} version {version.version} reads images: `mlops monitor "
+                "drift` compares numeric features only, so far"
+            )
         # the version's own features, in its order (older versions: the split's columns)
         names = list(spec.features) or reference.features
         if spec.in_features != len(names):

@@ -34,8 +34,20 @@ class PipelineParams(_Section):
     name: Name = "digits"
 
 
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+Side = Annotated[int, Field(ge=4, le=1024)]
+
+
+class ImageParams(_Section):
+    """What every image is decoded to: `size` [height, width] and `channels` (1 or 3)."""
+
+    size: Annotated[list[Side], Field(min_length=2, max_length=2)] = [32, 32]
+    channels: Literal[1, 3] = 3
+
+
 class DataParams(_Section):
-    """Where the data comes from: `builtin:digits`, or a CSV/Parquet file with a target column."""
+    """Where the data comes from: `builtin:digits`, a CSV/Parquet file with a target
+    column, or a folder of images with one subfolder per class."""
 
     source: str = Field(default="builtin:digits", min_length=1)
     target: str = Field(default="target", min_length=1)
@@ -45,6 +57,8 @@ class DataParams(_Section):
     ) = None
     seed: Seed = 0
     task: Literal["auto", "classification", "regression"] = "auto"
+    image_column: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    image: ImageParams | None = None
 
     @field_validator("source")
     @classmethod
@@ -52,9 +66,36 @@ class DataParams(_Section):
         if source.startswith("builtin:"):
             if source != "builtin:digits":
                 raise ValueError("unknown builtin data set (known: builtin:digits)")
-        elif Path(source).suffix.lower() not in {".csv", ".parquet", ".pq"}:
-            raise ValueError("must be builtin:digits or a .csv/.parquet file")
+        elif Path(source).suffix.lower() not in {*TABLE_SUFFIXES, ""}:
+            raise ValueError(
+                "must be builtin:digits, a .csv/.parquet file or a folder of class subfolders"
+            )
         return source
+
+    @property
+    def is_folder(self) -> bool:
+        """Whether the source names a folder of images (no file suffix)."""
+        return not self.source.startswith("builtin:") and Path(self.source).suffix == ""
+
+    @property
+    def images(self) -> ImageParams | None:
+        """How images are decoded, for an image source (a folder, or a table with
+        `image_column`); None for numeric data."""
+        if self.is_folder or self.image_column is not None:
+            return self.image or ImageParams()
+        return None
+
+    @model_validator(mode="after")
+    def _image_settings_fit(self) -> DataParams:
+        if self.images is not None and self.input_shape is not None:
+            raise ValueError("input_shape: an image source takes its shape from data.image")
+        if self.image is not None and self.images is None:
+            raise ValueError(
+                "image: needs an image source (a folder, or a table with data.image_column)"
+            )
+        if self.image_column is not None and self.is_folder:
+            raise ValueError("image_column: a folder source has no columns (drop it)")
+        return self
 
 
 class ValidateParams(_Section):
@@ -64,6 +105,7 @@ class ValidateParams(_Section):
     max_missing_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     max_duplicate_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
     max_classes: Annotated[int, Field(ge=2, le=10_000)] = 1000
+    min_image_size: Annotated[int, Field(ge=1, le=4096)] = 8  # pixels, either side
 
 
 class SplitParams(_Section):

@@ -35,7 +35,14 @@ from starlette.exceptions import HTTPException
 
 from mlops.serving.auth import Guard
 from mlops.serving.backends import describe
-from mlops.serving.schema import BadRequest, InputSpec, Tally, check_content_type, parse_request
+from mlops.serving.schema import (
+    MULTIPART,
+    BadRequest,
+    InputSpec,
+    Tally,
+    check_content_type,
+    parse_request,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -111,9 +118,11 @@ class _App:
         finally:
             self.metrics.answered(self.metrics.endpoint(path), seen[0], time.perf_counter() - start)
 
-    def work(self, raw: bytes, served: Served) -> tuple[np.ndarray, dict[str, Any], Any, bytes]:
+    def work(
+        self, raw: bytes, served: Served, content_type: str | None = None
+    ) -> tuple[np.ndarray, dict[str, Any], Any, bytes]:
         """Parse, predict and serialise one body (on the loop or in the pool)."""
-        x = parse_request(raw, served.input, tallied=True)
+        x = parse_request(raw, served.input, tallied=True, content_type=content_type)
         body, index = served.predict(x)
         return x, body, index, self.dumps(body, option=self.numpy_option)
 
@@ -124,13 +133,15 @@ class _App:
         try:
             if scope["method"] != "POST":
                 raise BadRequest(405, "/predict takes POST")
-            check_content_type(_text(headers.get(b"content-type")))
-            raw = await _read_body(receive, served.input, headers.get(b"content-length"))
-            if len(raw) <= INLINE_BYTES:
+            media = _text(headers.get(b"content-type"))
+            check_content_type(media, served.input)
+            form = (media or "").lower().startswith(MULTIPART)
+            raw = await _read_body(receive, served.input, headers.get(b"content-length"), form)
+            if len(raw) <= INLINE_BYTES and served.input.image is None:
                 done = self.work(raw, served)
-            else:
+            else:  # large bodies, and every image decode, off the loop
                 loop = asyncio.get_running_loop()
-                done = await loop.run_in_executor(self.pool, self.work, raw, served)
+                done = await loop.run_in_executor(self.pool, self.work, raw, served, media)
             payload = done[3]
         except BadRequest as exc:
             status, payload = exc.status, self.dumps({"error": exc.message})
@@ -158,13 +169,16 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else bytes(value).decode("latin-1")
 
 
-async def _read_body(receive: Receive, spec: InputSpec, declared: bytes | None) -> bytes:
+async def _read_body(
+    receive: Receive, spec: InputSpec, declared: bytes | None, form: bool = False
+) -> bytes:
     """The whole body, counted as it arrives: refused (413) as soon as it cannot be a
-    batch, and at once when its declared length is beyond the limit (nothing read)."""
+    batch, and at once when its declared length is beyond the limit (nothing read). A
+    form upload's bytes are only measured (its files are not JSON)."""
     limit = spec.max_body_bytes
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BadRequest(413, f"body of {int(declared)} bytes exceeds {limit}", close=True)
-    tally = Tally(spec)
+    tally = Tally(spec, counting=not form)
     message = await receive()
     body = message.get("body", b"")
     tally.add(body)

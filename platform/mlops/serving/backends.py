@@ -25,6 +25,8 @@ from registry.export.parity import FP32_MAX_ABS_DIFF
 if TYPE_CHECKING:
     from torch import nn
 
+    from mlops.models import ModelSpec
+
 BACKENDS = ("torch", "onnx")
 PARITY_ATOL = FP32_MAX_ABS_DIFF  # the one fp32 parity tolerance, named in registry.export
 
@@ -129,13 +131,20 @@ def check_parity(reference: Predictor, candidate: Predictor, example: np.ndarray
     return diff
 
 
-def example_rows(mean: list[float], std: list[float], rows: int = 8) -> np.ndarray:
-    """Deterministic rows around the training distribution, for warm-up and parity."""
+def example_rows(spec: ModelSpec, rows: int = 8) -> np.ndarray:
+    """Deterministic rows around the training distribution, for warm-up and parity (an
+    image model's: values in [0, 1] around each channel's mean)."""
 
     rng = np.random.default_rng(0)
-    m, s = np.asarray(mean, np.float32), np.asarray(std, np.float32)
-    noise = rng.standard_normal((rows, len(mean))).astype(np.float32)
-    return np.ascontiguousarray(m + noise * s, dtype=np.float32)
+    m, s = np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32)
+    if spec.image_format is not None:  # per channel → per value, in [0, 1] as decoded
+        per = spec.in_features // len(m)
+        m, s = np.repeat(m, per), np.repeat(s, per)
+    noise = rng.standard_normal((rows, len(m))).astype(np.float32)
+    x = m + noise * s
+    if spec.image_format is not None:
+        x = np.clip(x, 0.0, 1.0)
+    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def describe(built: Built) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from registry.export.formats import to_onnx
 
 def _main(weights_dir: Path, out: Path, sha256: str) -> dict[str, object]:
     module, spec = load_model(weights_dir, expected_sha256=sha256)
-    example = example_rows(spec.mean, spec.std)
+    example = example_rows(spec)
     try:
         to_onnx(module, example, out)
     except Exception as exc:  # the exporter raises many types; one line says which

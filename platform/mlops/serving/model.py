@@ -114,10 +114,10 @@ def load_version(
         sha256=version.sha256,
         spec=spec,
         built=built,
-        input=InputSpec(tuple(spec.feature_names), shape, max_batch),
+        input=InputSpec(tuple(spec.feature_names), shape, max_batch, spec.image_format),
         signature=read_signature(directory),
     )
-    example = backends.example_rows(spec.mean, spec.std)
+    example = backends.example_rows(spec)
     for rows in (1, len(example)):  # warm-up: the first call of a session is slow
         served.predict(example[:rows])
     return served

@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 import orjson
 
+from mlops.images import ImageError, ImageFormat
+from mlops.images.format import image_bytes, to_rows
+from mlops.serving.multipart import FormError, files
+
 JSON_TYPES = ("application/json",)
+MULTIPART = "multipart/form-data"
+IMAGE_BYTES = 8 * 1024 * 1024  # one uploaded image
+MAX_IMAGE_BODY = 64 * 1024 * 1024  # one request of images
 KEYS = ("inputs", "records")
 _HOW = 'send {"inputs": [[numbers…], …]} or {"records": [{feature: number, …}, …]}'
 
@@ -43,11 +50,12 @@ class InputSpec:
     features: tuple[str, ...]
     input_shape: tuple[int, ...]
     max_batch: int
+    image: ImageFormat | None = None
 
     @property
     def in_features(self) -> int:
-        """Values per row."""
-        return len(self.features)
+        """Values per row (an image model's: channels x height x width)."""
+        return self.image.values if self.image is not None else len(self.features)
 
     @cached_property
     def shapes(self) -> tuple[tuple[int, ...], ...]:
@@ -61,6 +69,9 @@ class InputSpec:
     def max_body_bytes(self) -> int:
         """The largest body worth parsing: a full batch of long numbers with their keys."""
         longest = max((len(f) for f in self.features), default=0)
+        if self.image is not None:  # a batch of base64 images (or of decoded rows)
+            encoded = self.max_batch * (IMAGE_BYTES * 4 // 3 + 64 + longest)
+            return min(max(encoded, self.max_batch * self.in_features * 32), MAX_IMAGE_BODY)
         return self.max_batch * self.in_features * (32 + longest) + (1 << 20)
 
     @cached_property
@@ -86,10 +97,11 @@ class Tally:
     """A body's size, `[`/`{` and commas, counted as its chunks arrive; `add` refuses (413)
     as soon as they exceed what a full batch can hold, before the body is parsed."""
 
-    __slots__ = ("commas", "opens", "size", "spec")
+    __slots__ = ("commas", "counting", "opens", "size", "spec")
 
-    def __init__(self, spec: InputSpec) -> None:
+    def __init__(self, spec: InputSpec, counting: bool = True) -> None:
         self.spec = spec
+        self.counting = counting  # False for a form upload: file bytes are not JSON
         self.size = self.opens = self.commas = 0
 
     def add(self, chunk: bytes) -> None:
@@ -100,6 +112,8 @@ class Tally:
             raise BadRequest(
                 413, f"body exceeds {spec.max_body_bytes} bytes ({_batch(spec)})", close=True
             )
+        if not self.counting:
+            return
         self.opens += chunk.count(b"[") + chunk.count(b"{")
         if self.opens > spec.max_opens:
             raise BadRequest(413, f"body holds over {spec.max_opens} lists or objects: more "
@@ -115,21 +129,29 @@ def _batch(spec: InputSpec) -> str:
     return f"a batch of {spec.max_batch} rows of {shape} values (--max-batch)"
 
 
-def check_content_type(value: str | None) -> None:
-    """Refuse a body that does not say it is JSON (415)."""
+def check_content_type(value: str | None, spec: InputSpec | None = None) -> None:
+    """Refuse a body that does not say it is JSON, or for an image model a form upload
+    (415)."""
     media = (value or "").split(";", 1)[0].strip().lower()
-    if media not in JSON_TYPES:
-        shown = media or "none"
-        raise BadRequest(415, f"content type {shown!r}: send Content-Type: application/json")
+    if media in JSON_TYPES or (media == MULTIPART and spec is not None and spec.image):
+        return
+    shown = media or "none"
+    upload = " or multipart/form-data" if spec is not None and spec.image else ""
+    raise BadRequest(415, f"content type {shown!r}: send Content-Type: application/json{upload}")
 
 
-def parse_request(body: bytes, spec: InputSpec, tallied: bool = False) -> np.ndarray:
-    """The batch of a `/predict` body as a float32 matrix (rows x in_features).
+def parse_request(
+    body: bytes, spec: InputSpec, tallied: bool = False, content_type: str | None = None
+) -> np.ndarray:
+    """The batch of a `/predict` body as a float32 matrix (rows x in_features): JSON, or
+    for an image model a `multipart/form-data` upload of image files.
 
     The body is counted first (`Tally`) unless the caller did it as it arrived."""
 
     if not tallied:
         Tally(spec).add(body)
+    if spec.image is not None and (content_type or "").lower().startswith(MULTIPART):
+        return _uploads(body, content_type or "", spec, spec.image)
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -150,10 +172,62 @@ def parse_request(body: bytes, spec: InputSpec, tallied: bool = False) -> np.nda
         raise BadRequest(
             413, f"batch of {len(batch)} rows exceeds the limit of {spec.max_batch} rows"
         )
+    if key == "records" and spec.image is not None:
+        return _image_records(batch, spec.image)
     rows = batch if key == "inputs" else _records(batch, spec.features)
     # A boolean parses to True/False, which numpy turns into 1/0 among numbers: only a
     # body that spells `true` or `false` somewhere needs the walk over every value.
     return to_matrix(rows, spec, key, booleans=b"true" in body or b"false" in body)
+
+
+def _image_records(records: list[Any], fmt: ImageFormat) -> np.ndarray:
+    """`[{"image": "<base64>"}, …]` decoded as evaluation decodes the test split."""
+    pixels = []
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise BadRequest(422, f"records[{i}] must be an object, not {_kind(record)}")
+        if fmt.column not in record:
+            raise BadRequest(422, f"records[{i}]: missing {fmt.column!r} (the image, base64)")
+        extra = next((k for k in record if k != fmt.column), None)
+        if extra is not None:
+            raise BadRequest(422, f"records[{i}]: unknown key {extra!r}")
+        value, where = record[fmt.column], f"records[{i}].{fmt.column}"
+        if not isinstance(value, str):
+            raise BadRequest(422, f"{where}: expected base64 text, not {_kind(value)}")
+        pixels.append(_decode(image_bytes_or_422(value, where), fmt, where))
+    return to_rows(np.stack(pixels))
+
+
+def image_bytes_or_422(value: str, where: str) -> bytes:
+    """Base64 text as bytes, or a 422 naming where it was."""
+    try:
+        data = image_bytes(value)
+    except ImageError as exc:
+        raise BadRequest(422, f"{where}: {exc}") from None
+    if len(data) > IMAGE_BYTES:
+        raise BadRequest(413, f"{where}: {len(data)} bytes, over {IMAGE_BYTES} for one image")
+    return data
+
+
+def _decode(data: bytes, fmt: ImageFormat, where: str) -> np.ndarray:
+    try:
+        return fmt.decode(data)
+    except ImageError as exc:
+        raise BadRequest(422, f"{where}: cannot decode the image: {exc}") from None
+
+
+def _uploads(body: bytes, content_type: str, spec: InputSpec, fmt: ImageFormat) -> np.ndarray:
+    """A form upload (`curl -F file=@cat.jpg`): every file part is one image, in order."""
+    try:
+        parts = files(body, content_type, spec.max_batch)
+    except FormError as exc:
+        raise BadRequest(exc.status, str(exc)) from None
+    pixels = []
+    for name, data in parts:
+        if len(data) > IMAGE_BYTES:
+            raise BadRequest(413, f"file {name!r}: {len(data)} bytes, over {IMAGE_BYTES}")
+        pixels.append(_decode(data, fmt, f"file {name!r}"))
+    return to_rows(np.stack(pixels))
 
 
 def _kind(value: Any) -> str:

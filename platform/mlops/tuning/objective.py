@@ -21,7 +21,7 @@ from mlops import tracking, workspace
 from mlops.data import Schema, features_and_target, read_parquet
 from mlops.errors import MlopsError, UserError
 from mlops.logged_training import train_logged
-from mlops.models import build_model, feature_stats, make_spec
+from mlops.models import build_model, spec_for_data
 from mlops.params import Params
 from mlops.settings import Settings
 from mlops.training import check_metric, seed_everything
@@ -104,13 +104,7 @@ def load_data(root: Path) -> Data:
 def model_spec(model: Any, data: Data) -> Any:
     """The spec of a model trained on `data` (standardisation from the train split)."""
 
-    mean, std = feature_stats(data.train[0])
-    y = data.train[1]
-    return make_spec(
-        model, data.schema.classes, mean, std, data.schema.input_shape, task=data.schema.task,
-        target_mean=float(y.mean()), target_std=float(y.std()),
-        features=data.schema.features, target=data.schema.target,
-    )  # fmt: skip
+    return spec_for_data(model, data.schema, *data.train)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,188 @@
+"""A folder of images (circles, squares and triangles drawn here with Pillow, as PNG, JPEG
+and WebP in class subfolders) goes through `dvc repro` by params.yaml alone, to a
+registered CNN that `mlops serve` answers over JSON and `curl -F file=@…`, that ONNX
+export and `mlflow.pyfunc` answer the same way; bad images are stopped by `validate`."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+import pytest
+
+from mlops.exposure import free_port
+from tests.e2e.project import clean_env, copy_repo, run
+from tests.shapes import CLASSES, make_folder, png_bytes
+
+pytestmark = pytest.mark.e2e
+
+PARAMS = {
+    "pipeline": {"name": "shapes"},
+    "data": {"source": "data/external/shapes", "image": {"size": [32, 32], "channels": 3}},
+    "train": {"epochs": 15, "early_stopping": {"patience": 0}, "model": {"family": "cnn"}},
+    "registry": {"gates": {"production": {"thresholds": {"accuracy": 0.5}}}},
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the repo on 300 images after one complete `dvc repro`."""
+    root = copy_repo(tmp_path_factory.mktemp("images"), PARAMS)
+    make_folder(root / "data" / "external" / "shapes", per_class=100)
+    done = run(["dvc", "repro"], root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return root
+
+
+def test_the_folder_trains_a_registered_cnn(project: Path) -> None:
+    schema = json.loads((project / "data" / "raw" / "schema.json").read_text())
+    assert schema["classes"] == list(CLASSES)
+    assert schema["features"] == ["image"] and schema["input_shape"] == [3, 32, 32]
+    report = json.loads((project / "reports" / "validation.json").read_text())
+    names = {c["name"]: c["passed"] for c in report["checks"]}
+    assert names["images.readable"] and names["images.mode"] and names["images.min_size"]
+    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] >= 0.8, metrics["test"]
+    spec = json.loads((project / "models" / "model.json").read_text())
+    assert spec["image"] == {"column": "image", "size": [32, 32], "channels": 3}
+    assert len(spec["mean"]) == 3 and len(spec["std"]) == 3  # per channel, from train
+    registered = json.loads((project / "reports" / "registered.json").read_text())
+    assert registered["name"] == "shapes" and registered["version"] == "1"
+
+
+def test_changing_one_image_reruns_ingest(project: Path, tmp_path: Path) -> None:
+    image = next((project / "data" / "external" / "shapes" / "circle").glob("*.png"))
+    before = image.read_bytes()
+    try:
+        image.write_bytes(png_bytes("circle", seed=99))
+        status = run(["dvc", "status", "--json"], project)
+        assert status.returncode == 0, status.stderr
+        assert "ingest" in json.loads(status.stdout)
+    finally:
+        image.write_bytes(before)
+    assert "ingest" not in json.loads(run(["dvc", "status", "--json"], project).stdout)
+
+
+def _post(port: int, body: bytes, content_type: str) -> tuple[int, dict[str, Any]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("POST", "/predict", body, {"Content-Type": content_type})
+    response = conn.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def _curl(port: int, *files: Path) -> dict[str, Any]:
+    form = [arg for f in files for arg in ("-F", f"file=@{f}")]
+    done = subprocess.run(
+        ["curl", "-sS", "--fail-with-body", *form, f"http://127.0.0.1:{port}/predict"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module", params=["torch", "onnx"])
+def server(request: pytest.FixtureRequest, project: Path) -> Iterator[int]:
+    """`mlops serve shapes@1` on each backend, ready."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "mlops", "serve", "shapes@1", "--port", str(port),
+           "--backend", request.param]  # fmt: skip
+    process = subprocess.Popen(
+        cmd, cwd=project, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while True:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "server not ready in time"
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/ready")
+            if conn.getresponse().status == 200:
+                break
+        except OSError:
+            time.sleep(0.2)
+    yield port
+    process.terminate()
+    process.communicate(timeout=30)
+
+
+def _files(tmp_path: Path) -> list[Path]:
+    paths = []
+    for i, kind in enumerate(CLASSES):
+        path = tmp_path / f"{kind}.png"
+        path.write_bytes(png_bytes(kind, seed=100 + i))
+        paths.append(path)
+    return paths
+
+
+def _pyfunc(project: Path, files: list[Path]) -> tuple[list[str], list[list[float]]]:
+    uri = f"sqlite:///{project / '.mlops' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    model = mlflow.pyfunc.load_model("models:/shapes/1")
+    frame = pd.DataFrame({"image": [f.read_bytes() for f in files]})
+    labels = [str(v) for v in model.predict(frame)]
+    proba = model.predict(frame, params={"output": "probabilities"})
+    return labels, proba.to_numpy().tolist()
+
+
+def test_serve_answers_uploads_and_base64_records_as_pyfunc_does(
+    server: int, project: Path, tmp_path: Path
+) -> None:
+    files = _files(tmp_path)
+    uploaded = _curl(server, *files)
+    assert uploaded["model"] == "shapes" and len(uploaded["predictions"]) == 3
+    assert set(uploaded["predictions"]) <= set(CLASSES)
+    records = {"records": [{"image": base64.b64encode(f.read_bytes()).decode()} for f in files]}
+    status, answered = _post(server, json.dumps(records).encode(), "application/json")
+    assert status == 200, answered
+    assert answered["predictions"] == uploaded["predictions"]
+    labels, proba = _pyfunc(project, files)
+    assert labels == uploaded["predictions"]
+    for mine, theirs in zip(proba, uploaded["probabilities"], strict=True):
+        assert mine == pytest.approx(theirs, abs=1e-4)
+
+
+def test_an_undecodable_image_is_a_4xx_naming_it(server: int, tmp_path: Path) -> None:
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is not a picture")
+    good = _files(tmp_path)[0]
+    done = subprocess.run(
+        ["curl", "-sS", "-F", f"file=@{good}", "-F", f"file=@{bad}", "-w", "\n%{http_code}",
+         f"http://127.0.0.1:{server}/predict"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    body, code = done.stdout.rsplit("\n", 1)
+    assert code == "422", done.stdout
+    assert "notes.png" in json.loads(body)["error"]
+    record = {"records": [{"image": base64.b64encode(b"GIF89a....").decode()}]}
+    status, answer = _post(server, json.dumps(record).encode(), "application/json")
+    assert status == 422 and "records[0].image" in answer["error"], answer
+    status, answer = _post(server, b'{"records": [{"image": "%%%"}]}', "application/json")
+    assert status == 422 and "base64" in answer["error"], answer
+
+
+def test_bad_images_stop_validate_naming_the_files(tmp_path: Path) -> None:
+    root = copy_repo(tmp_path, PARAMS)
+    folder = root / "data" / "external" / "shapes"
+    make_folder(folder, per_class=12)
+    truncated = folder / "square" / "0000.png"
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    (folder / "circle" / "fake.jpg").write_text("not a jpeg")
+    done = run(["dvc", "repro", "validate"], root)
+    assert done.returncode != 0
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("validate: error:")]
+    assert len(lines) == 1, done.stderr
+    assert "images.readable" in lines[0]
+    assert "square/0000.png" in lines[0] and "circle/fake.jpg" in lines[0]
+    assert "Traceback" not in done.stderr
