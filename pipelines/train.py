@@ -66,6 +66,13 @@ def tuned_params(base: TrainParams) -> tuple[TrainParams, dict[str, Any]]:
     return derive(base, found["values"]), found
 
 
+def _augmenter(p: TrainParams, schema: Schema) -> Any:
+    """The augmenter `train.augment` asks for (None: none)."""
+    from mlops.augment import augmenter
+
+    return augmenter(p.augment, schema.input_shape, bool(schema.image))
+
+
 def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
     """Train, save `models/` (safetensors + spec) and the per-epoch history."""
     p, tuned = tuned_params(ctx.params.train)
@@ -74,6 +81,7 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
     x_val, y_val = features_and_target(read_parquet(workspace.SPLITS["val"]), schema)
     check_metric(schema.task, p.early_stopping.metric)
     spec = spec_for_data(p.model, schema, x_train, y_train)
+    augment = _augmenter(p, schema)
     hashes = data_hashes(workspace.SPLITS)
     job = fingerprint(asdict(spec), p.model_dump(mode="json"), hashes)
     checkpointing = Checkpointing(workspace.CHECKPOINT, job, checkpoint_every, resume)
@@ -100,6 +108,7 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
             result = train_logged(
                 run_id or None, lambda: build_model(spec), p,
                 ((x_train, y_train), (x_val, y_val)), schema.task, on_epoch, checkpointing, dist,
+                augment,
             )  # fmt: skip
             if dist.is_main:
                 _record(run_id, p, spec, result, hashes)

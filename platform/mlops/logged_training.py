@@ -25,6 +25,8 @@ from mlops.training import Checkpointing, EpochCallback, EpochResult, TrainResul
 if TYPE_CHECKING:
     from torch import nn
 
+    from mlops.augment import Augmenter
+
 Arrays = tuple[np.ndarray, np.ndarray]
 
 
@@ -37,9 +39,11 @@ def train_logged(
     on_epoch: EpochCallback | None = None,
     checkpointing: Checkpointing | None = None,
     ctx: DistContext | None = None,
+    augment: Augmenter | None = None,
 ) -> TrainResult:
     """Train on `data` (train, validation), logging each epoch to run `run_id` (None:
-    log nothing, as on a DDP rank other than 0) before `on_epoch` sees it."""
+    log nothing, as on a DDP rank other than 0) before `on_epoch` sees it; `augment`
+    transforms each training batch of images."""
     buffer = tracking.MetricsBuffer(run_id) if run_id else None
 
     def each(result: EpochResult) -> None:
@@ -50,7 +54,9 @@ def train_logged(
 
     train, val = data
     try:
-        result = train_model(make_model, params, train, val, each, checkpointing, ctx, task)
+        result = train_model(
+            make_model, params, train, val, each, checkpointing, ctx, task, augment
+        )
     except Exception:  # e.g. a pruned trial: its curve is logged; a stop signal is not waited on
         if buffer is not None:
             buffer.flush()

@@ -96,6 +96,24 @@ def check_shape(family: str, input_shape: list[int]) -> None:
         raise UserError(f"train.model.family = {family}: cannot read inputs of shape {shape}")
 
 
+def check_patches(params: ModelParams, input_shape: list[int]) -> None:
+    """A transformer's `patch_size` needs an image whose sides it divides."""
+    patch = params.transformer.patch_size if params.family == "transformer" else None
+    if patch is None:
+        return
+    shape = "×".join(map(str, input_shape)) or "unknown"
+    if len(input_shape) != 3:
+        raise UserError(
+            f"train.model.transformer.patch_size = {patch}: needs image-shaped inputs, "
+            f"but the data has shape {shape} (set it to null)"
+        )
+    if input_shape[1] % patch or input_shape[2] % patch:
+        raise UserError(
+            f"train.model.transformer.patch_size = {patch}: must divide the image's height "
+            f"and width ({shape})"
+        )
+
+
 def make_spec(
     params: ModelParams,
     classes: list[Any],
@@ -114,6 +132,7 @@ def make_spec(
     `features` are the column names in the order of `mean` and `std`; for an image
     model, the image column, with `mean` and `std` per channel."""
     check_shape(params.family, input_shape)
+    check_patches(params, input_shape)
     names = [str(f) for f in features or []]
     if names and len(names) != len(mean) and image is None:
         raise ValueError(f"{len(names)} feature names for {len(mean)} features")

@@ -166,18 +166,25 @@ def _sinusoidal(steps: int, width: int) -> torch.Tensor:
 
 
 class Transformer(nn.Module):
-    """Tokens (sequence steps, or one per feature for flat inputs) → self-attention encoder
-    → [CLS] token or mean of tokens → Linear."""
+    """Tokens (sequence steps, one per feature for flat inputs, or with `patch_size` an
+    image's P x P patches, ViT-style) → self-attention encoder → [CLS] token or mean of
+    tokens → Linear."""
 
     position: torch.Tensor | None
 
     def __init__(self, shape: list[int], n_out: int, d_model: int, n_heads: int, n_layers: int,
-                 ff_dim: int, dropout: float, positional: str, pooling: str) -> None:  # fmt: skip
+                 ff_dim: int, dropout: float, positional: str, pooling: str,
+                 patch_size: int | None = None) -> None:  # fmt: skip
         super().__init__()
         self.tabular = len(shape) == 1
         self.shape = list(shape)
         self.steps, features = sequence_shape(shape)
-        if self.tabular:  # each feature gets its own embedding: value * w_i + b_i
+        self.patches: nn.Conv2d | None = None
+        if patch_size is not None:  # a linear embedding of each patch: a strided convolution
+            channels, height, width = shape
+            self.patches = nn.Conv2d(channels, d_model, patch_size, stride=patch_size)
+            self.steps = (height // patch_size) * (width // patch_size)
+        elif self.tabular:  # each feature gets its own embedding: value * w_i + b_i
             self.token_weight = nn.Parameter(torch.randn(self.steps, d_model) * 0.02)
             self.token_bias = nn.Parameter(torch.zeros(self.steps, d_model))
         else:
@@ -200,7 +207,9 @@ class Transformer(nn.Module):
         self.head = nn.Linear(d_model, n_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.tabular:
+        if self.patches is not None:
+            tokens = self.patches(x).flatten(2).transpose(1, 2)
+        elif self.tabular:
             tokens = x.unsqueeze(-1) * self.token_weight + self.token_bias
         else:
             tokens = self.embed(to_sequence(x, self.shape))

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from mlops.augment import Augmenter
     from mlops.params import TrainParams
 
 
@@ -181,10 +182,13 @@ class _Job:
     """The moving parts of one training job, and how to save and restore them."""
 
     def __init__(self, raw: nn.Module, params: TrainParams, ctx: DistContext,
-                 device: torch.device, n_train: int, task: str) -> None:  # fmt: skip
+                 device: torch.device, n_train: int, task: str,
+                 augment: Augmenter | None = None) -> None:  # fmt: skip
         import torch
 
         self.raw, self.params, self.ctx, self.device = raw, params, ctx, device
+        self.augment = augment
+        self.augment_rng = torch.Generator().manual_seed(params.seed + 1)
         self.model: nn.Module = raw
         if ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -220,6 +224,8 @@ class _Job:
         self.best_state = state["best_model"]
         torch.set_rng_state(state["rng_torch"])
         self.generator.set_state(state["rng_generator"])
+        if "rng_augment" in state:
+            self.augment_rng.set_state(state["rng_augment"])
         self.history = [EpochResult(h["epoch"], h["metrics"]) for h in state["history"]]
         return int(state["epoch"])
 
@@ -237,6 +243,7 @@ class _Job:
             "best_model": self.best_state,
             "rng_torch": torch.get_rng_state(),
             "rng_generator": self.generator.get_state(),
+            "rng_augment": self.augment_rng.get_state(),
             "history": [{"epoch": h.epoch, "metrics": h.metrics} for h in self.history],
         }
 
@@ -258,8 +265,9 @@ class _Job:
             if self.has_bn and len(idx) < 2:
                 continue
             self.optimizer.zero_grad(set_to_none=True)
+            inputs = x[idx] if self.augment is None else self.augment(x[idx], self.augment_rng)
             with _autocast(self.device, p.precision):
-                loss = self.loss(self.model(x[idx]), y[idx])
+                loss = self.loss(self.model(inputs), y[idx])
             if scaled:  # fp16 on CUDA
                 self.scaler.scale(loss).backward()
                 self.scaler.unscale_(self.optimizer)
@@ -293,8 +301,10 @@ def train_model(
     checkpointing: Checkpointing | None = None,
     ctx: DistContext | None = None,
     task: str = "classification",
+    augment: Augmenter | None = None,
 ) -> TrainResult:
-    """Seed, build the model with `make_model`, and train it (see the module docstring).
+    """Seed, build the model with `make_model`, and train it (see the module docstring);
+    `augment` transforms each training batch (never the validation rows).
 
     A matching checkpoint resumes the job where it stopped; restored epochs are replayed
     to `on_epoch` so a new tracking run still gets the whole curve.
@@ -310,7 +320,7 @@ def train_model(
     raw.eval()
     with torch.no_grad():
         n_classes = int(raw(x_train[:1]).shape[1])
-    job = _Job(raw, params, ctx, device, len(x_train), task)
+    job = _Job(raw, params, ctx, device, len(x_train), task, augment)
     resumed_from = _resume(job, checkpointing, on_epoch)
     stopped_early = False
     last_saved = time.monotonic()

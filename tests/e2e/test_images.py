@@ -186,3 +186,29 @@ def test_bad_images_stop_validate_naming_the_files(tmp_path: Path) -> None:
     assert "images.readable" in lines[0]
     assert "square/0000.png" in lines[0] and "circle/fake.jpg" in lines[0]
     assert "Traceback" not in done.stderr
+
+
+def test_a_vision_transformer_with_augmentation_trains_and_exports(tmp_path: Path) -> None:
+    vit = {
+        "pipeline": {"name": "shapes_vit"},
+        "data": PARAMS["data"],
+        "train": {
+            "epochs": 25,
+            "early_stopping": {"patience": 0},
+            "augment": {"flip": True, "crop_scale": [0.7, 1.0]},
+            "model": {"family": "transformer", "transformer": {"patch_size": 4}},
+        },
+    }
+    root = copy_repo(tmp_path, vit)
+    make_folder(root / "data" / "external" / "shapes", per_class=100)
+    done = run(["dvc", "repro"], root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    spec = json.loads((root / "models" / "model.json").read_text())
+    assert spec["family"] == "transformer" and spec["hyper"]["patch_size"] == 4
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] >= 0.7, metrics["test"]
+    exported = run([sys.executable, "-m", "mlops", "export", "shapes_vit@1", "--format", "onnx",
+                    "--json"], root)  # fmt: skip
+    assert exported.returncode == 0, exported.stdout[-2000:] + exported.stderr[-2000:]
+    report = json.loads(exported.stdout)
+    assert report["passed"] is True, report

@@ -264,3 +264,24 @@ def test_build_gives_fresh_normalize_plus_body() -> None:
     assert isinstance(model[0], nets.Normalize)
     assert isinstance(model[1], nets.MLP)
     assert set(nets.FAMILIES) == set(FAMILIES)
+
+
+def test_a_patch_transformer_reads_an_image_as_patches() -> None:
+    params = ModelParams(family="transformer", transformer=TransformerParams(patch_size=4))
+    shape = [3, 16, 12]
+    model = _model(params, shape, n_classes=3)
+    assert _logits(model, 5, shape).shape == (5, 3)
+    body = model[1]
+    assert body.steps == 12 and body.patches.kernel_size == (4, 4)
+    if body.position is not None:
+        assert body.position.shape[1] == 12 + 1  # patches and the [CLS] token
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [([64], "needs image-shaped inputs"), ([3, 16, 10], "must divide the image's height")],
+)
+def test_a_patch_size_that_cannot_tile_the_input_is_refused(shape: list[int], message: str) -> None:
+    params = ModelParams(family="transformer", transformer=TransformerParams(patch_size=4))
+    with pytest.raises(UserError, match=message):
+        _model(params, shape)

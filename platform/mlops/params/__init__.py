@@ -9,6 +9,7 @@ space), `_registry` (stages and gates), `_monitor` (drift thresholds), and `_fil
 
 from mlops.params._file import describe_error, load_params, parse_params
 from mlops.params._model import (
+    AugmentParams,
     CNNParams,
     EarlyStoppingParams,
     MLPParams,
@@ -40,6 +41,7 @@ __all__ = [
     "NAME_PATTERN",
     "NO_STAGE",
     "PARAMS_FILE",
+    "AugmentParams",
     "CNNParams",
     "DataParams",
     "Distribution",

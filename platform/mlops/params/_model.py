@@ -61,6 +61,7 @@ class TransformerParams(_Section):
     dropout: Dropout = 0.1
     positional: Literal["learned", "sinusoidal", "none"] = "learned"
     pooling: Literal["cls", "mean"] = "cls"
+    patch_size: Annotated[int, Field(ge=1, le=256)] | None = None  # images: P x P patches
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> TransformerParams:
@@ -116,6 +117,29 @@ class EarlyStoppingParams(_Section):
         return "min" if self.metric.endswith(("loss", "rmse", "mae")) else "max"
 
 
+Jitter = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class AugmentParams(_Section):
+    """Train-time augmentation of images (never at evaluation): a horizontal flip, a random
+    resized crop and colour jitter, each drawn per image from the job's seed."""
+
+    flip: bool = False  # mirror left-right with probability 1/2
+    crop_scale: (
+        Annotated[list[Annotated[float, Field(gt=0.0, le=1.0)]], Field(min_length=2, max_length=2)]
+        | None
+    ) = None  # [min, max] share of the area kept, resized back to the image size
+    brightness: Jitter = 0.0  # factor drawn from [1 - b, 1 + b]
+    contrast: Jitter = 0.0
+    saturation: Jitter = 0.0
+
+    @model_validator(mode="after")
+    def _ordered_scale(self) -> AugmentParams:
+        if self.crop_scale is not None and self.crop_scale[0] > self.crop_scale[1]:
+            raise ValueError(f"crop_scale = {self.crop_scale}: the minimum comes first")
+        return self
+
+
 class TrainParams(_Section):
     """The training job."""
 
@@ -134,4 +158,5 @@ class TrainParams(_Section):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False
     threads: Annotated[int, Field(ge=0, le=1024)] = 1
+    augment: AugmentParams | None = None
     model: ModelParams = ModelParams()

@@ -14,7 +14,13 @@ from mlops.logged_training import log_weights, train_logged
 from mlops.models import build_model
 from mlops.params import Params
 from mlops.settings import Settings
-from mlops.tuning.objective import TAG_STUDY, TAG_TRIAL, load_data, model_spec
+from mlops.tuning.objective import (
+    TAG_STUDY,
+    TAG_TRIAL,
+    data_augmenter,
+    load_data,
+    model_spec,
+)
 from mlops.tuning.search_space import derive
 from mlops.tuning.storage import storage
 from registry.context import Context
@@ -54,8 +60,9 @@ def register_best_trial(
     ) as run_id:
         tracking.log_params({k: str(v) for k, v in best.params.items()})
         result = train_logged(
-            run_id, lambda: build_model(spec), p, (data.train, data.val), data.schema.task
-        )
+            run_id, lambda: build_model(spec), p, (data.train, data.val), data.schema.task,
+            augment=data_augmenter(p, data),
+        )  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
             log_weights(result.model, spec, tmp)
     ctx = Context(settings, params.registry, params.evaluate.primary_metric)

@@ -22,7 +22,7 @@ from mlops.data import Schema, features_and_target, read_parquet
 from mlops.errors import MlopsError, UserError
 from mlops.logged_training import train_logged
 from mlops.models import build_model, spec_for_data
-from mlops.params import Params
+from mlops.params import Params, TrainParams
 from mlops.settings import Settings
 from mlops.training import check_metric, seed_everything
 from mlops.tuning.search_space import derive, suggest
@@ -107,6 +107,13 @@ def model_spec(model: Any, data: Data) -> Any:
     return spec_for_data(model, data.schema, *data.train)
 
 
+def data_augmenter(params: TrainParams, data: Data) -> Any:
+    """The augmenter `train.augment` asks for on these data (None: none)."""
+    from mlops.augment import augmenter
+
+    return augmenter(params.augment, data.schema.input_shape, bool(data.schema.image))
+
+
 @dataclass(frozen=True)
 class Job:
     """What a worker needs: where the stores are, the params, the study, the sweep run."""
@@ -152,7 +159,7 @@ def objective(job: Job, data: Data) -> Callable[[optuna.Trial], float]:
             try:
                 result = train_logged(
                     run_id, lambda: build_model(spec), trial_params, (data.train, data.val),
-                    schema.task, on_epoch,
+                    schema.task, on_epoch, augment=data_augmenter(trial_params, data),
                 )  # fmt: skip
             except optuna.TrialPruned:
                 result = None
