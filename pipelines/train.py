@@ -16,7 +16,7 @@ from typing import Any
 
 from mlops import distributed, tracking, workspace
 from mlops.checkpoint import fingerprint, load_checkpoint
-from mlops.data import Schema, features_and_target, read_parquet
+from mlops.data import Schema
 from mlops.io import read_json, write_json
 from mlops.lineage import data_hashes
 from mlops.logged_training import log_weights, train_logged
@@ -66,6 +66,21 @@ def tuned_params(base: TrainParams) -> tuple[TrainParams, dict[str, Any]]:
     return derive(base, found["values"]), found
 
 
+def _splits(p: TrainParams, schema: Schema) -> tuple[Any, Any]:
+    """The train and validation splits: in memory, or streamed when larger than
+    `train.loader.stream_above_mb` decoded."""
+    from mlops.streaming import load_split
+
+    train = load_split(workspace.SPLITS["train"], schema, p.loader, p.seed)
+    return train, load_split(workspace.SPLITS["val"], schema, p.loader, p.seed)
+
+
+def _loading(split: Any) -> str:
+    from mlops.streaming import loading
+
+    return loading(split)
+
+
 def _augmenter(p: TrainParams, schema: Schema) -> Any:
     """The augmenter `train.augment` asks for (None: none)."""
     from mlops.augment import augmenter
@@ -77,10 +92,9 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
     """Train, save `models/` (safetensors + spec) and the per-epoch history."""
     p, tuned = tuned_params(ctx.params.train)
     schema = Schema.load(workspace.SCHEMA)
-    x_train, y_train = features_and_target(read_parquet(workspace.SPLITS["train"]), schema)
-    x_val, y_val = features_and_target(read_parquet(workspace.SPLITS["val"]), schema)
     check_metric(schema.task, p.early_stopping.metric)
-    spec = spec_for_data(p.model, schema, x_train, y_train)
+    train_split, val_split = _splits(p, schema)
+    spec = spec_for_data(p.model, schema, train_split)
     augment = _augmenter(p, schema)
     hashes = data_hashes(workspace.SPLITS)
     job = fingerprint(asdict(spec), p.model_dump(mode="json"), hashes)
@@ -89,6 +103,7 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
         load_checkpoint(workspace.CHECKPOINT, job, required=True)
     dist = distributed.from_env()
     tags = _run_tags(p, schema.task, hashes, dist.world_size, tuned)
+    tags["mlops.data.loading"] = _loading(train_split)
     run = (
         tracking.stage_run(ctx.settings, ctx.experiment, "train", tags=tags)
         if dist.is_main
@@ -107,8 +122,7 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
 
             result = train_logged(
                 run_id or None, lambda: build_model(spec), p,
-                ((x_train, y_train), (x_val, y_val)), schema.task, on_epoch, checkpointing, dist,
-                augment,
+                (train_split, val_split), schema.task, on_epoch, checkpointing, dist, augment,
             )  # fmt: skip
             if dist.is_main:
                 _record(run_id, p, spec, result, hashes)

@@ -221,14 +221,21 @@ def subsample(frame: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFr
     return kept.sort_index().reset_index(drop=True)
 
 
+GROUP_BYTES = 16 * 1024 * 1024  # a row group's size in memory (Arrow), about
+
+
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:
-    """Write a frame to Parquet atomically; the same frame always gives the same bytes."""
+    """Write a frame to Parquet atomically, in row groups of about `GROUP_BYTES` (the unit
+    a streamed split is read in); the same frame always gives the same bytes."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
     table = table.replace_schema_metadata(None)
-    write_with(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    rows = max(1, min(1 << 20, GROUP_BYTES * max(len(table), 1) // max(table.nbytes, 1)))
+    write_with(
+        path, lambda tmp: pq.write_table(table, tmp, compression="zstd", row_group_size=rows)
+    )
 
 
 def read_parquet(path: str | Path) -> pd.DataFrame:

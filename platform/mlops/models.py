@@ -153,14 +153,22 @@ def make_spec(
     )
 
 
-def spec_for_data(params: ModelParams, schema: Schema, x: np.ndarray, y: np.ndarray) -> ModelSpec:
-    """The spec of a model trained on `x`, `y` (the train split as `features_and_target`
-    reads it): standardisation per feature, or per channel for images."""
+def spec_for_data(params: ModelParams, schema: Schema, train: Any) -> ModelSpec:
+    """The spec of a model trained on `train`: the split as `features_and_target` reads
+    it (x, y), or a streamed split (its `stats()` pass). Standardisation is per feature, or
+    per channel for images."""
     fmt = schema.image_format
-    mean, std = channel_stats(x, fmt.channels) if fmt is not None else feature_stats(x)
+    if isinstance(train, tuple):
+        x, y = train
+        mean, std = channel_stats(x, fmt.channels) if fmt is not None else feature_stats(x)
+        y_mean, y_std = float(y.mean()), float(y.std())
+    else:
+        means, stds, y_mean, y_std = train.stats()
+        stds[stds < 1e-6] = 1.0
+        mean, std = means.tolist(), stds.tolist()
     return make_spec(
         params, schema.classes, mean, std, schema.input_shape, task=schema.task,
-        target_mean=float(y.mean()), target_std=float(y.std()),
+        target_mean=y_mean, target_std=y_std,
         features=schema.features, target=schema.target, image=fmt,
     )  # fmt: skip
 

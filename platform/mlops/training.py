@@ -13,10 +13,10 @@ import copy
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -69,6 +69,28 @@ class Checkpointing:
 
 
 EpochCallback = Callable[[EpochResult], None]
+Arrays = tuple[np.ndarray, np.ndarray]
+Batch = tuple["torch.Tensor", "torch.Tensor"]
+
+
+class BatchSource(Protocol):
+    """A split read batch by batch rather than held in memory (`mlops.streaming.Stream`)."""
+
+    def __len__(self) -> int: ...
+
+    def steps(self, batch: int, rank: int = 0, world: int = 1) -> int:
+        """Batches per epoch on a rank."""
+        ...
+
+    def batches(
+        self, epoch: int, batch: int, shuffle: bool = True, rank: int = 0, world: int = 1
+    ) -> Iterable[Batch]:
+        """One epoch's batches (CPU tensors)."""
+        ...
+
+    def probe(self) -> np.ndarray:
+        """A first row."""
+        ...
 
 
 def seed_everything(seed: int, threads: int) -> None:
@@ -104,6 +126,7 @@ def resolve_device(name: str, ctx: DistContext) -> torch.device:
     return torch.device(name)
 
 
+VAL_BATCH = 1024  # rows per batch when a streamed validation split is scored
 REGRESSION_METRICS = ("val_loss", "val_rmse", "val_mae", "val_r2")
 CLASSIFICATION_METRICS = ("val_loss", "val_accuracy", "val_f1_macro")
 
@@ -169,6 +192,52 @@ def _val_metrics(
         }
 
 
+def _streamed_val_metrics(
+    model: nn.Module, batches: Iterable[Batch], n_classes: int, task: str, device: torch.device
+) -> dict[str, float]:
+    """`_val_metrics` over a split read in batches: the same metrics from running sums."""
+    import torch
+    from torch.nn import functional as F
+
+    model.eval()
+    n, loss, sums = 0, 0.0, torch.zeros(5, dtype=torch.float64)  # sse, sae, y, y², -
+    counts = torch.zeros(n_classes * n_classes, dtype=torch.int64)
+    with torch.no_grad():
+        for xb, yb in batches:
+            out = model(xb.to(device)).float().cpu()
+            n += len(yb)
+            if task == "regression":
+                err = out.squeeze(1).double() - yb.double()
+                y64 = yb.double()
+                sums += torch.stack([(err**2).sum(), err.abs().sum(), y64.sum(), (y64**2).sum(),
+                                     torch.zeros((), dtype=torch.float64)])  # fmt: skip
+            else:
+                loss += float(F.cross_entropy(out, yb, reduction="sum"))
+                counts += torch.bincount(yb * n_classes + out.argmax(dim=1),
+                                         minlength=n_classes**2)  # fmt: skip
+    n = max(n, 1)
+    if task == "regression":
+        sse, sae, y_sum, y_squares = (float(v) for v in sums[:4])
+        total = y_squares - y_sum**2 / n
+        scale = _target_scale(model)
+        return {
+            "val_loss": sse / n / scale**2,
+            "val_rmse": math.sqrt(sse / n),
+            "val_mae": sae / n,
+            "val_r2": 1 - sse / total if total > 0 else 0.0,
+        }
+    matrix = counts.reshape(n_classes, n_classes).double()
+    tp = matrix.diag()
+    precision = tp / matrix.sum(0).clamp(min=1)
+    recall = tp / matrix.sum(1).clamp(min=1)
+    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
+    return {
+        "val_loss": loss / n,
+        "val_accuracy": float(tp.sum() / n),
+        "val_f1_macro": float(f1.mean()),
+    }
+
+
 def _autocast(device: torch.device, precision: str) -> Any:
     import torch
 
@@ -182,7 +251,7 @@ class _Job:
     """The moving parts of one training job, and how to save and restore them."""
 
     def __init__(self, raw: nn.Module, params: TrainParams, ctx: DistContext,
-                 device: torch.device, n_train: int, task: str,
+                 device: torch.device, train: Arrays | BatchSource, task: str,
                  augment: Augmenter | None = None) -> None:  # fmt: skip
         import torch
 
@@ -199,7 +268,10 @@ class _Job:
             torch.use_deterministic_algorithms(True, warn_only=True)  # inductor's flag too
             self.model = torch.compile(self.model)  # type: ignore[assignment]
         self.batch = max(1, params.batch_size // ctx.world_size)
-        steps = math.ceil(math.ceil(n_train / ctx.world_size) / self.batch)
+        if isinstance(train, tuple):
+            steps = math.ceil(math.ceil(len(train[0]) / ctx.world_size) / self.batch)
+        else:
+            steps = train.steps(self.batch, ctx.rank, ctx.world_size)
         self.optimizer = make_optimizer(raw, params)
         self.schedule = Schedule(optimizer=self.optimizer, params=params, steps_per_epoch=steps)
         self.stopper = EarlyStopping(params.early_stopping)
@@ -247,27 +319,36 @@ class _Job:
             "history": [{"epoch": h.epoch, "metrics": h.metrics} for h in self.history],
         }
 
-    def train_epoch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
-        """One pass over this rank's shard; the mean training loss over all ranks."""
+    def indexed(self, x: torch.Tensor, y: torch.Tensor) -> Iterator[Batch]:
+        """This rank's shard of in-memory rows in a fresh random order, batch by batch."""
         import torch
 
-        p = self.params
-        self.model.train()
         order = torch.randperm(len(x), generator=self.generator)[
             self.ctx.rank :: self.ctx.world_size
         ]
         order = order.to(self.device)
+        for first in range(0, len(order), self.batch):
+            idx = order[first : first + self.batch]
+            yield x[idx], y[idx]
+
+    def train_epoch(self, batches: Iterable[Batch]) -> tuple[float, int]:
+        """One pass over this rank's batches; the mean training loss over all ranks."""
+        import torch
+
+        p = self.params
+        self.model.train()
         total = 0.0
         seen = 0
         scaled = self.scaler.is_enabled()
-        for first in range(0, len(order), self.batch):
-            idx = order[first : first + self.batch]
-            if self.has_bn and len(idx) < 2:
+        for rows, labels in batches:
+            if self.has_bn and len(labels) < 2:
                 continue
+            xb = rows.to(self.device, non_blocking=True)
+            yb = labels.to(self.device, non_blocking=True)
             self.optimizer.zero_grad(set_to_none=True)
-            inputs = x[idx] if self.augment is None else self.augment(x[idx], self.augment_rng)
+            inputs = xb if self.augment is None else self.augment(xb, self.augment_rng)
             with _autocast(self.device, p.precision):
-                loss = self.loss(self.model(inputs), y[idx])
+                loss = self.loss(self.model(inputs), yb)
             if scaled:  # fp16 on CUDA
                 self.scaler.scale(loss).backward()
                 self.scaler.unscale_(self.optimizer)
@@ -281,8 +362,8 @@ class _Job:
             else:
                 self.optimizer.step()
             self.schedule.after_batch()
-            total += loss.item() * len(idx)
-            seen += len(idx)
+            total += loss.item() * len(yb)
+            seen += len(yb)
         if self.ctx.distributed:
             import torch.distributed as dist
 
@@ -295,8 +376,8 @@ class _Job:
 def train_model(
     make_model: Callable[[], nn.Module],
     params: TrainParams,
-    train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
+    train: Arrays | BatchSource,
+    val: Arrays | BatchSource,
     on_epoch: EpochCallback | None = None,
     checkpointing: Checkpointing | None = None,
     ctx: DistContext | None = None,
@@ -304,7 +385,8 @@ def train_model(
     augment: Augmenter | None = None,
 ) -> TrainResult:
     """Seed, build the model with `make_model`, and train it (see the module docstring);
-    `augment` transforms each training batch (never the validation rows).
+    `augment` transforms each training batch (never the validation rows). A split is
+    arrays held in memory, or a `BatchSource` streamed batch by batch.
 
     A matching checkpoint resumes the job where it stopped; restored epochs are replayed
     to `on_epoch` so a new tracking run still gets the whole curve.
@@ -315,20 +397,32 @@ def train_model(
     seed_everything(params.seed, params.threads)
     device = resolve_device(params.device, ctx)
     raw = make_model().to(device)
-    x_train, y_train = (torch.from_numpy(a).to(device) for a in train)
-    x_val, y_val = (torch.from_numpy(a).to(device) for a in val)
+    held = isinstance(train, tuple)
+    if isinstance(train, tuple):
+        x_train, y_train = (torch.from_numpy(a).to(device) for a in train)
+    if isinstance(val, tuple):
+        x_val, y_val = (torch.from_numpy(a).to(device) for a in val)
     raw.eval()
     with torch.no_grad():
-        n_classes = int(raw(x_train[:1]).shape[1])
-    job = _Job(raw, params, ctx, device, len(x_train), task, augment)
+        first = x_train[:1] if held else torch.from_numpy(train.probe()).to(device)  # type: ignore[union-attr]
+        n_classes = int(raw(first).shape[1])
+    job = _Job(raw, params, ctx, device, train, task, augment)
     resumed_from = _resume(job, checkpointing, on_epoch)
     stopped_early = False
     last_saved = time.monotonic()
     for epoch in range(resumed_from + 1, params.epochs + 1):
         began = time.perf_counter()
-        train_loss, seen = job.train_epoch(x_train, y_train)
+        if isinstance(train, tuple):
+            batches: Iterable[Batch] = job.indexed(x_train, y_train)
+        else:
+            batches = train.batches(epoch, job.batch, True, ctx.rank, ctx.world_size)
+        train_loss, seen = job.train_epoch(batches)
         metrics = {"train_loss": train_loss, "lr": job.schedule.lr}
-        metrics |= _val_metrics(raw, x_val, y_val, n_classes, task)
+        if isinstance(val, tuple):
+            metrics |= _val_metrics(raw, x_val, y_val, n_classes, task)
+        else:
+            rows = val.batches(0, VAL_BATCH, shuffle=False)
+            metrics |= _streamed_val_metrics(raw, rows, n_classes, task, device)
         job.schedule.after_epoch(metrics["val_loss"])
         seconds = time.perf_counter() - began
         result = EpochResult(

@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -212,3 +214,49 @@ def test_a_vision_transformer_with_augmentation_trains_and_exports(tmp_path: Pat
     assert exported.returncode == 0, exported.stdout[-2000:] + exported.stderr[-2000:]
     report = json.loads(exported.stdout)
     assert report["passed"] is True, report
+
+
+TRAIN = [sys.executable, "-m", "pipelines.train", "--checkpoint-every", "0"]
+
+
+def test_a_streamed_job_killed_mid_epoch_resumes_to_the_same_model(
+    tmp_path: Path, mlflow_client: Any
+) -> None:
+    streamed = {
+        **PARAMS,
+        "train": {
+            "epochs": 8,
+            "early_stopping": {"patience": 0},
+            "augment": {"flip": True, "crop_scale": [0.8, 1.0]},
+            "loader": {"workers": 2, "shuffle_buffer": 64, "stream_above_mb": 0.0},
+            "model": {"family": "cnn"},
+        },
+    }
+    root = copy_repo(tmp_path, streamed)
+    make_folder(root / "data" / "external" / "shapes", per_class=50)
+    done = run(["dvc", "repro", "split"], root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    straight = run(TRAIN, root)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    expected = (root / "models" / "model.safetensors").read_bytes()
+
+    proc = subprocess.Popen(
+        TRAIN, cwd=root, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:  # a checkpoint exists once epoch 3 has printed
+        if "epoch   4/" in line:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)  # the job and its DataLoader workers
+    proc.wait(timeout=30)
+    resumed = run([*TRAIN, "--resume"], root)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (root / "models" / "model.safetensors").read_bytes() == expected
+
+    client = mlflow_client(root)
+    experiment = client.get_experiment_by_name("shapes").experiment_id
+    runs = client.search_runs([experiment], "tags.`mlops.stage` = 'train'")
+    assert {r.data.tags["mlops.data.loading"] for r in runs} == {"stream"}
+    latest = max(runs, key=lambda r: r.info.start_time)
+    assert int(latest.data.tags["mlops.resumed_from_epoch"]) >= 3

@@ -140,6 +140,19 @@ class AugmentParams(_Section):
         return self
 
 
+class LoaderParams(_Section):
+    """How a split larger than `stream_above_mb` (decoded) is read: streamed from its
+    Parquet row groups by `workers` DataLoader processes (0: in the training process),
+    shuffled within a buffer of `shuffle_buffer` rows. Smaller splits are held in memory
+    and indexed directly. Results are identical run to run for a fixed worker count."""
+
+    workers: Annotated[int, Field(ge=0, le=64)] = 2
+    prefetch: Annotated[int, Field(ge=1, le=64)] = 2  # batches ahead, per worker
+    pin_memory: bool = False  # page-locked batches (CUDA only)
+    shuffle_buffer: Annotated[int, Field(ge=1, le=100_000_000)] = 10_000
+    stream_above_mb: Annotated[float, Field(ge=0.0)] = 1024.0
+
+
 class TrainParams(_Section):
     """The training job."""
 
@@ -159,4 +172,5 @@ class TrainParams(_Section):
     compile: bool = False
     threads: Annotated[int, Field(ge=0, le=1024)] = 1
     augment: AugmentParams | None = None
+    loader: LoaderParams = LoaderParams()
     model: ModelParams = ModelParams()

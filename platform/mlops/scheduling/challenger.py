@@ -42,7 +42,7 @@ def register_best_trial(
     study = optuna.load_study(study_name=study_name, storage=storage(settings.optuna_storage))
     best = study.best_trial
     p = derive(params.train, best.params, params.tune.epochs)
-    data = load_data(settings.root)
+    data = load_data(settings.root, params.train)
     spec = model_spec(p.model, data)
     tags = {
         TAG_STUDY: study_name,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops import tracking, workspace
-from mlops.data import Schema, features_and_target, read_parquet
+from mlops.data import Schema
 from mlops.errors import MlopsError, UserError
 from mlops.logged_training import train_logged
 from mlops.models import build_model, spec_for_data
@@ -29,7 +29,6 @@ from mlops.tuning.search_space import derive, suggest
 from mlops.tuning.storage import GRACE_S, HEARTBEAT_S, counts, fail_stale, open_study
 
 if TYPE_CHECKING:
-    import numpy as np
     import optuna
 
 TAG_STUDY = "mlops.optuna.study"
@@ -72,11 +71,11 @@ def study_name(params: Params) -> str:
 
 @dataclass(frozen=True)
 class Data:
-    """Train and validation arrays of the workspace's DVC splits."""
+    """Train and validation splits of the workspace's DVC splits: arrays, or streams."""
 
     schema: Any
-    train: tuple[np.ndarray, np.ndarray]
-    val: tuple[np.ndarray, np.ndarray]
+    train: Any  # (x, y) arrays or a mlops.streaming.Stream
+    val: Any
 
 
 def require_splits(root: Path) -> tuple[Path, Path, Path]:
@@ -93,18 +92,21 @@ def require_splits(root: Path) -> tuple[Path, Path, Path]:
     return files
 
 
-def load_data(root: Path) -> Data:
-    """The splits `dvc repro` wrote (a clear error if they are missing)."""
+def load_data(root: Path, train: TrainParams) -> Data:
+    """The splits `dvc repro` wrote (a clear error if they are missing), in memory or
+    streamed as `train.loader` says."""
+    from mlops.streaming import load_split
+
     schema_file, train_file, val_file = require_splits(root)
     schema = Schema.load(schema_file)
-    parts = [features_and_target(read_parquet(f), schema) for f in (train_file, val_file)]
+    parts = [load_split(f, schema, train.loader, train.seed) for f in (train_file, val_file)]
     return Data(schema, parts[0], parts[1])
 
 
 def model_spec(model: Any, data: Data) -> Any:
     """The spec of a model trained on `data` (standardisation from the train split)."""
 
-    return spec_for_data(model, data.schema, *data.train)
+    return spec_for_data(model, data.schema, data.train)
 
 
 def data_augmenter(params: TrainParams, data: Data) -> Any:
@@ -227,7 +229,7 @@ def work(
     """
 
     study = open_study(job.settings.optuna_storage, job.study, job.params.tune, seed=job.seed)
-    objective_fn = objective(job, load_data(job.settings.root))
+    objective_fn = objective(job, load_data(job.settings.root, job.params.train))
     callbacks = [on_trial] if on_trial is not None else []
 
     def fn(s: optuna.Study) -> None:
