@@ -4,8 +4,14 @@ plots and PNGs), logged in a child run of the training run."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from mlops import tracking, workspace
+from mlops.board import MAX_IMAGES, Board, image_pixels
 from mlops.data import Schema, features_and_target, read_parquet
+from mlops.images import FILE_COLUMN
 from mlops.io import file_digest, read_json, write_json
 from mlops.metrics import (
     classification_metrics,
@@ -13,7 +19,7 @@ from mlops.metrics import (
     confusion_records,
     regression_metrics,
 )
-from mlops.models import WEIGHTS_FILE, load_model
+from mlops.models import WEIGHTS_FILE, ModelSpec, load_model
 from mlops.plots import (
     binned_records,
     confusion_matrix_png,
@@ -24,13 +30,17 @@ from mlops.plots import (
 from mlops.training import predict_proba, predict_values
 from pipelines._stage import StageContext, run_stage
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 def evaluate(ctx: StageContext) -> None:
     """Evaluate the trained model on the validation and test splits."""
     schema = Schema.load(workspace.SCHEMA)
     model, spec = load_model(workspace.MODEL_DIR)
     sha = file_digest(workspace.MODEL_DIR / WEIGHTS_FILE)
-    x_test, y_test = features_and_target(read_parquet(workspace.SPLITS["test"]), schema)
+    test_frame = read_parquet(workspace.SPLITS["test"])
+    x_test, y_test = features_and_target(test_frame, schema)
     x_val, y_val = features_and_target(read_parquet(workspace.SPLITS["val"]), schema)
     history = read_json(workspace.HISTORY)
     tracking.connect(ctx.settings)
@@ -52,6 +62,8 @@ def evaluate(ctx: StageContext) -> None:
             write_json(workspace.CONFUSION, confusion_records(y_test, predicted, spec.classes))
             matrix = confusion(y_test, predicted, spec.n_classes)
             confusion_matrix_png(matrix, spec.classes, workspace.PREDICTIONS_PNG)
+            if ctx.params.train.tensorboard and spec.image:
+                _misclassified(spec, x_test, y_test, predicted, test_frame)
             headline = f"test accuracy {test['accuracy']:.4f}, macro F1 {test['f1_macro']:.4f}"
         write_json(workspace.METRICS, {"test": test, "val": val})
         write_json(workspace.VAL_SCORE, score_records(history))
@@ -73,6 +85,24 @@ def evaluate(ctx: StageContext) -> None:
         if parent:  # the train run reads best in the runs list by what it scored on test
             tracking.describe_run(parent, f"train {scored}")
         print(f"evaluate: {headline} on {int(test['n_samples'])} rows -> {workspace.METRICS}")
+
+
+def _misclassified(
+    spec: ModelSpec, x: np.ndarray, y: np.ndarray, predicted: np.ndarray, frame: pd.DataFrame
+) -> None:
+    """The test images the model got wrong, in the evaluate run's TensorBoard files, with
+    their files and labels."""
+    wrong = np.flatnonzero(predicted != y)
+    board = Board("evaluate")
+    files = frame[FILE_COLUMN].to_numpy() if FILE_COLUMN in frame.columns else None
+    lines = [
+        f"{files[i] if files is not None else i}: predicted {spec.classes[predicted[i]]}, "
+        f"actual {spec.classes[y[i]]}"
+        for i in wrong[:MAX_IMAGES]
+    ]
+    caption = "\n\n".join(lines) or "every test image is classified right"
+    board.images("test/misclassified", image_pixels(x[wrong], spec.input_shape), caption)
+    board.close()
 
 
 def main() -> None:

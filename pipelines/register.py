@@ -13,6 +13,7 @@ from pipelines._stage import StageContext, run_stage
 from registry.card import render_card
 from registry.context import Context
 from registry.evaluation import load_test_split
+from registry.finetune import TAG_PREFIX
 from registry.registration import register_model
 
 
@@ -36,6 +37,8 @@ def register(ctx: StageContext) -> None:
         "mlops.task": spec.task,
         **{f"mlops.metric.test_{k}": f"{v:.6g}" for k, v in metrics["test"].items()},
     }
+    if parent:  # fine-tuned from a registered version: its name, number and sha256
+        lineage |= {k: v for k, v in tracking.run_tags(parent).items() if k.startswith(TAG_PREFIX)}
     tuned = read_json(workspace.BEST_PARAMS) if workspace.BEST_PARAMS.is_file() else {}
     if tuned.get("tuned"):
         lineage |= {"mlops.optuna.study": tuned["study"], "mlops.optuna.trial": tuned["trial"]}

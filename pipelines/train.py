@@ -10,21 +10,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops import distributed, tracking, workspace
+from mlops.board import Board, record_training
 from mlops.checkpoint import fingerprint, load_checkpoint
 from mlops.data import Schema
 from mlops.io import read_json, write_json
-from mlops.lineage import data_hashes
+from mlops.lineage import data_hashes, flatten
 from mlops.logged_training import log_weights, train_logged
 from mlops.models import ModelSpec, build_model, count_parameters, spec_for_data
 from mlops.params import TrainParams
 from mlops.training import Checkpointing, EpochResult, TrainResult, check_metric
 from mlops.tuning.search_space import derive
 from pipelines._stage import StageContext, run_stage
+from registry.context import Context
+from registry.finetune import Parent, fit, head_kept, load_parent, starter
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def _logged_params(p: TrainParams) -> dict[str, Any]:
@@ -66,6 +73,20 @@ def tuned_params(base: TrainParams) -> tuple[TrainParams, dict[str, Any]]:
     return derive(base, found["values"]), found
 
 
+def _parent(ctx: StageContext, p: TrainParams) -> Parent | None:
+    """The registered version `train.init_from` names, verified (None without one)."""
+    if p.init_from is None:
+        return None
+    registry = Context(ctx.settings, ctx.params.registry, ctx.params.evaluate.primary_metric)
+    parent = load_parent(registry, p.init_from)
+    print(f"train: starting from {parent.model} version {parent.version} ({parent.sha256[:12]})")
+    return parent
+
+
+def _started(start: Callable[[nn.Module], nn.Module], spec: ModelSpec) -> nn.Module:
+    return start(build_model(spec))
+
+
 def _splits(p: TrainParams, schema: Schema) -> tuple[Any, Any]:
     """The train and validation splits: in memory, or streamed when larger than
     `train.loader.stream_above_mb` decoded."""
@@ -93,17 +114,26 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
     p, tuned = tuned_params(ctx.params.train)
     schema = Schema.load(workspace.SCHEMA)
     check_metric(schema.task, p.early_stopping.metric)
+    parent = _parent(ctx, p)
     train_split, val_split = _splits(p, schema)
     spec = spec_for_data(p.model, schema, train_split)
+    make_model: Callable[[], nn.Module] = partial(build_model, spec)
+    parent_tags: dict[str, str] = {}
+    if parent is not None:
+        spec = fit(parent, spec)
+        start = starter(parent, spec, p.freeze)
+        make_model = partial(_started, start, spec)
+        parent_tags = parent.tags("kept" if head_kept(parent, spec) else "replaced")
     augment = _augmenter(p, schema)
     hashes = data_hashes(workspace.SPLITS)
-    job = fingerprint(asdict(spec), p.model_dump(mode="json"), hashes)
+    job = fingerprint(asdict(spec), p.model_dump(mode="json"), hashes | parent_tags)
     checkpointing = Checkpointing(workspace.CHECKPOINT, job, checkpoint_every, resume)
     if resume:  # refuse a missing or foreign checkpoint before anything starts
         load_checkpoint(workspace.CHECKPOINT, job, required=True)
     dist = distributed.from_env()
     tags = _run_tags(p, schema.task, hashes, dist.world_size, tuned)
     tags["mlops.data.loading"] = _loading(train_split)
+    tags |= parent_tags
     run = (
         tracking.stage_run(ctx.settings, ctx.experiment, "train", tags=tags)
         if dist.is_main
@@ -113,21 +143,38 @@ def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
         with run as run_id:
             if dist.is_main:
                 tracking.log_params(_logged_params(p), prefix="train")
+            board = Board("train") if p.tensorboard and dist.is_main else None
 
             def on_epoch(result: EpochResult) -> None:
                 if not dist.is_main:
                     return
                 shown = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k != "lr")
                 print(f"train: epoch {result.epoch:>3}/{p.epochs}  {shown}", flush=True)
+                if board is not None:
+                    board.scalars(result.metrics, result.epoch)
 
             result = train_logged(
-                run_id or None, lambda: build_model(spec), p,
+                run_id or None, make_model, p,
                 (train_split, val_split), schema.task, on_epoch, checkpointing, dist, augment,
             )  # fmt: skip
             if dist.is_main:
                 _record(run_id, p, spec, result, hashes)
+            if board is not None:
+                _board(board, p, spec, result, train_split)
     finally:
         distributed.shutdown(dist)
+
+
+def _board(board: Board, p: TrainParams, spec: ModelSpec, result: TrainResult, train: Any) -> None:
+    """The run's TensorBoard files: hyperparameters with the best metrics, the graph and
+    (images) a grid of training images; logged under the run's `tensorboard/`."""
+    best = result.history[result.best_epoch - 1].metrics
+    sample = train[0][:64] if isinstance(train, tuple) else train.probe(64)
+    shape = spec.input_shape if spec.image else None
+    flat = {f"train.{k}": v for k, v in flatten(_logged_params(p)).items()}
+    for note in record_training(board, flat, best, result.model, sample, shape):
+        print(f"train: tensorboard: {note}")
+    board.close()
 
 
 def _run_tags(

@@ -114,14 +114,27 @@ def show_cmd(model: ModelArg, ref: RefArg, as_json: JsonFlag = False) -> None:
     console.table(f"{info['name']} version {info['version']}", ["", "value"], rows)
 
 
+def _ancestor(found: dict[str, str]) -> str:
+    """One version up a fine-tuning chain, as `lineage` shows it."""
+    gone = " - no longer in the registry" if "missing" in found else ""
+    return (
+        f"{found.get('model')} v{found.get('version')} (sha256 "
+        f"{found.get('sha256', '')[:12]}, head {found.get('head', '?')}){gone}"
+    )
+
+
 @app.command("lineage")
 def lineage_cmd(model: ModelArg, ref: RefArg, as_json: JsonFlag = False) -> None:
     """Trace a version: git commit → DVC data hashes → params → MLflow run → Optuna trial."""
-    from registry.queries import get, lineage_of
+    from registry.queries import ancestry, get, lineage_of
     from registry.stages import parse_ref
 
     ctx = _ctx(True)
-    chain = lineage_of(get(ctx, _name(model), parse_ref(ref, ctx.policy)))
+    version = get(ctx, _name(model), parse_ref(ref, ctx.policy))
+    chain = lineage_of(version)
+    ancestors = ancestry(ctx, version)
+    if ancestors:  # fine-tuned: every version up the chain, parent first
+        chain["ancestors"] = {str(i): _ancestor(a) for i, a in enumerate(ancestors, 1)}
     _warn_pending(ctx, model)
     if as_json:
         console.emit_json(chain)

@@ -155,6 +155,13 @@ def lineage_of(v: Version) -> dict[str, Any]:
             "ref": info.get("mlops.dvc_exp.ref", ""),
             "params_changed": info.get("mlops.dvc_exp.params", "{}"),
         }
+    parent = {
+        k.removeprefix("mlops.parent."): val
+        for k, val in sorted(info.items())
+        if k.startswith("mlops.parent.")
+    }
+    if parent:  # fine-tuned from another version (`train.init_from`)
+        chain["parent"] = parent
     return chain | {
         "data_md5": data,
         "params_hash": info.get("mlops.params_hash", "unknown"),
@@ -164,6 +171,27 @@ def lineage_of(v: Version) -> dict[str, Any]:
         "optuna_study": info.get("mlops.optuna.study", "not tuned"),
         "optuna_trial": info.get("mlops.optuna.trial", "not tuned"),
     }
+
+
+MAX_ANCESTORS = 50
+
+
+def ancestry(ctx: Context, v: Version) -> list[dict[str, str]]:
+    """The versions `v` was fine-tuned from, parent first, each with what its lineage
+    recorded (model, version, sha256, head); a parent no longer in the store ends the
+    chain with `missing`."""
+    chain: list[dict[str, str]] = []
+    seen = {(v.model, v.version)}
+    parent = lineage_of(v).get("parent")
+    while parent and len(chain) < MAX_ANCESTORS:
+        key = (parent.get("model", ""), int(parent.get("version", "0") or 0))
+        found = ctx.store.version(*key) if key not in seen else None
+        chain.append(dict(parent) | ({} if found else {"missing": "true"}))
+        if found is None:
+            break
+        seen.add(key)
+        parent = lineage_of(found).get("parent")
+    return chain
 
 
 def history(ctx: Context, model: str, limit: int | None = None) -> list[Entry]:

@@ -207,6 +207,60 @@ def ui(
         server.stop_server(process)
 
 
+@app.command("tensorboard")
+def tensorboard(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: a free one).", min=0, max=65535)] = 0,
+) -> None:
+    """Open TensorBoard over every run of the pipeline that wrote event files
+    (`train.tensorboard: true`), until Ctrl-C. Their files are fetched from the artifact
+    store into `.mlops/tensorboard/` first."""
+    import signal
+    import subprocess
+
+    from mlops import board, tracking
+    from mlops.params import load_params
+    from mlops.server import process as server
+    from mlops.settings import Settings
+
+    settings = Settings.from_env()
+    params_file = settings.root / workspace.PARAMS
+    experiment = load_params(params_file).pipeline.name if params_file.is_file() else "digits"
+    tracking.connect(settings)
+    dest = settings.home / "tensorboard" / experiment
+    runs = board.gather(experiment, dest)
+    if not runs:
+        raise UserError(
+            f"no run of pipeline {experiment!r} has TensorBoard files: set "
+            "train.tensorboard: true in params.yaml and run dvc repro"
+        )
+    port = port or exposure.free_port(host)
+    exposed = open_ui_warning("TensorBoard", host, port, "read every run's event files")
+    if exposed is not None:
+        console.warning(exposed)
+    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(dest), "--host", host,
+           "--port", str(port), "--reload_interval", "0"]  # fmt: skip
+    process = subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.DEVNULL)
+
+    def _stop(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGTERM, _stop)
+    url = f"http://{host}:{port}"
+    try:
+        console.out.print(f"TensorBoard on {len(runs)} run(s) of {experiment} ...")
+        if not server.wait_healthy(url, process, path="/data/runs"):
+            raise MlopsError(f"TensorBoard did not start on {url} (exit {process.poll()})")
+        console.out.print(f"TensorBoard: {url}  (Ctrl-C to stop)", soft_wrap=True)
+        process.wait()
+    except (KeyboardInterrupt, Interrupted):
+        console.out.print("TensorBoard stopped")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait()
+
+
 @app.command("summary")
 def summary(as_json: JsonFlag = False) -> None:
     """Show where the pipeline's results are: metrics, the registered version, the stores."""

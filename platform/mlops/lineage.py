@@ -69,11 +69,12 @@ def exp_ref(baseline: str, name: str) -> str:
     return f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}"
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level of dotted keys."""
     if isinstance(value, dict) and value:
         flat: dict[str, Any] = {}
         for key, item in value.items():
-            flat |= _flatten(item, f"{prefix}.{key}" if prefix else str(key))
+            flat |= flatten(item, f"{prefix}.{key}" if prefix else str(key))
         return flat
     return {prefix: value} if prefix else {}
 
@@ -81,7 +82,7 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 def params_diff(before: Any, after: Any) -> dict[str, Any]:
     """The dotted keys whose values differ between two params documents, with the value
     in `after` (None for a key it lacks); lists are compared whole."""
-    old, new = _flatten(before), _flatten(after)
+    old, new = flatten(before), flatten(after)
     missing = object()
     changed = {}
     for key in sorted(old.keys() | new.keys()):

@@ -230,6 +230,40 @@ FAMILIES: dict[str, type[nn.Module]] = {
 }
 
 
+def layer_groups(model: nn.Module) -> dict[str, list[str]]:
+    """The model's parameters by layer group, the unit `train.freeze` names: `hidden.N`
+    (MLP blocks), `conv.N` and `fc` (CNN), `rnn`, `embed`, `encoder.N` and `norm`
+    (transformer), and every family's `head` (the last Linear, one output per class)."""
+    body = model[1]  # type: ignore[index]
+    groups: dict[str, list[str]] = {}
+    for name, _ in body.named_parameters():
+        groups.setdefault(_group(body, name), []).append(f"1.{name}")
+    return groups
+
+
+def _group(body: nn.Module, name: str) -> str:
+    parts = name.split(".")
+    if isinstance(body, MLP | CNN):
+        layers = list(body.net)
+        index = int(parts[1])
+        linear = [i for i, m in enumerate(layers) if isinstance(m, nn.Linear)]
+        if index >= linear[-1]:
+            return "head"
+        if isinstance(body, CNN):
+            if index >= linear[0]:
+                return "fc"
+            convs = [i for i, m in enumerate(layers) if isinstance(m, nn.Conv2d)]
+            return f"conv.{sum(1 for i in convs if i <= index) - 1}"
+        return f"hidden.{sum(1 for i in linear if i <= index) - 1}"
+    if parts[0] == "head":
+        return "head"
+    if isinstance(body, RNN):
+        return "rnn"
+    if parts[0] == "encoder":
+        return f"encoder.{parts[2]}"
+    return "norm" if parts[0] == "norm" else "embed"
+
+
 def build(family: str, hyper: dict[str, Any], mean: list[float], std: list[float],
           shape: list[int], n_out: int) -> nn.Sequential:  # fmt: skip
     """Normalize + the family's body, freshly initialised."""

@@ -36,12 +36,13 @@ def make_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimiz
         kind, options["momentum"] = torch.optim.SGD, params.momentum
     else:
         kind = torch.optim.AdamW if params.optimizer == "adamw" else torch.optim.Adam
-    devices = {p.device.type for p in model.parameters()}
+    trained = [p for p in model.parameters() if p.requires_grad]  # not the frozen layers
+    devices = {p.device.type for p in trained}
     if devices and devices <= set(FUSED_DEVICES):
         options["fused"] = True
     if not params.compile:
         kind = eager_class(kind)
-    return kind(model.parameters(), **options)
+    return kind(trained, **options)
 
 
 _EAGER: dict[type, type] = {}

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -28,6 +29,7 @@ from mlops.data import Schema, features_and_target, read_parquet
 from mlops.params import LoaderParams
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+STATS_ROWS = 8192  # rows converted to float64 at once by the statistics pass
 
 
 def decoded_bytes(path: Path, schema: Schema) -> int:
@@ -75,11 +77,11 @@ class Stream:
 
     def batches(
         self, epoch: int, batch: int, shuffle: bool = True, rank: int = 0, world: int = 1
-    ) -> DataLoader[Batch]:
+    ) -> Iterator[Batch]:
         """This rank's batches of one epoch, as CPU tensors."""
         dataset = _Shards(self, self.shards(rank, world), epoch, batch, shuffle)
         workers = self.loader.workers
-        return DataLoader(
+        loader = DataLoader(
             dataset,
             batch_size=None,
             num_workers=workers,
@@ -87,15 +89,22 @@ class Stream:
             pin_memory=self.loader.pin_memory and torch.cuda.is_available(),
             generator=torch.Generator().manual_seed(self.seed + epoch),
         )
+        yield from loader
 
     def group(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Row group `index` decoded as the model reads it."""
-        frame = pq.ParquetFile(self.path).read_row_group(index).to_pandas()
-        return features_and_target(frame, self.schema)
+        """Row group `index` decoded as the model reads it (Arrow's buffers handed back
+        to the system as soon as the frame is decoded)."""
+        table = pq.ParquetFile(self.path).read_row_group(index)
+        frame = table.to_pandas(split_blocks=True, self_destruct=True)
+        del table
+        decoded = features_and_target(frame, self.schema)
+        del frame
+        pa.default_memory_pool().release_unused()
+        return decoded
 
-    def probe(self) -> np.ndarray:
-        """The first row, to find the model's output width."""
-        return self.group(0)[0][:1]
+    def probe(self, rows: int = 1) -> np.ndarray:
+        """The first rows (of the first row group)."""
+        return self.group(0)[0][:rows]
 
     def stats(self) -> tuple[np.ndarray, np.ndarray, float, float]:
         """Per-feature (per-channel for images) mean and std, and the target's mean and
@@ -106,14 +115,16 @@ class Stream:
         y_sum = y_squares = 0.0
         for index in range(len(self.group_rows)):
             x, y = self.group(index)
-            values = x.reshape(len(x), fmt.channels, -1) if fmt else x[:, :, None]
-            values = values.astype(np.float64)
-            part, part_sq = values.sum(axis=(0, 2)), (values**2).sum(axis=(0, 2))
-            sums = part if sums is None else sums + part
-            squares = part_sq if squares is None else squares + part_sq
-            count += values.shape[0] * values.shape[2]
-            y_sum += float(y.astype(np.float64).sum())
-            y_squares += float((y.astype(np.float64) ** 2).sum())
+            for start in range(0, len(x), STATS_ROWS):  # float64 a chunk at a time
+                chunk = x[start : start + STATS_ROWS].astype(np.float64)
+                values = chunk.reshape(len(chunk), fmt.channels, -1) if fmt else chunk[:, :, None]
+                part, part_sq = values.sum(axis=(0, 2)), (values**2).sum(axis=(0, 2))
+                sums = part if sums is None else sums + part
+                squares = part_sq if squares is None else squares + part_sq
+                count += values.shape[0] * values.shape[2]
+            y_sum += float(y.sum(dtype=np.float64))
+            y_squares += float(np.dot(y.astype(np.float64), y.astype(np.float64)))
+            del x, y
         assert sums is not None and squares is not None
         mean = sums / count
         std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))

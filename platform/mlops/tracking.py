@@ -350,6 +350,14 @@ def find_run_by_tag(experiment: str, key: str, value: str, stage: str) -> str | 
     return runs[0].info.run_id if runs else None
 
 
+def run_tags(run_id: str) -> dict[str, str]:
+    """The tags of a run."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    return dict(retried(lambda: client.get_run(run_id)).data.tags)
+
+
 def log_metrics(
     values: dict[str, float], step: int | None = None, run_id: str | None = None
 ) -> None:

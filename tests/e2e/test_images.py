@@ -9,6 +9,7 @@ import base64
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,10 @@ from typing import Any
 import mlflow
 import pandas as pd
 import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mlops.exposure import free_port
 from tests.e2e.project import clean_env, copy_repo, run
@@ -30,7 +35,12 @@ pytestmark = pytest.mark.e2e
 PARAMS = {
     "pipeline": {"name": "shapes"},
     "data": {"source": "data/external/shapes", "image": {"size": [32, 32], "channels": 3}},
-    "train": {"epochs": 15, "early_stopping": {"patience": 0}, "model": {"family": "cnn"}},
+    "train": {
+        "epochs": 15,
+        "early_stopping": {"patience": 0},
+        "tensorboard": True,
+        "model": {"family": "cnn"},
+    },
     "registry": {"gates": {"production": {"thresholds": {"accuracy": 0.5}}}},
 }
 
@@ -260,3 +270,107 @@ def test_a_streamed_job_killed_mid_epoch_resumes_to_the_same_model(
     assert {r.data.tags["mlops.data.loading"] for r in runs} == {"stream"}
     latest = max(runs, key=lambda r: r.info.start_time)
     assert int(latest.data.tags["mlops.resumed_from_epoch"]) >= 3
+
+
+def test_fine_tuning_a_registered_version_on_a_new_class_set(tmp_path: Path) -> None:
+    train = {**PARAMS["train"], "epochs": 12, "tensorboard": False}
+    root = copy_repo(tmp_path, {**PARAMS, "train": train})
+    make_folder(root / "data" / "external" / "shapes", per_class=80)
+    done = run(["dvc", "repro"], root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    parent = json.loads((root / "reports" / "registered.json").read_text())
+
+    # the new data: two of the classes only, other pictures; start from version 1
+    shutil.rmtree(root / "data" / "external" / "shapes")
+    make_folder(root / "data" / "external" / "shapes", per_class=80, seed=5)
+    shutil.rmtree(root / "data" / "external" / "shapes" / "triangle")
+    params = root / "params.yaml"
+    text = params.read_text().replace("init_from: null", "init_from: shapes@1")
+    params.write_text(text.replace("freeze: []", "freeze: [conv.0]"))
+    done = run(["dvc", "repro"], root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "train: starting from shapes version 1" in done.stdout
+    child = json.loads((root / "reports" / "registered.json").read_text())
+    assert child["version"] == "2"
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] >= 0.65, metrics["test"]  # two classes: chance is 0.5
+
+    # the frozen first block is the parent's, bit for bit; the head has two outputs now
+    uri = f"sqlite:///{root / '.mlops' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    weights = {}
+    for version in ("1", "2"):
+        path = mlflow.artifacts.download_artifacts(
+            f"models:/shapes/{version}", dst_path=str(tmp_path / version)
+        )
+        weights[version] = load_file(str(Path(path) / "artifacts" / "model.safetensors"))
+    conv = [k for k in weights["1"] if k.startswith("1.net.0.")]
+    assert conv and all(torch.equal(weights["1"][k], weights["2"][k]) for k in conv)
+    head = max(
+        (k for k in weights["2"] if k.endswith(".weight")), key=lambda k: int(k.split(".")[2])
+    )
+    assert weights["2"][head].shape[0] == 2 and weights["1"][head].shape[0] == 3
+
+    shown = run(
+        [sys.executable, "-m", "mlops", "registry", "lineage", "shapes", "2", "--json"], root
+    )
+    assert shown.returncode == 0, shown.stderr
+    chain = json.loads(shown.stdout)
+    assert chain["parent"] == {
+        "model": "shapes", "version": "1", "sha256": parent["sha256"], "head": "replaced",
+    }  # fmt: skip
+    assert chain["ancestors"]["1"].startswith("shapes v1")
+
+
+def _events(folder: Path) -> Any:
+    accumulator = EventAccumulator(str(folder), size_guidance={"images": 0, "scalars": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def test_tensorboard_files_parse_and_mlops_tensorboard_serves_them(
+    project: Path, tmp_path: Path
+) -> None:
+    uri = f"sqlite:///{project / '.mlops' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("shapes").experiment_id
+    found = {}
+    for stage in ("train", "evaluate"):
+        run = client.search_runs([experiment], f"tags.`mlops.stage` = '{stage}'")[0]
+        found[stage] = Path(
+            client.download_artifacts(run.info.run_id, "tensorboard", str(tmp_path / stage))
+        )
+    train = _events(found["train"] / "train")
+    tags = train.Tags()
+    assert {"loss/train", "loss/val", "accuracy/val", "lr"} <= set(tags["scalars"])
+    assert len(train.Scalars("loss/val")) == 15  # one per epoch
+    assert "train/examples" in tags["images"] and train.Graph() is not None
+    assert "_hparams_/session_start_info" in train.PluginTagToContent("hparams")  # HParams
+    assert "hparam/val_accuracy" in tags["scalars"]
+    evaluate = _events(found["evaluate"] / "evaluate").Tags()
+    assert "test/misclassified" in evaluate["images"]  # test accuracy < 1: some are wrong
+    assert "test/misclassified/text_summary" in evaluate["tensors"]
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlops", "tensorboard", "--port", str(port)], cwd=project,
+        env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        runs: list[str] = []
+        while time.monotonic() < deadline and len(runs) < 2:
+            assert process.poll() is None, process.communicate()
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/data/runs")
+                runs = json.loads(conn.getresponse().read())
+            except (OSError, ValueError):
+                time.sleep(0.5)
+        assert any(r.startswith("train-") for r in runs), runs
+        assert any(r.startswith("evaluate-") for r in runs), runs
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.communicate(timeout=30)

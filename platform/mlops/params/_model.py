@@ -153,6 +153,11 @@ class LoaderParams(_Section):
     stream_above_mb: Annotated[float, Field(ge=0.0)] = 1024.0
 
 
+# The layer groups `train.freeze` may name (`mlops.nets.layer_groups`); `body` is all but
+# the head.
+LAYER_GROUP = r"^(body|head|fc|norm|embed|rnn|(hidden|conv|encoder)\.\d+)$"
+
+
 class TrainParams(_Section):
     """The training job."""
 
@@ -173,4 +178,15 @@ class TrainParams(_Section):
     threads: Annotated[int, Field(ge=0, le=1024)] = 1
     augment: AugmentParams | None = None
     loader: LoaderParams = LoaderParams()
+    init_from: Annotated[str, Field(pattern=r"^[A-Za-z0-9][\w.-]*@[\w-]+$")] | None = None
+    freeze: list[Annotated[str, Field(pattern=LAYER_GROUP)]] = []
+    tensorboard: bool = False  # event files per run, under its tensorboard/ artifacts
     model: ModelParams = ModelParams()
+
+    @model_validator(mode="after")
+    def _freeze_needs_a_parent(self) -> TrainParams:
+        if self.freeze and self.init_from is None:
+            raise ValueError(
+                "freeze: freezes layers of a registered version: set train.init_from too"
+            )
+        return self

@@ -196,23 +196,26 @@ def new_state(
     )  # fmt: skip
 
 
-def healthy(url: str, timeout: float = 2.0) -> bool:
-    """Whether `url/health` answers 200 now."""
+def healthy(url: str, timeout: float = 2.0, path: str = "/health") -> bool:
+    """Whether `url/health` (or another `path`) answers 200 now."""
 
     try:
-        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as response:
+        with urllib.request.urlopen(f"{url}{path}", timeout=timeout) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
 
 
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 180.0) -> bool:
-    """Poll `/health` until it answers; False if the process dies or time runs out."""
+def wait_healthy(
+    url: str, proc: subprocess.Popen[bytes], timeout: float = 180.0, path: str = "/health"
+) -> bool:
+    """Poll `/health` (or `path`) until it answers; False if the process dies or time
+    runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
-        if healthy(url):
+        if healthy(url, path=path):
             return True
         time.sleep(0.3)
     return False

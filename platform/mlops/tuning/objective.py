@@ -137,6 +137,11 @@ def objective(job: Job, data: Data) -> Callable[[optuna.Trial], float]:
     metric = p.tune.metric
     schema = data.schema
     check_metric(schema.task, metric, "tune.metric")
+    if p.train.init_from is not None:
+        raise UserError(
+            f"train.init_from = {p.train.init_from}: tuning trials do not start from a "
+            "registered version yet (set tune.n_trials: 0 to fine-tune, or init_from: null)"
+        )
 
     def run(trial: optuna.Trial) -> float:
         values = suggest(trial, p.tune.space, p.train.model.family)
