@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import base64
 import http.client
+import io
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -23,12 +25,13 @@ import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from PIL import ImageOps
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mlops.exposure import free_port
 from tests.e2e.project import clean_env, copy_repo, run
-from tests.shapes import CLASSES, make_folder, png_bytes
+from tests.shapes import CLASSES, draw, make_folder, png_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -374,3 +377,36 @@ def test_tensorboard_files_parse_and_mlops_tensorboard_serves_them(
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.communicate(timeout=30)
+
+
+def _image_table(path: Path, shift: bool) -> None:
+    rows = []
+    for i in range(90):
+        kind = CLASSES[i % 3]
+        image = draw(kind, random.Random(500 + i), 48)
+        if shift:  # a camera that inverts colours and shoots larger pictures
+            image = ImageOps.invert(image).resize((80, 80))
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        rows.append((buffer.getvalue(), kind))
+    pd.DataFrame(rows, columns=["image", "target"]).to_parquet(path)
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_drift_on_images_compares_intensity_size_and_embeddings(
+    project: Path, tmp_path: Path, shift: bool
+) -> None:
+    table = tmp_path / "current.parquet"
+    _image_table(table, shift)
+    done = run([sys.executable, "-m", "mlops", "monitor", "drift", "shapes@1", "--input",
+                str(table), "--json"], project)  # fmt: skip
+    assert done.returncode == (1 if shift else 0), done.stderr[-2000:]  # 1: drift found
+    report = json.loads(done.stdout)
+    features = {f["name"]: f for f in report["features"]}
+    assert {"intensity.red", "contrast", "embedding.pc1", "width", "height"} <= set(features)
+    drifted = {name for name, f in features.items() if f["drifted"]}
+    if shift:
+        assert report["drift"] is True
+        assert {"intensity.red", "width", "embedding.pc1"} <= drifted
+    else:
+        assert report["drift"] is False and not drifted

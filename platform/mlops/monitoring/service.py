@@ -2,8 +2,9 @@
 
 The current rows (a file, or the serving sink's sampled requests) are compared with the
 version's training split (found through its lineage, see `mlops.monitoring.reference`), feature
-by feature, and the version's predictions on both are compared too. Every input is read
-and checked before the model is loaded.
+by feature (for images: their intensity, contrast, embedding and size, see
+`mlops.monitoring.images`), and the version's predictions on both are compared too. Every
+input is read and checked before the model is loaded.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from mlops import workspace
 from mlops.errors import DataError, UserError
+from mlops.monitoring import images
 from mlops.monitoring.drift import assess, class_shift, value_shift
 from mlops.monitoring.plot import drift_png
 from mlops.monitoring.reference import (
@@ -130,20 +132,24 @@ def check_drift(
     reference = load_reference(settings.root, version)
     with tempfile.TemporaryDirectory(prefix="mlops-drift-") as tmp:
         directory, spec = fetch(ctx, version, Path(tmp))  # verified; nothing loaded yet
-        if spec.image:
-            raise UserError(
-                f"model {name} version {version.version} reads images: `mlops monitor "
-                "drift` compares numeric features only, so far"
+        fmt = spec.image_format
+        if fmt is not None:  # images: decoded as the version reads them
+            ref_images = images.decode_column(
+                list(reference.frame[fmt.column]), fmt, str(reference.path)
             )
-        # the version's own features, in its order (older versions: the split's columns)
-        names = list(spec.features) or reference.features
-        if spec.in_features != len(names):
-            raise DataError(
-                f"model {name} version {version.version} reads {spec.in_features} features, "
-                f"its training split has {len(names)}"
-            )
-        x_ref = feature_matrix(reference.frame, names, str(reference.path), 2)
-        x_cur = feature_matrix(frame, names, where, thresholds.min_rows)
+            cur_images = images.current_images(frame, fmt, where)
+            _enough(len(cur_images.rows), thresholds.min_rows, where)
+            x_ref, x_cur = ref_images.rows, cur_images.rows
+        else:
+            # the version's own features, in its order (older versions: the split's columns)
+            names = list(spec.features) or reference.features
+            if spec.in_features != len(names):
+                raise DataError(
+                    f"model {name} version {version.version} reads {spec.in_features} "
+                    f"features, its training split has {len(names)}"
+                )
+            x_ref = feature_matrix(reference.frame, names, str(reference.path), 2)
+            x_cur = feature_matrix(frame, names, where, thresholds.min_rows)
         out = _plot_path(plot or default_plot(settings, name, version.version))
         module = build(version, directory, spec)
     logged = _logged(frame, version.version, spec.classes, spec.task, where)
@@ -151,6 +157,8 @@ def check_drift(
     ref_out = _predict(module, spec.task, x_ref)
     cur_out = logged if logged is not None else _predict(module, spec.task, x_cur)
     shift = _shift(ref_out, cur_out, spec.classes, spec.task, thresholds)
+    if fmt is not None:  # compared: what can drift in an image (monitoring.images)
+        names, x_ref, x_cur = images.features(module, fmt, ref_images, cur_images)
     report = assess(names, x_ref, x_cur, thresholds, shift)
     performance = _performance(truth, cur_out, spec.task)
 
@@ -167,6 +175,14 @@ def check_drift(
         performance=performance,
         plot=str(out),
     )
+
+
+def _enough(rows: int, min_rows: int, where: str) -> None:
+    if rows < min_rows:
+        raise UserError(
+            f"{where}: {rows} rows; a drift check needs at least {min_rows} "
+            "(monitor.drift.min_rows)"
+        )
 
 
 def _plot_path(path: Path) -> Path:

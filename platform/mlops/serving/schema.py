@@ -53,6 +53,14 @@ class InputSpec:
     image: ImageFormat | None = None
 
     @property
+    def sink_names(self) -> tuple[str, ...]:
+        """The names the sink records a row's values under: the features, or for an image
+        model one per decoded value (`image.0`, `image.1`, …)."""
+        if self.image is None:
+            return self.features
+        return tuple(f"{self.image.column}.{i}" for i in range(self.image.values))
+
+    @property
     def in_features(self) -> int:
         """Values per row (an image model's: channels x height x width)."""
         return self.image.values if self.image is not None else len(self.features)

@@ -168,7 +168,7 @@ def prepare(settings: Settings, options: ServeOptions, target: Target | None = N
         if options.log_inputs > 0:
             path = options.sink or settings.home / "serving" / f"{name}.db"
             sink = _open_sink(path, options.log_inputs, metrics)
-            sink.describe(name, served.input.features)
+            sink.describe(name, served.input.sink_names)
         state = State(served, options.target, ref.stage, metrics, sink, options.poll_s)
         metrics.serving(served, ref.stage)
     except BaseException:

@@ -47,7 +47,7 @@ class State:
         old = self.current
         self.metrics.serving(new, self.stage)
         if self.sink is not None:
-            self.sink.describe(new.name, new.input.features)
+            self.sink.describe(new.name, new.input.sink_names)
         self.current = new
         self.swaps.append({"from": old.version, "to": new.version, "at": time.time(),
                            "sha256": new.sha256})  # fmt: skip
