@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlops.errors import DataError, UserError, first_line
-from mlops.images import FILE_COLUMN, ImageFormat
+from mlops.images import FILE_COLUMN, ImageError, ImageFormat
 from mlops.images.source import Found, read_folder, read_table
 from mlops.io import read_json, write_json, write_with
 
@@ -257,7 +257,7 @@ def features_and_target(frame: pd.DataFrame, schema: Schema) -> tuple[Any, Any]:
 
     fmt = schema.image_format
     if fmt is not None:
-        x = fmt.rows(frame[fmt.column])
+        x = _image_rows(frame, fmt)
     else:
         x = frame[schema.features].to_numpy(dtype=np.float32, copy=True)
     if schema.task == "regression":
@@ -268,3 +268,19 @@ def features_and_target(frame: pd.DataFrame, schema: Schema) -> tuple[Any, Any]:
     except KeyError as exc:
         raise DataError(f"label {exc.args[0]!r} is not among the schema's classes") from None
     return x, y
+
+
+def _image_rows(frame: pd.DataFrame, fmt: ImageFormat) -> np.ndarray:
+    """The frame's images decoded; a `DataError` naming the file of one that is not (a
+    split written without `validate`, or changed since)."""
+    try:
+        return fmt.rows(frame[fmt.column])
+    except ImageError:
+        pass
+    files = frame[FILE_COLUMN] if FILE_COLUMN in frame.columns else range(len(frame))
+    for name, data in zip(files, frame[fmt.column], strict=True):
+        try:
+            fmt.decode(bytes(data))
+        except ImageError as exc:
+            raise DataError(f"image {name}: {exc} (run `dvc repro validate`)") from None
+    raise AssertionError("an image failed to decode, then decoded")  # pragma: no cover

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.errors import DataError
+from mlops.errors import UserError
 from mlops.images import ImageFormat
 from mlops.models import build_model, make_spec
 from mlops.monitoring.images import COMPONENTS, current_images, decode_column, embeddings, features
@@ -38,7 +38,7 @@ def test_files_and_base64_decode_with_their_sizes() -> None:
                             FMT, "now.parquet")  # fmt: skip
     np.testing.assert_array_equal(decoded.rows, FMT.rows(files))
     assert decoded.sizes is not None and decoded.sizes.tolist() == [[24.0, 24.0]] * 4
-    with pytest.raises(DataError, match=re.escape("now.parquet: row 1: column image")):
+    with pytest.raises(UserError, match=re.escape("now.parquet: row 1: column image")):
         decode_column([files[0], b"not an image"], FMT, "now.parquet")
 
 
@@ -50,7 +50,7 @@ def test_the_sinks_decoded_pixels_are_read_back() -> None:
     found = current_images(frame, FMT, "sink")
     np.testing.assert_allclose(found.rows, rows, rtol=0, atol=1e-7)
     assert found.sizes is None
-    with pytest.raises(DataError, match="no column 'image'"):
+    with pytest.raises(UserError, match="no column 'image'"):
         current_images(pd.DataFrame({"x": [1.0]}), FMT, "sink")
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mlops.data import features_and_target, infer_schema
 from mlops.errors import DataError
 from mlops.images import ImageError, ImageFormat
 from mlops.images.checks import survey
@@ -61,7 +62,7 @@ def test_truncated_foreign_and_huge_files_are_refused() -> None:
         RGB.decode(b"hello, world")
     bomb = io.BytesIO()
     Image.new("1", (8000, 6000)).save(bomb, "PNG")  # 48M pixels in a few kB
-    with pytest.raises(ImageError, match="8000x6000 pixels"):
+    with pytest.raises(ImageError, match="8000x6000: over 40000000 pixels"):
         RGB.decode(bomb.getvalue())
     with pytest.raises(ImageError, match="over the limit"):
         RGB.open(b"\x89PNG" + bytes(33 * 1024 * 1024))
@@ -136,3 +137,44 @@ def test_survey_names_each_bad_file() -> None:
     assert [name for name, _ in found.unreadable] == ["b.png"]
     assert found.tiny == [("c.png", "4x30")]
     assert found.mode == [("d.png", "mode I;16")]
+
+
+def test_a_corrupt_image_in_a_split_is_named_not_a_traceback() -> None:
+    good = png_bytes("circle")
+    frame = pd.DataFrame({"image": [good, good[:40]], "_file": ["a.png", "b.png"],
+                          "target": ["circle", "circle"]})  # fmt: skip
+    schema = infer_schema(frame.copy(), "photos", "target", image=RGB)
+    with pytest.raises(DataError, match=r"image b\.png: not an image Pillow can read"):
+        features_and_target(frame, schema)
+
+
+def test_a_file_name_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    folder = tmp_path / "shapes"
+    make_folder(folder, per_class=1)
+    bad = os.fsdecode(b"bad\xff.png")
+    (folder / "circle" / bad).write_bytes(png_bytes("circle"))
+    with pytest.raises(DataError, match=r"circle/bad\\xff\.png: the file name is not UTF-8"):
+        read_folder(folder, "image", tmp_path)
+
+
+def test_a_multi_picture_jpeg_reads_its_first_picture() -> None:
+    buffer = io.BytesIO()
+    first, second = Image.new("RGB", (20, 20), (250, 0, 0)), Image.new("RGB", (20, 20))
+    first.save(buffer, "MPO", save_all=True, append_images=[second])
+    pixels = RGB.decode(buffer.getvalue())
+    assert pixels[0].mean() > 200 and pixels[2].mean() < 30  # red: the first picture
+
+
+def test_every_bomb_is_refused_in_the_same_words() -> None:
+    huge = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(huge, "PNG")  # over twice Pillow's own limit
+    with pytest.raises(ImageError, match="over 40000000 pixels"):
+        RGB.decode(huge.getvalue())
+
+
+def test_wrapped_base64_and_data_urls_are_images() -> None:
+    data = png_bytes("square")
+    text = base64.b64encode(data).decode()
+    wrapped = "\n".join(text[i : i + 76] for i in range(0, len(text), 76)) + "\n"
+    assert image_bytes(wrapped) == data
+    assert image_bytes(f"data:image/png;base64,{text}") == data

@@ -209,6 +209,12 @@ BAD_PARAMS: list[tuple[str, str, list[str]]] = [
         ["data.image.size[0] = 2"],
     ),
     (
+        "init-from-without-a-version",
+        "train:\n  init_from: shapes\n",
+        ["train.init_from = 'shapes'", "expected MODEL@STAGE or MODEL@VERSION"],
+    ),
+    ("freeze-unknown", "train:\n  freeze: [layer9]\n", ["train.freeze", "a layer group"]),
+    (
         "source-txt",
         "data:\n  source: notes.txt\n",
         ["data.source", "or a folder of class subfolders"],

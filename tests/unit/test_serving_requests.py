@@ -359,7 +359,7 @@ def test_uploads_and_records_decode_as_training_does() -> None:
     [
         ([("file", "x.png", b"not a picture")], 422, "file 'x.png': cannot decode the image"),
         ([("note", None, b"hello")], 422, "form field 'note' is not a file"),
-        ([("file", f"{i}.png", png_bytes("circle")) for i in range(3)], 413, "more than 2 files"),
+        ([("file", f"{i}.png", png_bytes("circle")) for i in range(3)], 413, "more than 2 parts"),
         ([], 400, "with a file (send -F file=@image.png)"),
     ],
 )
@@ -400,3 +400,16 @@ def test_file_bytes_are_not_counted_as_json_brackets() -> None:
     Tally(IMAGES, counting=False).add(noisy)
     with pytest.raises(BadRequest):
         Tally(IMAGES).add(noisy)
+
+
+def test_a_form_of_many_tiny_parts_is_refused_before_it_is_parsed() -> None:
+    body, media = _form(*[("f", None, b"") for _ in range(3000)])
+    with pytest.raises(BadRequest) as caught:
+        parse_request(body, IMAGES, content_type=media)
+    assert caught.value.status == 413 and "more than 2 parts" in caught.value.message
+
+
+def test_an_image_model_says_how_to_send_images() -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_request(b'{"instances": []}', IMAGES)
+    assert '{"records": [{"image": ' in caught.value.message and "curl -F" in caught.value.message

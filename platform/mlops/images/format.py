@@ -21,7 +21,7 @@ from PIL import Image
 
 FILE_COLUMN = "_file"  # the image's path relative to the source, kept to name it
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
-FORMATS = ("PNG", "JPEG", "WEBP")
+FORMATS = ("PNG", "JPEG", "MPO", "WEBP")  # MPO: a JPEG holding several pictures (the first)
 MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr")  # 8 bits per channel
 MAX_BYTES = 32 * 1024 * 1024  # one encoded image
 MAX_PIXELS = 40_000_000  # one decoded image (Pillow's own bomb limit is ~89M)
@@ -72,12 +72,15 @@ class ImageFormat:
                     raise ImageError(f"{image.format or 'unknown'} image: not PNG, JPEG or WebP")
                 width, height = image.size
                 if width * height > MAX_PIXELS:
-                    raise ImageError(f"{width}x{height} pixels: over {MAX_PIXELS}")
+                    raise ImageError(
+                        f"{width}x{height}: over {MAX_PIXELS} pixels (a decompression bomb?)"
+                    )
                 image.load()
         except ImageError:
             raise
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning,
-                Image.DecompressionBombError) as exc:  # fmt: skip
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+            raise ImageError(f"over {MAX_PIXELS} pixels (a decompression bomb?)") from None
+        except (OSError, ValueError, SyntaxError) as exc:
             raise ImageError(_why(exc)) from None
         return image
 
@@ -110,8 +113,9 @@ def image_bytes(value: Any) -> bytes:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     if isinstance(value, str):
+        text = value.split(",", 1)[1] if value.startswith("data:") else value  # a data: URL
         try:
-            return base64.b64decode(value, validate=True)
+            return base64.b64decode("".join(text.split()), validate=True)  # wrapped lines too
         except (binascii.Error, ValueError):
             raise ImageError("not base64 text (send the file's bytes, base64-encoded)") from None
     raise ImageError(f"{type(value).__name__}: expected an image's bytes or base64 text")

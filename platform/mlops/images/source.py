@@ -52,8 +52,8 @@ def read_folder(folder: Path, column: str, workspace: Path) -> Found:
             labels.append(label)
     if not files:
         raise DataError(f"{folder}: no .png, .jpg, .jpeg or .webp files under its class folders")
+    relative = [_name(p.relative_to(folder)) for p in files]
     data = [_read(path, folder, workspace) for path in files]
-    relative = [p.relative_to(folder).as_posix() for p in files]
     frame = pd.DataFrame({column: data, FILE_COLUMN: relative, "target": labels})
     return Found(frame, skipped)
 
@@ -78,6 +78,18 @@ def read_table(frame: pd.DataFrame, table: Path, column: str, workspace: Path) -
         pd.DataFrame({column: data, FILE_COLUMN: relative, "target": frame["target"].to_numpy()}),
         0,
     )
+
+
+def _name(relative: Path) -> str:
+    """A file's path as the data set records it; a name that is not UTF-8 (which Parquet
+    cannot store) is refused, naming it as the shell would show it."""
+    name = relative.as_posix()
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise DataError(f"{shown}: the file name is not UTF-8; rename it") from None
+    return name
 
 
 def _hidden(path: Path) -> bool:

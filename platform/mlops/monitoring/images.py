@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlops.errors import DataError
+from mlops.errors import UserError
 from mlops.images import ImageError, ImageFormat
 from mlops.images.format import image_bytes, to_rows
 
@@ -42,7 +42,7 @@ class Decoded:
 
 
 def decode_column(values: Sequence[Any], fmt: ImageFormat, where: str) -> Decoded:
-    """A column of image files (bytes, or base64 text) decoded; a `DataError` naming the
+    """A column of image files (bytes, or base64 text) decoded; a `UserError` naming the
     first row that is not an image."""
     pixels, sizes = [], []
     for i, value in enumerate(values):
@@ -51,7 +51,7 @@ def decode_column(values: Sequence[Any], fmt: ImageFormat, where: str) -> Decode
             sizes.append(fmt.open(data).size)
             pixels.append(fmt.decode(data))
         except ImageError as exc:
-            raise DataError(f"{where}: row {i}: column {fmt.column}: {exc}") from None
+            raise UserError(f"{where}: row {i}: column {fmt.column}: {exc}") from None
     return Decoded(to_rows(np.stack(pixels)), np.asarray(sizes, dtype=np.float64))
 
 
@@ -62,7 +62,7 @@ def current_images(frame: pd.DataFrame, fmt: ImageFormat, where: str) -> Decoded
     names = [f"{fmt.column}.{i}" for i in range(fmt.values)]
     missing = [n for n in names[:1] if n not in frame.columns]
     if missing:
-        raise DataError(
+        raise UserError(
             f"{where}: no column {fmt.column!r} of image files (nor the decoded pixels the "
             "serving sink records)"
         )

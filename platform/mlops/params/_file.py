@@ -55,6 +55,10 @@ def describe_error(error: Mapping[str, Any]) -> str:
         msg = "must be a finite number"
     elif kind == "string_pattern_mismatch" and key.startswith("registry."):
         msg = "a stage name: a lowercase letter, then lowercase letters, digits, '_', '-' (max 32)"
+    elif kind == "string_pattern_mismatch" and key == "train.init_from":
+        msg = "expected MODEL@STAGE or MODEL@VERSION (e.g. shapes@production, shapes@3)"
+    elif kind == "string_pattern_mismatch" and key.startswith("train.freeze"):
+        msg = "a layer group: body, head, fc, norm, embed, rnn, hidden.N, conv.N or encoder.N"
     elif kind == "string_pattern_mismatch":
         msg = "must start with a letter and hold only letters, digits, '_', '.', '-' (max 63)"
     if key == "(top level)" and re.match(r"^[a-z_]+\.[\w.]+: ", msg):

@@ -31,6 +31,15 @@ IMAGE_BYTES = 8 * 1024 * 1024  # one uploaded image
 MAX_IMAGE_BODY = 64 * 1024 * 1024  # one request of images
 KEYS = ("inputs", "records")
 _HOW = 'send {"inputs": [[numbers…], …]} or {"records": [{feature: number, …}, …]}'
+_HOW_IMAGES = (
+    'send {"records": [{"COLUMN": "<the file\'s bytes, base64>"}, …]} or a form upload '
+    "(curl -F file=@image.png)"
+)
+
+
+def _how(spec: InputSpec) -> str:
+    """How a body should look, for this model."""
+    return _HOW_IMAGES.replace("COLUMN", spec.image.column) if spec.image else _HOW
 
 
 class BadRequest(Exception):
@@ -165,12 +174,13 @@ def parse_request(
     except orjson.JSONDecodeError as exc:
         raise BadRequest(400, f"invalid JSON: {exc}") from None
     if not isinstance(doc, dict):
-        raise BadRequest(400, f"the body must be a JSON object: {_HOW}")
+        raise BadRequest(400, f"the body must be a JSON object: {_how(spec)}")
     unknown = [k for k in doc if k not in KEYS]
     if unknown:
-        raise BadRequest(400, f"unknown key {unknown[0]!r}: {_HOW}")
+        raise BadRequest(400, f"unknown key {unknown[0]!r}: {_how(spec)}")
     if len(doc) != 1:
-        raise BadRequest(400, f"both `inputs` and `records` given: {_HOW}" if doc else _HOW)
+        how = _how(spec)
+        raise BadRequest(400, f"both `inputs` and `records` given: {how}" if doc else how)
     key, batch = next(iter(doc.items()))
     if not isinstance(batch, list):
         raise BadRequest(422, f"`{key}` must be a list (a batch), not {_kind(batch)}")
