@@ -75,6 +75,8 @@ bench: install
 	python benchmarks/serving_speed.py
 	python benchmarks/serving_flood.py
 	python benchmarks/export_size.py
+	python benchmarks/image_throughput.py
+	python benchmarks/stream_memory.py
 	python benchmarks/report.py
 
 lock: install
