@@ -14,8 +14,9 @@ from mlops.errors import UserError
 from mlops.images import ImageFormat
 from mlops.models import build_model, make_spec
 from mlops.params import AugmentParams, TrainParams
-from mlops.training import Checkpointing, EpochResult, train_model
+from mlops.training import Checkpointing, EpochCallback, TrainResult, train_model
 from tests.shapes import CLASSES, png_bytes
+from tests.unit.resume import straight_and_resumed
 
 FMT = ImageFormat("image", (16, 16), 3)
 SHAPE = (3, 16, 16)
@@ -75,10 +76,6 @@ def test_numeric_data_are_refused_and_no_augment_is_none() -> None:
     assert augmenter(AugmentParams(flip=True), [3, 16, 16], image=True) is not None
 
 
-class _Killed(Exception):
-    pass
-
-
 def test_a_killed_augmented_job_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     n = 60
     x = FMT.rows([png_bytes(CLASSES[i % 3], seed=i, size=20) for i in range(n)])
@@ -92,19 +89,10 @@ def test_a_killed_augmented_job_resumes_to_the_uninterrupted_result(tmp_path: Pa
     spec = make_spec(params.model, [0, 1, 2], [0.5] * 3, [0.25] * 3, list(SHAPE), image=FMT)
     aug = augmenter(params.augment, list(SHAPE), image=True)
 
-    def run(on_epoch: object = None, cp: Checkpointing | None = None) -> object:
-        return train_model(lambda: build_model(spec), params, (x, y), (x[:12], y[:12]),
-                           on_epoch, cp, augment=aug)  # type: ignore[arg-type]  # fmt: skip
+    def run(on_epoch: EpochCallback | None, cp: Checkpointing | None) -> TrainResult:
+        train, val = (x, y), (x[:12], y[:12])
+        return train_model(lambda: build_model(spec), params, train, val, on_epoch, cp,
+                           augment=aug)  # fmt: skip
 
-    whole = run()
-    cp = Checkpointing(tmp_path / "train.ckpt", "job", every_seconds=0)
-
-    def kill(result: EpochResult) -> None:
-        if result.epoch == 3:
-            raise _Killed
-
-    with pytest.raises(_Killed):
-        run(kill, cp)
-    resumed = run(None, cp)
-    assert resumed.resumed_from == 2  # type: ignore[attr-defined]
-    assert [h.metrics for h in resumed.history] == [h.metrics for h in whole.history]  # type: ignore[attr-defined]
+    whole, resumed = straight_and_resumed(run, tmp_path)
+    assert [h.metrics for h in resumed.history] == [h.metrics for h in whole.history]

@@ -19,11 +19,13 @@ from mlops.params import LoaderParams, TrainParams
 from mlops.streaming import Stream, load_split, loading
 from mlops.training import (
     Checkpointing,
-    EpochResult,
+    EpochCallback,
+    TrainResult,
     _streamed_val_metrics,
     _val_metrics,
     train_model,
 )
+from tests.unit.resume import straight_and_resumed
 
 ROWS, FEATURES = 1000, 6
 
@@ -116,10 +118,6 @@ def test_a_split_streams_only_above_the_limit(split: tuple[Path, Schema]) -> Non
     assert isinstance(streamed, Stream) and loading(streamed) == "stream"
 
 
-class _Killed(Exception):
-    pass
-
-
 def test_a_killed_streamed_job_resumes_to_the_uninterrupted_result(
     split: tuple[Path, Schema], tmp_path: Path
 ) -> None:
@@ -133,19 +131,9 @@ def test_a_killed_streamed_job_resumes_to_the_uninterrupted_result(
     stream = Stream(path, schema, loader, seed=params.seed)
     spec = spec_for_data(params.model, schema, stream)
 
-    def run(on_epoch: object = None, cp: Checkpointing | None = None) -> object:
-        return train_model(lambda: build_model(spec), params, stream, stream, on_epoch, cp)  # type: ignore[arg-type]
+    def run(on_epoch: EpochCallback | None, cp: Checkpointing | None) -> TrainResult:
+        return train_model(lambda: build_model(spec), params, stream, stream, on_epoch, cp)
 
-    whole = run()
-    cp = Checkpointing(tmp_path / "train.ckpt", "job", every_seconds=0)
-
-    def kill(result: EpochResult) -> None:
-        if result.epoch == 3:
-            raise _Killed
-
-    with pytest.raises(_Killed):
-        run(kill, cp)
-    resumed = run(None, cp)
-    assert resumed.resumed_from == 2  # type: ignore[attr-defined]
-    assert [h.metrics for h in resumed.history] == [h.metrics for h in whole.history]  # type: ignore[attr-defined]
-    assert whole.history[-1].metrics["val_accuracy"] >= 0.6  # learns, above chance  # type: ignore[attr-defined]
+    whole, resumed = straight_and_resumed(run, tmp_path)
+    assert [h.metrics for h in resumed.history] == [h.metrics for h in whole.history]
+    assert whole.history[-1].metrics["val_accuracy"] >= 0.6  # learns, above chance
