@@ -180,16 +180,21 @@ def _val_metrics(
         logits = model(x).float()
         pred = logits.argmax(dim=1)
         counts = torch.bincount(y * n_classes + pred, minlength=n_classes**2)
-        matrix = counts.reshape(n_classes, n_classes).double()
-        tp = matrix.diag()
-        precision = tp / matrix.sum(0).clamp(min=1)
-        recall = tp / matrix.sum(1).clamp(min=1)
-        f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
         return {
             "val_loss": float(F.cross_entropy(logits, y)),
             "val_accuracy": float((pred == y).double().mean()),
-            "val_f1_macro": float(f1.mean()),
+            "val_f1_macro": _f1_macro(counts, n_classes),
         }
+
+
+def _f1_macro(counts: torch.Tensor, n_classes: int) -> float:
+    """Macro F1 from the flattened confusion counts (actual x predicted)."""
+    matrix = counts.reshape(n_classes, n_classes).double()
+    tp = matrix.diag()
+    precision = tp / matrix.sum(0).clamp(min=1)
+    recall = tp / matrix.sum(1).clamp(min=1)
+    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
+    return float(f1.mean())
 
 
 def _streamed_val_metrics(
@@ -200,24 +205,22 @@ def _streamed_val_metrics(
     from torch.nn import functional as F
 
     model.eval()
-    n, loss, sums = 0, 0.0, torch.zeros(5, dtype=torch.float64)  # sse, sae, y, y², -
+    n, loss, sums = 0, 0.0, torch.zeros(4, dtype=torch.float64)  # sse, sae, Σy, Σy²
     counts = torch.zeros(n_classes * n_classes, dtype=torch.int64)
     with torch.no_grad():
         for xb, yb in batches:
             out = model(xb.to(device)).float().cpu()
             n += len(yb)
             if task == "regression":
-                err = out.squeeze(1).double() - yb.double()
-                y64 = yb.double()
-                sums += torch.stack([(err**2).sum(), err.abs().sum(), y64.sum(), (y64**2).sum(),
-                                     torch.zeros((), dtype=torch.float64)])  # fmt: skip
+                err, y64 = out.squeeze(1).double() - yb.double(), yb.double()
+                sums += torch.stack([(err**2).sum(), err.abs().sum(), y64.sum(), (y64**2).sum()])
             else:
                 loss += float(F.cross_entropy(out, yb, reduction="sum"))
                 counts += torch.bincount(yb * n_classes + out.argmax(dim=1),
                                          minlength=n_classes**2)  # fmt: skip
     n = max(n, 1)
     if task == "regression":
-        sse, sae, y_sum, y_squares = (float(v) for v in sums[:4])
+        sse, sae, y_sum, y_squares = (float(v) for v in sums)
         total = y_squares - y_sum**2 / n
         scale = _target_scale(model)
         return {
@@ -226,15 +229,11 @@ def _streamed_val_metrics(
             "val_mae": sae / n,
             "val_r2": 1 - sse / total if total > 0 else 0.0,
         }
-    matrix = counts.reshape(n_classes, n_classes).double()
-    tp = matrix.diag()
-    precision = tp / matrix.sum(0).clamp(min=1)
-    recall = tp / matrix.sum(1).clamp(min=1)
-    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
+    correct = float(counts.reshape(n_classes, n_classes).diag().sum())
     return {
         "val_loss": loss / n,
-        "val_accuracy": float(tp.sum() / n),
-        "val_f1_macro": float(f1.mean()),
+        "val_accuracy": correct / n,
+        "val_f1_macro": _f1_macro(counts, n_classes),
     }
 
 
@@ -397,14 +396,15 @@ def train_model(
     seed_everything(params.seed, params.threads)
     device = resolve_device(params.device, ctx)
     raw = make_model().to(device)
-    held = isinstance(train, tuple)
     if isinstance(train, tuple):
         x_train, y_train = (torch.from_numpy(a).to(device) for a in train)
+        first = x_train[:1]
+    else:
+        first = torch.from_numpy(train.probe()).to(device)
     if isinstance(val, tuple):
         x_val, y_val = (torch.from_numpy(a).to(device) for a in val)
     raw.eval()
     with torch.no_grad():
-        first = x_train[:1] if held else torch.from_numpy(train.probe()).to(device)  # type: ignore[union-attr]
         n_classes = int(raw(first).shape[1])
     job = _Job(raw, params, ctx, device, train, task, augment)
     resumed_from = _resume(job, checkpointing, on_epoch)
