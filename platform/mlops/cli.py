@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any
@@ -174,8 +175,6 @@ def ui(
     port: Annotated[int, typer.Option(help="Port (0: a free one).", min=0, max=65535)] = 0,
 ) -> None:
     """Start the MLflow UI on the configured store and keep it running until Ctrl-C."""
-    import signal
-
     from mlops import ui as server
     from mlops.settings import Settings
 
@@ -187,22 +186,31 @@ def ui(
     if exposed is not None:
         console.warning(exposed)
     process = server.start_server(settings, host, port)
+    url = f"http://{host}:{port}"
+    console.out.print(f"Starting the MLflow UI on {settings.as_dict()['tracking_uri']} ...")
+    _attend("MLflow UI", url, process, lambda: server.wait_until_up(url, process))
+
+
+def _attend(what: str, url: str, process: Any, up: Callable[[], bool]) -> None:
+    """Wait until a UI process answers (`up`), then until Ctrl-C or SIGTERM, printing
+    where it is; it is always stopped (its process group: SIGTERM, then SIGKILL)."""
+    import signal
+
+    from mlops import ui as server
 
     def _stop(signum: int, _frame: object) -> None:
         raise Interrupted(signum)
 
     signal.signal(signal.SIGTERM, _stop)
-    url = f"http://{host}:{port}"
     try:
-        console.out.print(f"Starting the MLflow UI on {settings.as_dict()['tracking_uri']} ...")
-        if not server.wait_until_up(url, process):
-            raise MlopsError(f"the MLflow UI did not start on {url} (exit {process.poll()})")
-        console.out.print(f"MLflow UI: {url}  (Ctrl-C to stop)", soft_wrap=True)
+        if not up():
+            raise MlopsError(f"{what} did not start on {url} (exit {process.poll()})")
+        console.out.print(f"{what}: {url}  (Ctrl-C to stop)", soft_wrap=True)
         process.wait()
         if process.returncode:
-            raise MlopsError(f"the MLflow UI stopped with exit code {process.returncode}")
+            raise MlopsError(f"{what} stopped with exit code {process.returncode}")
     except (KeyboardInterrupt, Interrupted):
-        console.out.print("MLflow UI stopped")
+        console.out.print(f"{what} stopped")
     finally:
         server.stop_server(process)
 
@@ -215,7 +223,6 @@ def tensorboard(
     """Open TensorBoard over every run of the pipeline that wrote event files
     (`train.tensorboard: true`), until Ctrl-C. Their files are fetched from the artifact
     store into `.mlops/tensorboard/` first."""
-    import signal
     import subprocess
 
     from mlops import board, tracking
@@ -241,24 +248,11 @@ def tensorboard(
     cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(dest), "--host", host,
            "--port", str(port), "--reload_interval", "0"]  # fmt: skip
     process = subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.DEVNULL)
-
-    def _stop(signum: int, _frame: object) -> None:
-        raise Interrupted(signum)
-
-    signal.signal(signal.SIGTERM, _stop)
     url = f"http://{host}:{port}"
-    try:
-        console.out.print(f"TensorBoard on {len(runs)} run(s) of {experiment} ...")
-        if not server.wait_healthy(url, process, path="/data/runs"):
-            raise MlopsError(f"TensorBoard did not start on {url} (exit {process.poll()})")
-        console.out.print(f"TensorBoard: {url}  (Ctrl-C to stop)", soft_wrap=True)
-        process.wait()
-    except (KeyboardInterrupt, Interrupted):
-        console.out.print("TensorBoard stopped")
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait()
+    console.out.print(f"TensorBoard on {len(runs)} run(s) of {experiment} ...")
+    _attend(
+        "TensorBoard", url, process, lambda: server.wait_healthy(url, process, path="/data/runs")
+    )
 
 
 @app.command("summary")
