@@ -31,6 +31,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from mlops.exposure import free_port
 from tests.e2e.project import clean_env, copy_repo, run
+from tests.servers import wait_ready
 from tests.shapes import CLASSES, draw, make_folder, png_bytes
 
 pytestmark = pytest.mark.e2e
@@ -114,17 +115,7 @@ def server(request: pytest.FixtureRequest, project: Path) -> Iterator[int]:
         cmd, cwd=project, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while True:
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "server not ready in time"
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/ready")
-            if conn.getresponse().status == 200:
-                break
-        except OSError:
-            time.sleep(0.2)
+    wait_ready(process, port)
     yield port
     process.terminate()
     process.communicate(timeout=30)

@@ -46,6 +46,7 @@ from tests.integration.registry_project import (
     register_small,
     write_project,
 )
+from tests.servers import wait_ready
 
 MODEL = "digits"
 POLL_S = 0.5
@@ -107,23 +108,6 @@ def start_server(
         text=True,
     )  # fmt: skip
     return process, port
-
-
-def wait_ready(process: subprocess.Popen[str], port: int, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            out, err = process.communicate()
-            raise AssertionError(f"server exited {process.returncode}\n{out}\n{err}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/ready")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("server not ready in time")
 
 
 def stop(process: subprocess.Popen[str]) -> tuple[int, str, str]:
