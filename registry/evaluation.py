@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from mlops import workspace
 from mlops.data import read_parquet
 from mlops.errors import DataError, UserError
-from mlops.images import ImageError, ImageFormat
+from mlops.images import FILE_COLUMN, ImageError, ImageFormat
 from mlops.io import file_digest, read_json
 from mlops.lineage import dvc_md5
 from mlops.metrics import classification_metrics, regression_metrics
@@ -94,7 +94,8 @@ class TestSplit:
                 f"{self.path} has no such column"
             )
         try:
-            x = fmt.rows(self.frame[fmt.column])
+            files = self.frame.get(FILE_COLUMN)
+            x = fmt.rows(self.frame[fmt.column], list(files) if files is not None else None)
         except ImageError as exc:
             raise DataError(
                 f"{what}: the test split {self.path} holds an image it cannot read: {exc}"

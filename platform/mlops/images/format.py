@@ -96,16 +96,26 @@ class ImageFormat:
         array = np.asarray(image, dtype=np.uint8)
         return array[None] if self.channels == 1 else array.transpose(2, 0, 1)
 
-    def pixels(self, images: Sequence[bytes] | Iterable[bytes]) -> np.ndarray:
-        """Decoded images as uint8 (n, channels, height, width)."""
-        decoded = [self.decode(bytes(data)) for data in images]
+    def pixels(
+        self, images: Sequence[bytes] | Iterable[bytes], names: Sequence[str] | None = None
+    ) -> np.ndarray:
+        """Decoded images as uint8 (n, channels, height, width); an `ImageError` names the
+        first that does not decode (by `names`, else `row N`)."""
+        decoded = []
+        for i, data in enumerate(images):
+            try:
+                decoded.append(self.decode(bytes(data)))
+            except ImageError as exc:
+                raise ImageError(f"{names[i] if names else f'row {i}'}: {exc}") from None
         if not decoded:
             return np.zeros((0, *self.shape), dtype=np.uint8)
         return np.stack(decoded)
 
-    def rows(self, images: Sequence[bytes] | Iterable[bytes]) -> np.ndarray:
+    def rows(
+        self, images: Sequence[bytes] | Iterable[bytes], names: Sequence[str] | None = None
+    ) -> np.ndarray:
         """What the model reads: float32 rows of channels x height x width in [0, 1]."""
-        return to_rows(self.pixels(images))
+        return to_rows(self.pixels(images, names))
 
 
 def image_bytes(value: Any) -> bytes:
