@@ -11,6 +11,7 @@ artifacts, so they live in the artifact store with the run, in team mode too.
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import tempfile
 from functools import partial
@@ -120,6 +121,13 @@ def _tag(key: str) -> str:
     return key
 
 
+def folder_name(stage: str, run_id: str) -> str:
+    """`<stage>-<run id>`, of safe characters only: a run's tags are written by whoever
+    can write to the tracking store, and the folder is made (and replaced) under `dest`."""
+    safe = re.sub(r"[^A-Za-z0-9_]+", "-", stage).strip("-")[:40] or "run"
+    return f"{safe}-{re.sub(r'[^0-9a-f]', '', run_id)[:8]}"
+
+
 def gather(experiment: str, dest: Path) -> list[str]:
     """Download every run of `experiment` that has `tensorboard/` artifacts into
     `dest/<stage>-<run id>/` (a finished run's once: its files no longer change); the
@@ -137,8 +145,7 @@ def gather(experiment: str, dest: Path) -> list[str]:
         listed = tracking.retried(partial(client.list_artifacts, run.info.run_id, ARTIFACT_PATH))
         if not listed:
             continue
-        stage = run.data.tags.get(tracking.TAG_STAGE, "run").replace(" ", "-")
-        name = f"{stage}-{run.info.run_id[:8]}"
+        name = folder_name(run.data.tags.get(tracking.TAG_STAGE, ""), run.info.run_id)
         target = dest / name
         finished = run.info.status in ("FINISHED", "FAILED", "KILLED")
         if target.is_dir() and not finished:  # a live run may still add files
