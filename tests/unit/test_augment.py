@@ -60,12 +60,27 @@ def test_a_full_crop_is_the_image_and_a_small_one_zooms_in() -> None:
     assert float((zoomed - x).abs().mean()) > float((whole - x).abs().mean())
 
 
-def test_brightness_scales_and_saturation_zero_is_gray() -> None:
+def _luma(rows: torch.Tensor) -> torch.Tensor:
+    images = rows.reshape(len(rows), *SHAPE)
+    return 0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2]
+
+
+def test_brightness_scales_every_channel_alike() -> None:
     x = _batch()
     brighter = _run(AugmentParams(brightness=1.0), x)
     assert not torch.equal(brighter, x)
-    gray = _run(AugmentParams(saturation=1.0), x, seed=3).reshape(6, *SHAPE)
-    assert gray.shape == (6, *SHAPE)
+    inside = (brighter > 0) & (brighter < 1)  # not clamped: out = x * one factor per image
+    ratio = torch.where(inside & (x > 0.05), brighter / x.clamp(min=1e-6), torch.nan)
+    per_image = ratio.reshape(len(x), -1)
+    spread = per_image.nan_to_num(nan=0).amax(1) - torch.nan_to_num(per_image, nan=9).amin(1)
+    assert float(spread.max()) < 1e-4
+
+
+def test_saturation_changes_colour_but_keeps_gray_levels() -> None:
+    x = _batch()
+    out = _run(AugmentParams(saturation=1.0), x, seed=3)
+    assert not torch.equal(out, x)
+    assert float((_luma(out) - _luma(x)).abs().mean()) < 0.01  # clamping aside, luma stays
 
 
 def test_numeric_data_are_refused_and_no_augment_is_none() -> None:
