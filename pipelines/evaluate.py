@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 def evaluate(ctx: StageContext) -> None:
     """Evaluate the trained model on the validation and test splits."""
-    schema = Schema.load(workspace.SCHEMA)
+    schema = Schema.load(workspace.SPLIT_SCHEMA)
     model, spec = load_model(workspace.MODEL_DIR)
     sha = file_digest(workspace.MODEL_DIR / WEIGHTS_FILE)
     test_frame = read_parquet(workspace.SPLITS["test"])

@@ -1,4 +1,5 @@
-"""Stage `split`: stratified train/val/test Parquet files, identical bytes for a given seed."""
+"""Stage `split`: stratified train/val/test Parquet files, identical bytes for a given seed,
+and the schema of the splits (a mixed table's column encoding fitted on the train split)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ def split(ctx: StageContext) -> None:
     if not read_json(workspace.VALIDATION).get("passed"):
         raise DataError(f"{workspace.VALIDATION}: the data did not pass validation")
     frame = read_parquet(workspace.RAW)
-    task = Schema.load(workspace.SCHEMA).task
+    schema = Schema.load(workspace.SCHEMA)
+    task = schema.task
     with tracking.stage_run(ctx.settings, ctx.experiment, "split") as run_id:
         tracking.log_params(ctx.params.split.model_dump(mode="json"), prefix="split")
         parts = dict(
@@ -24,6 +26,7 @@ def split(ctx: StageContext) -> None:
         )
         for name, part in parts.items():
             write_parquet(part, workspace.SPLITS[name])
+        schema.fitted(parts["train"], ctx.params.data).save(workspace.SPLIT_SCHEMA)
         tracking.log_metrics({f"rows_{name}": len(part) for name, part in parts.items()})
         tracking.set_tags({f"mlops.data.{n}.md5": dvc_md5(p) for n, p in workspace.SPLITS.items()})
         sizes = ", ".join(f"{name} {len(part)}" for name, part in parts.items())

@@ -112,7 +112,7 @@ def _augmenter(p: TrainParams, schema: Schema) -> Any:
 def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
     """Train, save `models/` (safetensors + spec) and the per-epoch history."""
     p, tuned = tuned_params(ctx.params.train)
-    schema = Schema.load(workspace.SCHEMA)
+    schema = Schema.load(workspace.SPLIT_SCHEMA)
     check_metric(schema.task, p.early_stopping.metric)
     parent = _parent(ctx, p)
     train_split, val_split = _splits(p, schema)

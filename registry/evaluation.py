@@ -19,6 +19,7 @@ import yaml
 from safetensors import SafetensorError
 
 from mlops import workspace
+from mlops.columns import Encoding
 from mlops.data import read_parquet
 from mlops.errors import DataError, UserError
 from mlops.images import FILE_COLUMN, ImageError, ImageFormat
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 TEST_SPLIT = workspace.SPLITS["test"]
-SCHEMA = workspace.SCHEMA
+SCHEMA = workspace.SPLIT_SCHEMA
 
 
 def manifest_sha256(directory: Path) -> str:
@@ -74,6 +75,9 @@ class TestSplit:
         fmt = spec.image_format
         if fmt is not None:
             return self._images(spec, fmt, what)
+        encoding = spec.column_encoding
+        if encoding is not None:
+            return self._table(spec, encoding, what)
         features = [c for c in frame.columns if c != "target"]
         names = list(spec.features) or features
         missing = [n for n in names if n not in frame.columns]
@@ -84,6 +88,17 @@ class TestSplit:
                 f"lacks {shown} (it has {len(features)} feature columns)"
             )
         x = np.ascontiguousarray(frame[names].to_numpy(dtype=np.float32))
+        return self._labelled(x, spec, what)
+
+    def _table(self, spec: ModelSpec, encoding: Encoding, what: str) -> Rows:
+        """The split's raw columns encoded as `spec`'s version encodes them."""
+        missing = [c for c in encoding.columns if c not in self.frame.columns]
+        if missing:
+            raise DataError(
+                f"{what} reads columns {', '.join(missing[:5])}, which the test split "
+                f"{self.path} lacks"
+            )
+        x, _ = encoding.transform(self.frame)
         return self._labelled(x, spec, what)
 
     def _images(self, spec: ModelSpec, fmt: ImageFormat, what: str) -> Rows:

@@ -151,9 +151,11 @@ def _signature_example(model: nn.Module, spec: ModelSpec, example: np.ndarray) -
 
     from mlops.pyfunc_model import OUTPUT_PARAM, OUTPUTS
 
-    fmt = spec.image_format
+    fmt, encoding = spec.image_format, spec.column_encoding
     if fmt is not None:  # an image version reads files: its example is PNGs of the rows
         frame = pd.DataFrame({fmt.column: encode_png(example, fmt.shape)})
+    elif encoding is not None:  # a mixed table's version reads raw columns
+        frame = encoding.raw(example)
     else:
         frame = pd.DataFrame(np.asarray(example, dtype=np.float64), columns=spec.feature_names)
     with torch.inference_mode():

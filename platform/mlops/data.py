@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlops.columns import Encoding, infer_kinds
 from mlops.errors import DataError, UserError, first_line
 from mlops.images import FILE_COLUMN, ImageError, ImageFormat
 from mlops.images.source import Found, read_folder, read_table
@@ -16,6 +17,8 @@ from mlops.io import read_json, write_json, write_with
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from mlops.params import DataParams
 
 BUILTIN_DIGITS = "builtin:digits"
 
@@ -33,11 +36,36 @@ class Schema:
     task: str = "classification"
     input_shape: list[int] = field(default_factory=list)
     image: dict[str, Any] = field(default_factory=dict)  # ImageFormat, for an image source
+    # A mixed table's feature kinds (numeric, categorical), from ingest; empty for a table
+    # of complete numeric columns, which the model reads as they are.
+    columns: dict[str, str] = field(default_factory=dict)
+    encoding: dict[str, Any] = field(default_factory=dict)  # Encoding, fitted by split
 
     @property
     def image_format(self) -> ImageFormat | None:
         """How the image column is decoded (None: numeric features)."""
         return ImageFormat.from_dict(self.image) if self.image else None
+
+    @property
+    def column_encoding(self) -> Encoding | None:
+        """How a mixed table's raw columns are encoded (None: not a mixed table); a
+        `DataError` for a mixed table's schema read before `split` fitted it."""
+        if not self.columns:
+            return None
+        if not self.encoding:
+            raise DataError(
+                "the schema has no fitted column encoding: read data/split/schema.json "
+                "(run `dvc repro split`)"
+            )
+        return Encoding.from_dict(self.encoding)
+
+    def fitted(self, train: pd.DataFrame, data: DataParams) -> Schema:
+        """This schema with a mixed table's encoding fitted on the `train` split (and the
+        input shape it gives); unchanged for other data."""
+        if not self.columns:
+            return self
+        encoding = Encoding.fit(train, self.columns, data.one_hot_max, data.max_categories)
+        return replace(self, encoding=encoding.as_dict(), input_shape=[encoding.width])
 
     def save(self, path: str | Path) -> None:
         """Write the schema as JSON (atomically)."""
@@ -151,6 +179,7 @@ def infer_schema(
     input_shape: list[int] | None = None,
     task: str = "auto",
     image: ImageFormat | None = None,
+    declared: dict[str, str] | None = None,
 ) -> Schema:
     """Describe a loaded frame: features, dtypes, task, sorted class labels, input shape
     (an image source's one feature is its image column, of `image`'s shape).
@@ -186,6 +215,10 @@ def infer_schema(
         if all(isinstance(v, int) for v in values):
             values = sorted(values)
     features = [c for c in frame.columns if c not in ("target", FILE_COLUMN)]
+    columns: dict[str, str] = {}
+    if image is None and source != BUILTIN_DIGITS:
+        columns = _mixed_columns(frame, features, declared or {}, input_shape)
+        features = list(columns) or features
     shape = [1, 8, 8] if source == BUILTIN_DIGITS else [len(features)]
     if image is not None:
         shape = image.shape
@@ -206,7 +239,31 @@ def infer_schema(
         task=task,
         input_shape=shape,
         image=image.as_dict() if image is not None else {},
+        columns=columns,
     )
+
+
+def _mixed_columns(
+    frame: pd.DataFrame, features: list[str], declared: dict[str, str], shape: list[int] | None
+) -> dict[str, str]:
+    """A table's kept features and their kinds when it needs encoding (a categorical
+    column, a missing value or `data.columns`), its dropped columns removed from `frame`;
+    `{}` for complete numeric columns, which are read as they are."""
+    kinds = infer_kinds(frame, features, declared)
+    simple = all(k == "numeric" for k in kinds.values()) and not declared
+    if simple and not frame[features].isna().to_numpy().any():
+        return {}
+    if shape is not None:
+        raise UserError(
+            "data.input_shape: a table with categorical columns or missing values is read "
+            "column by column (drop data.input_shape)"
+        )
+    dropped = [c for c, k in kinds.items() if k == "drop"]
+    frame.drop(columns=dropped, inplace=True)
+    kept = {c: k for c, k in kinds.items() if k != "drop"}
+    if not kept:
+        raise UserError("data.columns: every feature column is dropped")
+    return kept
 
 
 def subsample(frame: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFrame:
@@ -256,8 +313,11 @@ def features_and_target(frame: pd.DataFrame, schema: Schema) -> tuple[Any, Any]:
     source's images decoded to rows, `ImageFormat.rows`)."""
 
     fmt = schema.image_format
+    encoding = schema.column_encoding
     if fmt is not None:
         x = _image_rows(frame, fmt)
+    elif encoding is not None:
+        x, _ = encoding.transform(frame)
     else:
         x = frame[schema.features].to_numpy(dtype=np.float32, copy=True)
     if schema.task == "regression":

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError
 
+from mlops.columns import Encoding, embedded_stats
 from mlops.errors import DataError, UserError, first_line
 from mlops.images import ImageFormat
 from mlops.images.format import channel_stats
@@ -38,7 +39,9 @@ class ModelSpec:
     A spec written before feature names were recorded has `features == []`: such a
     version reads its inputs by position only (`feature_names` names them f0, f1, …).
     An image model's `image` says how its one feature, the image column, is decoded
-    (`ImageFormat`); its `mean` and `std` are per channel.
+    (`ImageFormat`); its `mean` and `std` are per channel. A mixed-table model's
+    `encoding` turns its raw `features` (numeric and categorical columns) into its
+    `in_features` values (`mlops.columns.Encoding`).
     """
 
     family: str
@@ -54,6 +57,12 @@ class ModelSpec:
     features: list[str] = field(default_factory=list)
     target: str = ""
     image: dict[str, Any] = field(default_factory=dict)
+    encoding: dict[str, Any] = field(default_factory=dict)  # a mixed table's Encoding
+
+    @property
+    def column_encoding(self) -> Encoding | None:
+        """How a mixed-table model encodes its raw columns (None: it reads numbers)."""
+        return Encoding.from_dict(self.encoding) if self.encoding else None
 
     @property
     def image_format(self) -> ImageFormat | None:
@@ -126,6 +135,7 @@ def make_spec(
     features: list[str] | None = None,
     target: str = "",
     image: ImageFormat | None = None,
+    encoding: Encoding | None = None,
 ) -> ModelSpec:
     """The spec of a model of the selected family for these data statistics (for
     regression, the target's mean and std: the model predicts in the target's units).
@@ -134,8 +144,10 @@ def make_spec(
     check_shape(params.family, input_shape)
     check_patches(params, input_shape)
     names = [str(f) for f in features or []]
-    if names and len(names) != len(mean) and image is None:
+    if names and len(names) != len(mean) and image is None and encoding is None:
         raise ValueError(f"{len(names)} feature names for {len(mean)} features")
+    if encoding is not None:
+        mean, std = embedded_stats(encoding, mean, std)
     return ModelSpec(
         family=params.family,
         in_features=image.values if image is not None else len(mean),
@@ -150,6 +162,7 @@ def make_spec(
         features=names,
         target=str(target),
         image=image.as_dict() if image is not None else {},
+        encoding=encoding.as_dict() if encoding is not None else {},
     )
 
 
@@ -170,6 +183,7 @@ def spec_for_data(params: ModelParams, schema: Schema, train: Any) -> ModelSpec:
         params, schema.classes, mean, std, schema.input_shape, task=schema.task,
         target_mean=y_mean, target_std=y_std,
         features=schema.features, target=schema.target, image=fmt,
+        encoding=schema.column_encoding,
     )  # fmt: skip
 
 
@@ -179,8 +193,10 @@ def build_model(spec: ModelSpec) -> nn.Module:
 
     if spec.family not in nets.FAMILIES:
         raise DataError(f"model family {spec.family!r} is not known")
+    encoding = spec.column_encoding
+    embedded = (encoding.dense_width, encoding.embedded) if encoding is not None else None
     model = nets.build(
-        spec.family, spec.hyper, spec.mean, spec.std, spec.input_shape, spec.n_outputs
+        spec.family, spec.hyper, spec.mean, spec.std, spec.input_shape, spec.n_outputs, embedded
     )
     if spec.task == "regression":
         model.append(nets.Rescale(spec.target_mean, spec.target_std))

@@ -46,6 +46,34 @@ class Normalize(nn.Module):
         return ((x - self.mean) / self.std).reshape(x.shape[0], *self.shape)
 
 
+class TableInput(nn.Module):
+    """A mixed table's row: standardises its dense values (numbers, missing flags,
+    one-hot blocks) and replaces each trailing category index by that category's
+    learned embedding; the result is a flat row of `width` values."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    cards: torch.Tensor
+
+    def __init__(self, mean: list[float], std: list[float], dense: int,
+                 embedded: list[tuple[int, int]]) -> None:  # fmt: skip
+        super().__init__()
+        self.dense = dense
+        self.register_buffer("mean", torch.tensor(mean[:dense], dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std[:dense], dtype=torch.float32))
+        self.embeddings = nn.ModuleList(nn.Embedding(n, width) for n, width in embedded)
+        self.register_buffer("cards", torch.tensor([n for n, _ in embedded], dtype=torch.int64))
+        self.width = dense + sum(width for _, width in embedded)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], -1).to(torch.float32)
+        dense = (x[:, : self.dense] - self.mean) / self.std
+        index = x[:, self.dense :].to(torch.int64)
+        index = torch.where((index < 0) | (index >= self.cards), 0, index)  # unseen
+        found = [table(index[:, i]) for i, table in enumerate(self.embeddings)]
+        return torch.cat([dense, *found], dim=1)
+
+
 class Rescale(nn.Module):
     """Maps a standardised prediction back to the target's units: y * std + mean."""
 
@@ -265,6 +293,13 @@ def _group(body: nn.Module, name: str) -> str:
 
 
 def build(family: str, hyper: dict[str, Any], mean: list[float], std: list[float],
-          shape: list[int], n_out: int) -> nn.Sequential:  # fmt: skip
-    """Normalize + the family's body, freshly initialised."""
+          shape: list[int], n_out: int,
+          embedded: tuple[int, list[tuple[int, int]]] | None = None) -> nn.Sequential:  # fmt: skip
+    """Normalize (or, for a mixed table with embedded categories, `TableInput`) + the
+    family's body, freshly initialised. `embedded` is (the dense values' count, each
+    embedded column's cardinality and width)."""
+    if embedded is not None and embedded[1]:
+        front = TableInput(mean, std, *embedded)
+        body_shape = [front.width]
+        return nn.Sequential(front, FAMILIES[family](body_shape, n_out, **hyper))
     return nn.Sequential(Normalize(mean, std, shape), FAMILIES[family](shape, n_out, **hyper))

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from mlflow.pyfunc import PythonModel
 
+from mlops.columns import Encoding
 from mlops.images import ImageError, ImageFormat
 from mlops.images.format import image_bytes, to_rows
 from mlops.models import load_model
@@ -60,6 +61,9 @@ class VersionModel(PythonModel):
         fmt = spec.image_format
         if fmt is not None:
             return self.images(model_input, fmt)
+        encoding = spec.column_encoding
+        if encoding is not None:
+            return self.table(model_input, encoding)
         if isinstance(model_input, pd.DataFrame):
             names = spec.feature_names
             missing = [n for n in names if n not in model_input.columns]
@@ -69,6 +73,25 @@ class VersionModel(PythonModel):
             return np.ascontiguousarray(frame.to_numpy(dtype=np.float32, copy=True))
         array = np.array(model_input, dtype=np.float32)
         return np.ascontiguousarray(array.reshape(len(array), spec.in_features))
+
+    def table(self, model_input: Any, encoding: Encoding) -> Any:
+        """A mixed-table version's input: a DataFrame of its raw columns (None or NaN for
+        missing values), encoded exactly as training encoded the split."""
+        if not isinstance(model_input, pd.DataFrame):
+            raise ValueError(
+                "this model reads raw columns by name: pass a DataFrame with "
+                + ", ".join(encoding.columns[:10])
+            )
+        missing = [n for n in encoding.columns if n not in model_input.columns]
+        if missing:
+            raise ValueError(f"missing columns: {', '.join(missing[:5])}")
+        frame = model_input[encoding.columns].copy()
+        for name in encoding.numeric:
+            try:
+                frame[name] = pd.to_numeric(frame[name], errors="raise").astype("float64")
+            except (TypeError, ValueError):
+                raise ValueError(f"column {name}: expected numbers (or missing)") from None
+        return encoding.transform(frame)[0]
 
     def images(self, model_input: Any, fmt: ImageFormat) -> Any:
         """An image version's input: a DataFrame whose image column holds each file's

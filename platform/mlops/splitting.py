@@ -18,13 +18,14 @@ def stratified_split(
     """Split by `target` into train/val/test with the given fractions and seed
     (a regression target is stratified by its deciles).
 
-    Rows with a missing value are dropped first. Each part keeps the original row
+    Rows without a target are dropped first (`validate` refuses them; missing feature
+    values stay, to be imputed as `mlops.columns` says). Each part keeps the original row
     order, so identical input and seed give identical parts.
     """
     import pandas as pd
     from sklearn.model_selection import train_test_split
 
-    clean = frame.dropna().reset_index(drop=True)
+    clean = frame.dropna(subset=["target"]).reset_index(drop=True)
     if task == "regression":
         bins = max(1, min(10, len(clean) // 20))
         labels = pd.qcut(clean["target"], q=bins, labels=False, duplicates="drop").astype(str)

@@ -11,6 +11,8 @@ SCHEMA = Path("data/raw/schema.json")
 VALIDATION = Path("reports/validation.json")
 SPLIT_DIR = Path("data/split")
 SPLITS = {name: SPLIT_DIR / f"{name}.parquet" for name in ("train", "val", "test")}
+# The schema with what is fitted on the train split (a mixed table's column encoding).
+SPLIT_SCHEMA = SPLIT_DIR / "schema.json"
 BEST_PARAMS = Path("reports/best_params.json")
 TUNE_METRICS = Path("reports/tune.json")
 MODEL_DIR = Path("models")

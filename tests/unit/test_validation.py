@@ -56,20 +56,30 @@ def test_digits_pass(digits: pd.DataFrame, schema: Schema) -> None:
     json.dumps(report)  # JSON-ready
 
 
-def test_missing_values_over_threshold_fail(digits: pd.DataFrame, schema: Schema) -> None:
-    digits.loc[:4, "px_0_3"] = np.nan
+def test_a_mostly_empty_column_fails_named(digits: pd.DataFrame, schema: Schema) -> None:
+    digits.loc[:4, "px_0_2"] = np.nan
+    digits.loc[: int(len(digits) * 0.6), "px_0_3"] = np.nan  # 60% empty: over the 0.5 default
     report = validate_frame(digits, schema, ValidateParams())
     assert report["passed"] is False
     assert _failed(report) == {"missing_values"}
     check = next(c for c in report["checks"] if c["name"] == "missing_values")
-    assert check["value"] == pytest.approx(5 / 1797, abs=1e-6)
-    assert "5 of 1797" in check["detail"]
+    assert check["value"] == pytest.approx((int(len(digits) * 0.6) + 1) / 1797, abs=1e-6)
+    assert "column 'px_0_3' is 60.0% empty" in check["detail"]
 
 
-def test_missing_values_under_threshold_pass(digits: pd.DataFrame, schema: Schema) -> None:
+def test_missing_values_under_the_limit_pass(digits: pd.DataFrame, schema: Schema) -> None:
     digits.loc[:4, "px_0_3"] = np.nan
-    report = validate_frame(digits, schema, ValidateParams(max_missing_fraction=0.01))
-    assert report["passed"] is True
+    assert validate_frame(digits, schema, ValidateParams(max_missing_fraction=0.01))["passed"]
+    report = validate_frame(digits, schema, ValidateParams(max_missing_fraction=0.0))
+    assert _failed(report) == {"missing_values"}
+
+
+def test_a_row_without_target_fails(digits: pd.DataFrame, schema: Schema) -> None:
+    digits["target"] = digits["target"].astype("Int64")
+    digits.loc[[3, 7], "target"] = pd.NA
+    report = validate_frame(digits, schema, ValidateParams())
+    assert _failed(report) == {"missing_values"}
+    assert "2 rows have no target" in failure_summary(report)
 
 
 def test_class_with_too_few_rows_fails(digits: pd.DataFrame, schema: Schema) -> None:
@@ -154,7 +164,7 @@ def test_failure_summary_names_each_failed_check(digits: pd.DataFrame, schema: S
     bad = pd.concat([digits, digits.iloc[:300]], ignore_index=True)
     bad.loc[:9, "px_1_1"] = np.nan
     bad["px_0_0"] = bad["px_0_0"].astype(str)
-    report = validate_frame(bad, schema, ValidateParams())
+    report = validate_frame(bad, schema, ValidateParams(max_missing_fraction=0.0))
     failed = _failed(report)
     assert failed == {"missing_values", "duplicates", "schema.numeric_features"}
     summary = failure_summary(report)

@@ -45,6 +45,9 @@ class ImageParams(_Section):
     channels: Literal[1, 3] = 3
 
 
+ColumnKind = Literal["numeric", "categorical", "text", "drop"]
+
+
 class DataParams(_Section):
     """Where the data comes from: `builtin:digits`, a CSV/Parquet file with a target
     column, or a folder of images with one subfolder per class."""
@@ -59,6 +62,12 @@ class DataParams(_Section):
     task: Literal["auto", "classification", "regression"] = "auto"
     image_column: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     image: ImageParams | None = None
+    # A table's columns by name: numeric, categorical, text or drop (the rest inferred).
+    columns: dict[Annotated[str, Field(min_length=1, max_length=200)], ColumnKind] = Field(
+        default_factory=dict, max_length=10_000
+    )
+    one_hot_max: Annotated[int, Field(ge=0, le=1000)] = 16  # more categories: an embedding
+    max_categories: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
 
     @field_validator("source")
     @classmethod
@@ -93,6 +102,8 @@ class DataParams(_Section):
             raise ValueError(
                 "image: needs an image source (a folder, or a table with data.image_column)"
             )
+        if self.columns and self.images is not None:
+            raise ValueError("columns: an image source has no table columns to declare")
         if self.image_column is not None and self.is_folder:
             raise ValueError("image_column: a folder source has no columns (drop it)")
         return self
@@ -102,7 +113,8 @@ class ValidateParams(_Section):
     """Thresholds under which the data is declared unusable."""
 
     min_rows_per_class: Annotated[int, Field(ge=1)] = 10
-    max_missing_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    # a mixed table: the most a feature column may be empty; else: rows with a gap
+    max_missing_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
     max_duplicate_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
     max_classes: Annotated[int, Field(ge=2, le=10_000)] = 1000
     min_image_size: Annotated[int, Field(ge=1, le=4096)] = 8  # pixels, either side

@@ -120,11 +120,12 @@ class _App:
 
     def work(
         self, raw: bytes, served: Served, content_type: str | None = None
-    ) -> tuple[np.ndarray, dict[str, Any], Any, bytes]:
+    ) -> tuple[np.ndarray, dict[str, Any], Any, bytes, dict[str, int]]:
         """Parse, predict and serialise one body (on the loop or in the pool)."""
-        x = parse_request(raw, served.input, tallied=True, content_type=content_type)
+        unseen: dict[str, int] = {}
+        x = parse_request(raw, served.input, True, content_type, unseen)
         body, index = served.predict(x)
-        return x, body, index, self.dumps(body, option=self.numpy_option)
+        return x, body, index, self.dumps(body, option=self.numpy_option), unseen
 
     async def predict(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
         start = time.perf_counter()
@@ -153,8 +154,10 @@ class _App:
         await _respond(send, status, payload, extra)
         self.metrics.answered("/predict", status, time.perf_counter() - start)
         if done is not None:
-            x, body, index, _ = done
+            x, body, index, _, unseen = done
             self.metrics.predicted(served, len(x), index)
+            if unseen:
+                self.metrics.unseen(served, unseen)
             if self.state.sink is not None:
                 self.state.sink.offer(served.name, served.version, x, body)
 

@@ -144,6 +144,10 @@ def example_rows(spec: ModelSpec, rows: int = 8) -> np.ndarray:
     x = m + noise * s
     if spec.image_format is not None:
         x = np.clip(x, 0.0, 1.0)
+    encoding = spec.column_encoding
+    if encoding is not None:  # embedded columns read category indices
+        for j, (cardinality, _) in enumerate(encoding.embedded):
+            x[:, encoding.dense_width + j] = rng.integers(0, cardinality, rows)
     return np.ascontiguousarray(x, dtype=np.float32)
 
 

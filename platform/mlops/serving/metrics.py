@@ -10,6 +10,8 @@ Names (the Grafana dashboard in platform/deploy/ reads these):
 - `mlops_model_version{model}`: the version number served
 - `mlops_model_swaps_total{model}` · `mlops_model_swap_failures_total{model}`: hot swaps
 - `mlops_sink_rows_total` · `mlops_sink_dropped_total`: rows sampled to the sink
+- `mlops_unseen_categories_total{model, version, column}`: categorical values of a mixed
+  table the served version never saw in training
 """
 
 from __future__ import annotations
@@ -82,6 +84,11 @@ class ServingMetrics:
         self.sink_dropped = Counter(
             "mlops_sink_dropped", "Sampled rows dropped (sink behind)", registry=r
         )
+        self.unseen_categories = Counter(
+            "mlops_unseen_categories",
+            "Categorical values the served version never saw in training",
+            ["model", "version", "column"], registry=r,
+        )  # fmt: skip
         self._status: dict[tuple[str, int], Any] = {}
         self._latency = {e: self.latency.labels(e) for e in (*ENDPOINTS, "other")}
         self._classes: tuple[int, list[Any]] = (-1, [])
@@ -118,6 +125,12 @@ class ServingMetrics:
         counts = np.bincount(index, minlength=len(children))
         for i in np.flatnonzero(counts):
             children[i].inc(float(counts[i]))
+
+    def unseen(self, served: Served, counts: dict[str, int]) -> None:
+        """Count a batch's categories unseen in training, by column."""
+        for column, n in counts.items():
+            if n:
+                self.unseen_categories.labels(self.model, str(served.version), column).inc(n)
 
     def serving(self, served: Served, stage: str | None) -> None:
         """Label the served version (the previous one's info series is removed)."""

@@ -114,7 +114,13 @@ def load_version(
         sha256=version.sha256,
         spec=spec,
         built=built,
-        input=InputSpec(tuple(spec.feature_names), shape, max_batch, spec.image_format),
+        input=InputSpec(
+            tuple(spec.feature_names),
+            shape,
+            max_batch,
+            spec.image_format,
+            spec.column_encoding,
+        ),
         signature=read_signature(directory),
     )
     example = backends.example_rows(spec)

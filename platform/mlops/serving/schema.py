@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from mlops.columns import Encoding, RecordError
 from mlops.images import ImageError, ImageFormat
 from mlops.images.format import image_bytes, to_rows
 from mlops.serving.multipart import FormError, files
@@ -60,18 +61,25 @@ class InputSpec:
     input_shape: tuple[int, ...]
     max_batch: int
     image: ImageFormat | None = None
+    encoding: Encoding | None = None  # a mixed table's: records of raw columns
 
     @property
     def sink_names(self) -> tuple[str, ...]:
-        """The names the sink records a row's values under: the features, or for an image
-        model one per decoded value (`image.0`, `image.1`, …)."""
+        """The names the sink records a row's values under: the features, for an image
+        model one per decoded value (`image.0`, `image.1`, …), for a mixed table one per
+        encoded value (`Encoding.names`)."""
+        if self.encoding is not None:
+            return tuple(self.encoding.names())
         if self.image is None:
             return self.features
         return tuple(f"{self.image.column}.{i}" for i in range(self.image.values))
 
     @property
     def in_features(self) -> int:
-        """Values per row (an image model's: channels x height x width)."""
+        """Values per row (an image model's: channels x height x width; a mixed table's:
+        its encoded width)."""
+        if self.encoding is not None:
+            return self.encoding.width
         return self.image.values if self.image is not None else len(self.features)
 
     @cached_property
@@ -158,10 +166,15 @@ def check_content_type(value: str | None, spec: InputSpec | None = None) -> None
 
 
 def parse_request(
-    body: bytes, spec: InputSpec, tallied: bool = False, content_type: str | None = None
+    body: bytes,
+    spec: InputSpec,
+    tallied: bool = False,
+    content_type: str | None = None,
+    unseen: dict[str, int] | None = None,
 ) -> np.ndarray:
     """The batch of a `/predict` body as a float32 matrix (rows x in_features): JSON, or
-    for an image model a `multipart/form-data` upload of image files.
+    for an image model a `multipart/form-data` upload of image files. For a mixed table,
+    `unseen` receives how many values of each categorical column training never saw.
 
     The body is counted first (`Tally`) unless the caller did it as it arrived."""
 
@@ -192,6 +205,8 @@ def parse_request(
         )
     if key == "records" and spec.image is not None:
         return _image_records(batch, spec.image)
+    if spec.encoding is not None:
+        return _encoded(batch, key, spec.encoding, unseen)
     rows = batch if key == "inputs" else _records(batch, spec.features)
     # A boolean parses to True/False, which numpy turns into 1/0 among numbers: only a
     # body that spells `true` or `false` somewhere needs the walk over every value.
@@ -214,6 +229,25 @@ def _image_records(records: list[Any], fmt: ImageFormat) -> np.ndarray:
             raise BadRequest(422, f"{where}: expected base64 text, not {_kind(value)}")
         pixels.append(_decode(image_bytes_or_422(value, where), fmt, where))
     return to_rows(np.stack(pixels))
+
+
+def _encoded(
+    records: list[Any], key: str, encoding: Encoding, unseen: dict[str, int] | None
+) -> np.ndarray:
+    """A mixed table's raw records encoded as training encoded the split."""
+    if key != "records":
+        raise BadRequest(
+            422,
+            "this model reads raw columns by name: send "
+            '{"records": [{"COLUMN": value, …}, …]} (nulls for missing values)',
+        )
+    try:
+        x, counts = encoding.records(records)
+    except RecordError as exc:
+        raise BadRequest(422, str(exc)) from None
+    if unseen is not None:
+        unseen.update(counts)
+    return x
 
 
 def image_bytes_or_422(value: str, where: str) -> bytes:

@@ -82,7 +82,7 @@ def require_splits(root: Path) -> tuple[Path, Path, Path]:
     """The schema and the train and validation splits `dvc repro` wrote (one line naming
     the first one missing)."""
     files = (
-        root / workspace.SCHEMA,
+        root / workspace.SPLIT_SCHEMA,
         root / workspace.SPLITS["train"],
         root / workspace.SPLITS["val"],
     )

@@ -1,0 +1,332 @@
+"""Mixed tables: what each feature column is, and how its raw values become the float32
+row the network reads.
+
+A column is `numeric`, `categorical` or `drop` (`text` is recognised and refused until
+text columns are read). `infer_kinds` decides from the data (numbers are numeric; strings
+and booleans with few distinct values are categorical) unless `data.columns` says.
+
+An `Encoding` is fitted on the train split only and travels with the model (its spec):
+- a numeric column is imputed with the train median; a column that had missing values in
+  the train split also gets a missing-indicator column (1.0 where the value was missing);
+- a categorical column maps each train category to an index, with index 0 reserved for a
+  category never seen in training and 1 for a missing value; up to `one_hot_max`
+  categories it is one-hot encoded, above that its index is passed to an embedding.
+
+A row is laid out as [numeric | indicators | one-hot blocks | embedding indices]; the
+indices are whole numbers in float32 (exact below 2**24), so every path that moves rows
+(training batches, streaming, serving, ONNX) moves them unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mlops.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+KINDS = ("numeric", "categorical", "text", "drop")
+UNSEEN, MISSING = 0, 1  # the reserved indices of every categorical column
+RESERVED = 2
+# A string column with at most this many distinct values (and at most half as many as
+# rows) is read as categorical; more looks like free text.
+CATEGORICAL_MAX_DISTINCT = 100
+
+
+def category(value: Any) -> str | None:
+    """A raw value as the category it names (None: missing). Whole floats read as their
+    integer (a CSV integer column with a gap reads as floats); booleans as true/false."""
+    if value is None:
+        return None
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, float | np.floating):
+        if math.isnan(value):
+            return None
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    return str(value)
+
+
+def infer_kinds(
+    frame: pd.DataFrame, features: Sequence[str], declared: Mapping[str, str]
+) -> dict[str, str]:
+    """Each feature's kind: `declared` (data.columns) first, else from its values.
+
+    Raises `UserError` naming a declared column that does not exist, a declared numeric
+    column that holds text, and a column that looks like free text."""
+    import pandas as pd
+
+    unknown = [name for name in declared if name not in features]
+    if unknown:
+        raise UserError(
+            f"data.columns: no column {unknown[0]!r} in the source "
+            f"(columns: {', '.join(list(features)[:10])})"
+        )
+    kinds: dict[str, str] = {}
+    for name in features:
+        column = frame[name]
+        numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+        kind = declared.get(name)
+        if kind is None:
+            kind = "numeric" if numeric else _guess(column)
+        if kind == "numeric" and not numeric:
+            shown = column.dropna().astype(str).head(1).tolist()
+            raise UserError(
+                f"data.columns.{name} = numeric: the column holds text "
+                f"(e.g. {shown[0]!r}); declare it categorical or drop it"
+            )
+        if kind == "text":
+            raise UserError(
+                f"data.columns.{name}: column {name!r} looks like free text "
+                f"({column.nunique()} distinct values); text columns are not read yet: "
+                "declare it categorical or drop it in data.columns"
+            )
+        kinds[name] = kind
+    return kinds
+
+
+def _guess(column: pd.Series) -> str:
+    distinct = column.nunique(dropna=True)
+    rows = max(int(column.notna().sum()), 1)
+    few = distinct <= CATEGORICAL_MAX_DISTINCT and distinct <= max(rows // 2, 2)
+    return "categorical" if few else "text"
+
+
+def embedding_dim(cardinality: int) -> int:
+    """The width of a categorical column's embedding: 1.6 * n^0.56, at most 32 (the rule
+    fast.ai's tabular models use)."""
+    return max(2, min(32, round(1.6 * cardinality**0.56)))
+
+
+class RecordError(ValueError):
+    """A raw record that cannot be encoded: the message names the record and the column."""
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How raw columns become a model's input row (fitted by `fit`; JSON-ready)."""
+
+    numeric: list[str] = field(default_factory=list)
+    medians: list[float] = field(default_factory=list)
+    indicators: list[str] = field(default_factory=list)  # numeric columns with a flag
+    categorical: list[str] = field(default_factory=list)
+    vocabularies: list[list[str]] = field(default_factory=list)  # most frequent first
+    one_hot: list[bool] = field(default_factory=list)
+
+    @property
+    def columns(self) -> list[str]:
+        """The raw columns a record must carry, numeric first."""
+        return [*self.numeric, *self.categorical]
+
+    @property
+    def embedded(self) -> list[tuple[int, int]]:
+        """(cardinality, embedding width) of each embedded column, in row order."""
+        return [
+            (len(v) + RESERVED, embedding_dim(len(v) + RESERVED))
+            for v, hot in zip(self.vocabularies, self.one_hot, strict=True)
+            if not hot
+        ]
+
+    @property
+    def dense_width(self) -> int:
+        """Values before the embedding indices: numbers, indicators, one-hot blocks."""
+        pairs = zip(self.vocabularies, self.one_hot, strict=True)
+        hot = sum(len(v) + RESERVED for v, h in pairs if h)
+        return len(self.numeric) + len(self.indicators) + hot
+
+    @property
+    def width(self) -> int:
+        """Values per encoded row."""
+        return self.dense_width + len(self.embedded)
+
+    def names(self) -> list[str]:
+        """A name for each encoded value: the column, `COLUMN.missing` (a flag),
+        `COLUMN=CATEGORY` (one-hot, with `<unseen>` and `<missing>` first),
+        `COLUMN.index` (an embedded column's index)."""
+        names = [*self.numeric, *(f"{c}.missing" for c in self.indicators)]
+        embedded = []
+        for name, vocabulary, hot in zip(
+            self.categorical, self.vocabularies, self.one_hot, strict=True
+        ):
+            if hot:
+                names += [f"{name}=<unseen>", f"{name}=<missing>"]
+                names += [f"{name}={v}" for v in vocabulary]
+            else:
+                embedded.append(f"{name}.index")
+        return [*names, *embedded]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (a schema's or a spec's `encoding`)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, found: Mapping[str, Any]) -> Encoding:
+        """The encoding `as_dict` wrote."""
+        return cls(**found)
+
+    @classmethod
+    def fit(
+        cls, frame: pd.DataFrame, kinds: Mapping[str, str], one_hot_max: int, max_categories: int
+    ) -> Encoding:
+        """Fit on the train split: medians, which numeric columns need a missing flag,
+        and each categorical column's vocabulary (its `max_categories` most frequent
+        values, ties by name; the rest read as unseen)."""
+        numeric = [c for c, k in kinds.items() if k == "numeric"]
+        categorical = [c for c, k in kinds.items() if k == "categorical"]
+        medians = []
+        for name in numeric:
+            values = frame[name].astype("float64")
+            median = values.median()
+            medians.append(0.0 if math.isnan(median) else float(median))
+        indicators = [c for c in numeric if frame[c].isna().any()]
+        vocabularies = []
+        for name in categorical:
+            counts: dict[str, int] = {}
+            for value in frame[name].tolist():
+                key = category(value)
+                if key is not None:
+                    counts[key] = counts.get(key, 0) + 1
+            ranked = sorted(counts, key=lambda k: (-counts[k], k))[:max_categories]
+            vocabularies.append(ranked)
+        hot = [len(v) <= one_hot_max for v in vocabularies]
+        return cls(numeric, medians, indicators, categorical, vocabularies, hot)
+
+    def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, int]]:
+        """Encoded float32 rows of `frame` (which holds every raw column), and how many
+        values of each categorical column were not seen in training."""
+        n = len(frame)
+        numbers = np.empty((n, len(self.numeric)), dtype=np.float32)
+        flags = np.empty((n, len(self.indicators)), dtype=np.float32)
+        for j, name in enumerate(self.numeric):
+            values = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+            missing = np.isnan(values)
+            numbers[:, j] = np.where(missing, self.medians[j], values)
+            if name in self.indicators:
+                flags[:, self.indicators.index(name)] = missing
+        codes, unseen = [], {}
+        for name, vocabulary in zip(self.categorical, self.vocabularies, strict=True):
+            index = {v: i + RESERVED for i, v in enumerate(vocabulary)}
+            found = [category(v) for v in frame[name].tolist()]
+            column = np.array(
+                [MISSING if v is None else index.get(v, UNSEEN) for v in found], dtype=np.int64
+            )
+            unseen[name] = int(np.count_nonzero(column == UNSEEN))
+            codes.append(column)
+        return self._assemble(numbers, flags, codes), unseen
+
+    def _assemble(
+        self, numbers: np.ndarray, flags: np.ndarray, codes: list[np.ndarray]
+    ) -> np.ndarray:
+        n = numbers.shape[0]
+        blocks, indices = [numbers, flags], []
+        for column, vocabulary, hot in zip(codes, self.vocabularies, self.one_hot, strict=True):
+            if hot:
+                block = np.zeros((n, len(vocabulary) + RESERVED), dtype=np.float32)
+                block[np.arange(n), column] = 1.0
+                blocks.append(block)
+            else:
+                indices.append(column.astype(np.float32)[:, None])
+        return np.ascontiguousarray(np.concatenate([*blocks, *indices], axis=1), dtype=np.float32)
+
+    def raw(self, x: np.ndarray) -> pd.DataFrame:
+        """Encoded rows back as raw columns (an input example): numbers (NaN where the
+        flag says missing), categories (None where missing or unseen)."""
+        import pandas as pd
+
+        x = np.asarray(x, dtype=np.float32)
+        found: dict[str, Any] = {}
+        for j, name in enumerate(self.numeric):
+            values = x[:, j].astype(np.float64)
+            if name in self.indicators:
+                flag = x[:, len(self.numeric) + self.indicators.index(name)]
+                values = np.where(flag > 0.5, np.nan, values)
+            found[name] = values
+        at, embedded = len(self.numeric) + len(self.indicators), self.dense_width
+        for name, vocabulary, hot in zip(
+            self.categorical, self.vocabularies, self.one_hot, strict=True
+        ):
+            if hot:
+                codes = x[:, at : at + len(vocabulary) + RESERVED].argmax(axis=1)
+                at += len(vocabulary) + RESERVED
+            else:
+                codes, embedded = x[:, embedded].astype(np.int64), embedded + 1
+            found[name] = [vocabulary[c - RESERVED] if c >= RESERVED else None for c in codes]
+        return pd.DataFrame({name: found[name] for name in self.columns})
+
+    def records(self, records: Sequence[Any]) -> tuple[np.ndarray, dict[str, int]]:
+        """Encode raw JSON records (`{"country": "NO", "age": null, …}`): numbers or null
+        in numeric columns; strings, whole numbers, booleans or null in categorical ones.
+        Raises `RecordError` naming the record and the column of the first bad value."""
+        import pandas as pd
+
+        wanted = self.columns
+        known = set(wanted)
+        rows: dict[str, list[Any]] = {name: [] for name in wanted}
+        numeric = set(self.numeric)
+        for i, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise RecordError(f"records[{i}] must be an object, not {_kind(record)}")
+            for name in wanted:
+                if name not in record:
+                    raise RecordError(f"records[{i}]: missing column {name!r}")
+                value = record[name]
+                if name in numeric:
+                    value = _number(value, i, name)
+                elif not _category_value(value):
+                    raise RecordError(
+                        f"records[{i}].{name}: expected a category (a string), not {_kind(value)}"
+                    )
+                rows[name].append(value)
+            if len(record) != len(wanted):
+                extra = next(k for k in record if k not in known)
+                raise RecordError(f"records[{i}]: unknown column {extra!r}")
+        frame = pd.DataFrame({n: pd.Series(v, dtype=object) for n, v in rows.items()})
+        for name in self.numeric:
+            frame[name] = frame[name].astype("float64")
+        return self.transform(frame)
+
+
+def _category_value(value: Any) -> bool:
+    """Whether a JSON value can name a category: null, a string, a boolean, a whole number."""
+    if value is None or isinstance(value, str | int | bool):
+        return True
+    return isinstance(value, float) and value.is_integer()
+
+
+def _number(value: Any, i: int, name: str) -> float:
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RecordError(f"records[{i}].{name}: expected a number or null, not {_kind(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number) or abs(number) > float(np.finfo(np.float32).max):
+        raise RecordError(f"records[{i}].{name}: {value!r} is beyond float32's range")
+    return number
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    return "null" if value is None else names.get(type(value), "a number")
+
+
+def embedded_stats(
+    encoding: Encoding, mean: list[float], std: list[float]
+) -> tuple[list[float], list[float]]:
+    """The standardisation of an encoded row: embedding indices pass through unchanged
+    (mean 0, std 1), everything before them keeps its train statistics."""
+    dense = encoding.dense_width
+    return (
+        [*mean[:dense], *[0.0] * (len(mean) - dense)],
+        [*std[:dense], *[1.0] * (len(std) - dense)],
+    )
