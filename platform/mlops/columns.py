@@ -259,7 +259,13 @@ class Encoding:
             else:
                 codes, embedded = x[:, embedded].astype(np.int64), embedded + 1
             found[name] = [vocabulary[c - RESERVED] if c >= RESERVED else None for c in codes]
-        return pd.DataFrame({name: found[name] for name in self.columns})
+        numeric = set(self.numeric)
+        return pd.DataFrame(
+            {
+                name: pd.Series(found[name], dtype="float64" if name in numeric else object)
+                for name in self.columns
+            }
+        )
 
     def records(self, records: Sequence[Any]) -> tuple[np.ndarray, dict[str, int]]:
         """Encode raw JSON records (`{"country": "NO", "age": null, …}`): numbers or null
