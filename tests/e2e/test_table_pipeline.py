@@ -1,0 +1,199 @@
+"""A mixed customer table (countries, plans, 40 sales channels, ages and tenures with gaps,
+an id column; made in tests/tables.py) goes through `dvc repro` by params.yaml alone, to
+a registered classifier that `mlops serve` (torch and ONNX) and `mlflow.pyfunc` answer
+from raw records alike, unseen categories and missing values included; a regression on
+the same table trains a transformer; a free-text column is refused naming it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops.exposure import free_port
+from tests.e2e.project import clean_env, copy_repo, run
+from tests.servers import wait_ready
+from tests.tables import CHANNELS, customers
+
+pytestmark = pytest.mark.e2e
+
+ROWS = 2000
+PARAMS = {
+    "pipeline": {"name": "churn"},
+    "data": {
+        "source": "data/external/customers.csv",
+        "target": "churn",
+        "columns": {"customer_id": "drop", "spend": "drop"},
+    },
+    "train": {"epochs": 20, "early_stopping": {"patience": 0}, "model": {"family": "mlp"}},
+    "registry": {"gates": {"production": {"thresholds": {"accuracy": 0.5}}}},
+}
+RECORDS = [
+    {"country": "NO", "plan": "basic", "channel": CHANNELS[3], "age": 30, "tenure_months": 2},
+    {"country": "US", "plan": "enterprise", "channel": "partner-99", "age": None,
+     "tenure_months": 100},  # an unseen country and channel, a missing age
+    {"country": None, "plan": "pro", "channel": CHANNELS[4], "age": 50.5,
+     "tenure_months": None},
+]  # fmt: skip
+
+
+def _project(base: Path, params: dict[str, Any]) -> Path:
+    root = copy_repo(base, params)
+    customers(ROWS, seed=0).to_csv(root / "data" / "external" / "customers.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the repo on the churn table after one complete `dvc repro`."""
+    root = _project(tmp_path_factory.mktemp("table"), PARAMS)
+    done = run(["dvc", "repro"], root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return root
+
+
+def test_the_table_trains_a_registered_classifier(project: Path) -> None:
+    schema = json.loads((project / "data" / "split" / "schema.json").read_text())
+    assert schema["columns"] == {
+        "country": "categorical", "plan": "categorical", "channel": "categorical",
+        "age": "numeric", "tenure_months": "numeric",
+    }  # fmt: skip
+    encoding = schema["encoding"]
+    assert encoding["indicators"] == ["age", "tenure_months"]
+    assert encoding["categorical"] == ["channel", "country", "plan"]
+    assert encoding["one_hot"] == [False, True, True]  # 40 channels: an embedding
+    train = pd.read_parquet(project / "data" / "split" / "train.parquet")
+    assert train["age"].isna().any() and len(train) == round(ROWS * 0.7)  # gaps kept
+    assert encoding["medians"][0] == train["age"].median()  # fitted on train only
+    spec = json.loads((project / "models" / "model.json").read_text())
+    assert spec["encoding"] == encoding and set(spec["features"]) == set(schema["columns"])
+    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    majority = customers(ROWS, seed=0)["churn"].value_counts(normalize=True).max()
+    assert metrics["test"]["accuracy"] >= majority + 0.15, (metrics["test"], majority)
+    registered = json.loads((project / "reports" / "registered.json").read_text())
+    assert registered["name"] == "churn" and registered["version"] == "1"
+
+
+def _post(port: int, doc: Any) -> tuple[int, dict[str, Any]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("POST", "/predict", json.dumps(doc), {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def _metrics(port: int) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/metrics")
+    return conn.getresponse().read().decode()
+
+
+@pytest.fixture(scope="module", params=["torch", "onnx"])
+def server(request: pytest.FixtureRequest, project: Path) -> Iterator[int]:
+    """`mlops serve churn@1` on each backend, ready."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "mlops", "serve", "churn@1", "--port", str(port),
+           "--backend", request.param]  # fmt: skip
+    process = subprocess.Popen(
+        cmd, cwd=project, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    wait_ready(process, port)
+    yield port
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def _pyfunc(project: Path, frame: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    uri = f"sqlite:///{project / '.mlops' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    model = mlflow.pyfunc.load_model("models:/churn/1")
+    labels = [str(v) for v in model.predict(frame)]
+    proba = model.predict(frame, params={"output": "probabilities"}).to_numpy()
+    return labels, proba
+
+
+def test_serve_answers_raw_records_as_pyfunc_does(server: int, project: Path) -> None:
+    status, answered = _post(server, {"records": RECORDS})
+    assert status == 200, answered
+    assert len(answered["predictions"]) == 3 and set(answered["predictions"]) <= {"yes", "no"}
+    frame = pd.DataFrame(RECORDS).astype({"age": "float64", "tenure_months": "float64"})
+    labels, proba = _pyfunc(project, frame)
+    assert labels == answered["predictions"]
+    assert proba == pytest.approx(np.array(answered["probabilities"]), abs=1e-4)
+    exposed = _metrics(server)
+    for column in ("country", "channel"):
+        line = f'mlops_unseen_categories_total{{column="{column}",model="churn",version="1"}}'
+        assert f"{line} 1.0" in exposed, exposed[-1500:]
+    # The test split, as serving reads it, scores what evaluate measured.
+    test = pd.read_parquet(project / "data" / "split" / "test.parquet")
+    records = json.loads(test.drop(columns=["target"]).to_json(orient="records"))
+    status, answered = _post(server, {"records": records})
+    assert status == 200, answered
+    accuracy = float(np.mean(np.array(answered["predictions"]) == test["target"].to_numpy()))
+    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    assert accuracy == pytest.approx(metrics["test"]["accuracy"], abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"records": [{**RECORDS[0], "age": "old"}]},
+         "records[0].age: expected a number or null, not a string"),
+        ({"records": [{k: v for k, v in RECORDS[0].items() if k != "plan"}]},
+         "records[0]: missing column 'plan'"),
+        ({"records": [{**RECORDS[0], "customer_id": "c1"}]},
+         "records[0]: unknown column 'customer_id'"),
+        ({"records": [{**RECORDS[0], "plan": {"a": 1}}]},
+         "records[0].plan: expected a category (a string), not an object"),
+        ({"inputs": [[0.0] * 18]}, "this model reads raw columns by name"),
+    ],
+)  # fmt: skip
+def test_a_bad_record_is_a_422_naming_the_column(server: int, doc: Any, message: str) -> None:
+    status, answered = _post(server, doc)
+    assert status == 422 and answered["error"].startswith(message), answered
+
+
+def test_export_is_parity_checked_on_the_encoded_test_split(project: Path) -> None:
+    exported = run([sys.executable, "-m", "mlops", "export", "churn@1", "--format", "onnx",
+                    "--json"], project)  # fmt: skip
+    assert exported.returncode == 0, exported.stdout[-2000:] + exported.stderr[-2000:]
+    report = json.loads(exported.stdout)
+    assert report["passed"] is True and report["rows"] == round(ROWS * 0.15), report
+
+
+def test_a_regression_on_the_table_trains_a_transformer(tmp_path: Path) -> None:
+    params = {
+        "pipeline": {"name": "spend"},
+        "data": {"source": "data/external/customers.csv", "target": "spend",
+                 "columns": {"customer_id": "drop", "churn": "drop"}, "one_hot_max": 4},
+        "train": {"epochs": 30, "early_stopping": {"patience": 0},
+                  "model": {"family": "transformer"}},
+        "registry": {"gates": {"production": {"thresholds": {"rmse": 1e9}}}},
+    }  # fmt: skip
+    root = _project(tmp_path, params)
+    done = run(["dvc", "repro"], root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    spec = json.loads((root / "models" / "model.json").read_text())
+    assert spec["task"] == "regression" and spec["encoding"]["one_hot"] == [False, False, True]
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    spread = float(customers(ROWS, seed=0)["spend"].std())
+    assert metrics["test"]["rmse"] <= 0.35 * spread, (metrics["test"], spread)
+
+
+def test_a_free_text_column_stops_ingest_naming_it(tmp_path: Path) -> None:
+    params = {**PARAMS, "data": {**PARAMS["data"], "columns": {"spend": "drop"}}}
+    root = _project(tmp_path, params)
+    done = run(["dvc", "repro", "ingest"], root)
+    assert done.returncode != 0
+    assert "data.columns.customer_id: column 'customer_id' looks like free text" in done.stderr
+    assert "Traceback" not in done.stderr
