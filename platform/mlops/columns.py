@@ -236,6 +236,31 @@ class Encoding:
                 indices.append(column.astype(np.float32)[:, None])
         return np.ascontiguousarray(np.concatenate([*blocks, *indices], axis=1), dtype=np.float32)
 
+    def codes(self, x: np.ndarray) -> np.ndarray:
+        """Encoded rows as one value per raw column (`columns` order): a numeric column's
+        value as the model reads it (imputed), a categorical column's index (0 unseen,
+        1 missing, 2 + its rank in the vocabulary)."""
+        x = np.asarray(x, dtype=np.float32)
+        found = np.empty((len(x), len(self.columns)), dtype=np.float64)
+        found[:, : len(self.numeric)] = x[:, : len(self.numeric)]
+        at, embedded = len(self.numeric) + len(self.indicators), self.dense_width
+        pairs = zip(self.vocabularies, self.one_hot, strict=True)
+        for k, (vocabulary, hot) in enumerate(pairs, start=len(self.numeric)):
+            if hot:
+                width = len(vocabulary) + RESERVED
+                found[:, k] = x[:, at : at + width].argmax(1)
+                at += width
+            else:
+                found[:, k] = x[:, embedded]
+                embedded += 1
+        return found
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Each categorical column's number of indices (its vocabulary + unseen, missing)."""
+        pairs = zip(self.categorical, self.vocabularies, strict=True)
+        return {c: len(v) + RESERVED for c, v in pairs}
+
     def raw(self, x: np.ndarray) -> pd.DataFrame:
         """Encoded rows back as raw columns (an input example): numbers (NaN where the
         flag says missing), categories (None where missing or unseen)."""

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import pandas as pd
 import pytest
 
 from mlops.exposure import free_port
+from mlops.serving.sink import read_sink
 from tests.e2e.project import clean_env, copy_repo, run
 from tests.servers import wait_ready
 from tests.tables import CHANNELS, customers
@@ -197,3 +200,67 @@ def test_a_free_text_column_stops_ingest_naming_it(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "data.columns.customer_id: column 'customer_id' looks like free text" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _shifted(rows: int, seed: int) -> pd.DataFrame:
+    """Customers whose first 40% come from a country training never saw."""
+    frame = customers(rows, seed=seed).drop(columns=["customer_id", "spend", "churn"])
+    frame.loc[: int(rows * 0.4) - 1, "country"] = "US"
+    return frame
+
+
+def _drift(project: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    done = run([sys.executable, "-m", "mlops", "monitor", "drift", "churn@1", *args, "--json"],
+               project)  # fmt: skip
+    assert done.returncode in (0, 1), done.stdout[-2000:] + done.stderr[-2000:]
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_drift_compares_categories_with_their_unseen_share(project: Path, tmp_path: Path) -> None:
+    same = tmp_path / "same.csv"
+    customers(500, seed=8).drop(columns=["customer_id", "spend"]).to_csv(same, index=False)
+    code, report = _drift(project, "--input", str(same))
+    assert code == 0 and not report["drift"], report["reasons"]
+    shifted = tmp_path / "shifted.csv"
+    _shifted(500, seed=7).to_csv(shifted, index=False)
+    code, report = _drift(project, "--input", str(shifted))
+    assert code == 1 and report["drifted_features"] == ["country"], report["reasons"]
+    found = {f["name"]: f for f in report["features"]}
+    assert found["country"]["unseen_share"] == pytest.approx(0.4)
+    assert found["age"]["unseen_share"] is None and found["age"]["ks_pvalue"] > 0.01
+
+
+def test_drift_reads_the_served_rows_from_the_sink(project: Path, tmp_path: Path) -> None:
+    sink = tmp_path / "sink.db"
+    port = free_port()
+    cmd = [sys.executable, "-m", "mlops", "serve", "churn@1", "--port", str(port),
+           "--log-inputs", "1", "--sink", str(sink)]  # fmt: skip
+    process = subprocess.Popen(cmd, cwd=project, env=clean_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_ready(process, port)
+        frame = _shifted(400, seed=9)
+        records = json.loads(frame.to_json(orient="records"))
+        for start in range(0, len(records), 50):
+            status, answered = _post(port, {"records": records[start : start + 50]})
+            assert status == 200, answered
+        deadline = time.monotonic() + 60
+        while _sunk(sink) < len(records):  # the sink writes off the response path
+            assert time.monotonic() < deadline, f"{_sunk(sink)} rows in the sink"
+            time.sleep(0.1)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    code, report = _drift(project, "--sink", str(sink))
+    assert code == 1 and "country" in report["drifted_features"], report["reasons"]
+    found = {f["name"]: f for f in report["features"]}
+    assert found["country"]["unseen_share"] == pytest.approx(0.4)
+
+
+def _sunk(path: Path) -> int:
+    if not path.is_file():
+        return 0
+    try:
+        return len(read_sink(path, "churn"))
+    except (sqlite3.Error, ValueError):
+        return 0

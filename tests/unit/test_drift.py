@@ -153,3 +153,23 @@ def test_monitor_params_defaults_and_one_line_errors() -> None:
         parse_params({"monitor": {"drift": {"threshold": 0.2}}})
     with pytest.raises(UserError, match=r"monitor\.drift\.max_drifted_share = 1\.0"):
         parse_params({"monitor": {"drift": {"max_drifted_share": 1.0}}})
+
+
+def test_a_categorical_column_is_compared_by_its_categories() -> None:
+    rng = np.random.default_rng(0)
+    shares = [0.0, 0.05, 0.5, 0.3, 0.15]  # unseen, missing, then three categories
+    ref = np.column_stack([rng.choice(5, 3000, p=shares), rng.normal(size=3000)])
+    same = np.column_stack([rng.choice(5, 600, p=shares), rng.normal(size=600)])
+    moved = same.copy()
+    moved[:150, 0] = 0  # a quarter of the rows: categories training never saw
+    names, sizes = ["country", "age"], {"country": 5}
+    quiet = drift.assess(names, ref, same, DEFAULTS, categorical=sizes)
+    assert not quiet.drift
+    country = next(f for f in quiet.features if f.name == "country")
+    assert country.unseen_share == 0.0 and country.ks_pvalue == 1.0
+    report = drift.assess(names, ref, moved, DEFAULTS, categorical=sizes)
+    assert report.drifted_features == ["country"]
+    country = report.features[0]
+    assert country.unseen_share == pytest.approx(0.25) and country.flagged_by == ["psi"]
+    age = report.features[1]
+    assert age.unseen_share is None and age.ks_statistic > 0  # numbers keep PSI and KS

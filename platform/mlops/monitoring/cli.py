@@ -14,6 +14,7 @@ import typer
 from mlops import console
 
 if TYPE_CHECKING:
+    from mlops.monitoring.drift import FeatureDrift
     from mlops.monitoring.service import DriftCheck
 
 app = typer.Typer(
@@ -78,19 +79,21 @@ def drift_cmd(
         raise typer.Exit(1)
 
 
+def _row(f: FeatureDrift, categorical: bool) -> tuple[str, ...]:
+    """One feature's cells: KS does not apply to a categorical column, which reports the
+    share of categories training never saw."""
+    category = f.unseen_share is not None
+    ks = ("-", "-") if category else (f"{f.ks_statistic:.3f}", f"{f.ks_pvalue:.2g}")
+    unseen = (f"{f.unseen_share:.1%}" if category else "-",) if categorical else ()
+    drifted = f"[red]yes ({', '.join(f.flagged_by)})[/]" if f.drifted else "no"
+    return (f.name, f"{f.psi:.3f}", *ks, *unseen, drifted)
+
+
 def _print(found: DriftCheck, all_rows: bool) -> None:
     report = found.report
     features = report.features if all_rows else report.features[:TABLE_ROWS]
-    rows = [
-        (
-            f.name,
-            f"{f.psi:.3f}",
-            f"{f.ks_statistic:.3f}",
-            f"{f.ks_pvalue:.2g}",
-            f"[red]yes ({', '.join(f.flagged_by)})[/]" if f.drifted else "no",
-        )
-        for f in features
-    ]
+    categorical = any(f.unseen_share is not None for f in features)
+    rows = [_row(f, categorical) for f in features]
     console.out.print(
         f"{found.model} version {found.version} ({found.ref}): {found.current['rows']} rows of "
         f"{found.current['source']} against {found.reference['rows']} training rows "
@@ -99,7 +102,14 @@ def _print(found: DriftCheck, all_rows: bool) -> None:
     )
     console.table(
         "Feature drift (highest PSI first)",
-        ["feature", "PSI", "KS statistic", "KS p-value", "drifted"],
+        [
+            "feature",
+            "PSI",
+            "KS statistic",
+            "KS p-value",
+            *(["unseen categories"] if categorical else []),
+            "drifted",
+        ],
         rows,
     )
     if len(features) < len(report.features):

@@ -14,6 +14,10 @@ stable, above 0.2 as a significant shift.
 PSI is inflated by noise on small samples (about (bins - 1)·(1/n + 1/m) for identical
 distributions: 0.3 for 30 rows in 10 bins), so a PSI counts only when the chi-square test
 of homogeneity on the same bins' counts is significant too.
+
+A categorical column of a mixed table is binned by its categories instead (one bin each,
+plus one for categories training never saw and one for missing values); KS does not
+apply, and the current share of unseen categories is reported beside its PSI.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from mlops.params import DriftParams
 
@@ -100,6 +104,8 @@ class FeatureDrift:
     ks_statistic: float
     ks_pvalue: float
     flagged_by: list[str] = field(default_factory=list)
+    # a categorical column's: the current share of categories training never saw
+    unseen_share: float | None = None
 
     @property
     def drifted(self) -> bool:
@@ -144,13 +150,24 @@ class DriftReport:
 
 
 def feature_drift(
-    names: Sequence[str], reference: np.ndarray, current: np.ndarray, params: DriftParams
+    names: Sequence[str],
+    reference: np.ndarray,
+    current: np.ndarray,
+    params: DriftParams,
+    categorical: Mapping[str, int] | None = None,
 ) -> tuple[list[FeatureDrift], float]:
     """PSI and KS of each column, highest PSI first, and the p-value threshold each
-    feature's tests were held to (`pvalue`, divided by the features under `bonferroni`)."""
+    feature's tests were held to (`pvalue`, divided by the features under `bonferroni`).
+    A `categorical` column (its values category indices, 0 unseen, below its size) is
+    compared by PSI over its categories with the chi-square test, and reports the current
+    share of unseen categories."""
     alpha = params.pvalue / max(len(names), 1) if params.bonferroni else params.pvalue
     found = []
     for j, name in enumerate(names):
+        if categorical and name in categorical:
+            found.append(_category_drift(name, reference[:, j], current[:, j],
+                                         categorical[name], params, alpha))  # fmt: skip
+            continue
         edges = bin_edges(reference[:, j], params.bins)
         ref_counts = binned_counts(reference[:, j], edges)
         cur_counts = binned_counts(current[:, j], edges)
@@ -163,6 +180,18 @@ def feature_drift(
             flagged.append("ks")
         found.append(FeatureDrift(name, value, value_p, statistic, pvalue, flagged))
     return sorted(found, key=lambda f: (-f.psi, f.name)), alpha
+
+
+def _category_drift(
+    name: str, reference: np.ndarray, current: np.ndarray, size: int, params: DriftParams,
+    alpha: float,
+) -> FeatureDrift:  # fmt: skip
+    ref = np.bincount(reference.astype(np.int64), minlength=size)
+    cur = np.bincount(current.astype(np.int64), minlength=size)
+    value, value_p = psi_of_counts(ref, cur), chi2_pvalue(ref, cur)
+    flagged = ["psi"] if value > params.psi and value_p < alpha else []
+    unseen = float(cur[0] / max(cur.sum(), 1))
+    return FeatureDrift(name, value, value_p, 0.0, 1.0, flagged, unseen)
 
 
 def class_shift(
@@ -205,10 +234,11 @@ def assess(
     current: np.ndarray,
     params: DriftParams,
     prediction: PredictionShift | None = None,
+    categorical: Mapping[str, int] | None = None,
 ) -> DriftReport:
     """The verdict: drift when more than `max_drifted_share` of the features drifted, or
     the predictions shifted by more than `prediction_psi`."""
-    features, alpha = feature_drift(names, reference, current, params)
+    features, alpha = feature_drift(names, reference, current, params, categorical)
     drifted = [f.name for f in features if f.drifted]
     share = len(drifted) / len(features) if features else 0.0
     reasons = []

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlops import workspace
+from mlops.columns import Encoding
 from mlops.errors import DataError, UserError
 from mlops.monitoring import images
 from mlops.monitoring.drift import assess, class_shift, value_shift
@@ -112,6 +113,33 @@ def read_current(
         raise UserError(f"{path}: cannot read the serving sink: {exc}") from None
 
 
+def _encoded(encoding: Encoding, frame: pd.DataFrame, where: str, min_rows: int) -> Any:
+    """A mixed table's rows as the version encodes them: raw columns (a file, the
+    training split) or, from the serving sink, the encoded values it recorded."""
+    import pandas as pd
+
+    names = encoding.names()
+    if all(n in frame.columns for n in names):  # the sink: already encoded
+        x = frame[names].to_numpy(dtype=np.float32)
+    else:
+        missing = [c for c in encoding.columns if c not in frame.columns]
+        if missing:
+            raise UserError(f"{where}: missing columns {', '.join(missing[:5])}")
+        frame = frame[encoding.columns].copy()
+        for column in encoding.numeric:
+            try:
+                frame[column] = pd.to_numeric(frame[column]).astype("float64")
+            except (TypeError, ValueError):
+                raise UserError(f"{where}: column {column} is not numeric") from None
+        x, _ = encoding.transform(frame)
+    if len(x) < min_rows:
+        raise UserError(
+            f"{where}: {len(x)} rows; a drift check needs at least {min_rows} "
+            "(monitor.drift.min_rows)"
+        )
+    return x
+
+
 def check_drift(
     settings: Settings,
     target: str,
@@ -140,6 +168,9 @@ def check_drift(
             cur_images = images.current_images(frame, fmt, where)
             _enough(len(cur_images.rows), thresholds.min_rows, where)
             x_ref, x_cur = ref_images.rows, cur_images.rows
+        elif spec.column_encoding is not None:  # a mixed table: encoded as the version does
+            x_ref = _encoded(spec.column_encoding, reference.frame, str(reference.path), 2)
+            x_cur = _encoded(spec.column_encoding, frame, where, thresholds.min_rows)
         else:
             # the version's own features, in its order (older versions: the split's columns)
             names = list(spec.features) or reference.features
@@ -157,9 +188,14 @@ def check_drift(
     ref_out = _predict(module, spec.task, x_ref)
     cur_out = logged if logged is not None else _predict(module, spec.task, x_cur)
     shift = _shift(ref_out, cur_out, spec.classes, spec.task, thresholds)
+    categorical = None
     if fmt is not None:  # compared: what can drift in an image (monitoring.images)
         names, x_ref, x_cur = images.features(module, fmt, ref_images, cur_images)
-    report = assess(names, x_ref, x_cur, thresholds, shift)
+    elif spec.column_encoding is not None:  # compared: each raw column
+        encoding = spec.column_encoding
+        names, categorical = encoding.columns, encoding.sizes
+        x_ref, x_cur = encoding.codes(x_ref), encoding.codes(x_cur)
+    report = assess(names, x_ref, x_cur, thresholds, shift, categorical)
     performance = _performance(truth, cur_out, spec.task)
 
     title = f"{name} v{version.version}: {Path(where).name} vs training split"
