@@ -32,9 +32,7 @@ def ingest(ctx: StageContext) -> None:
         tracking.log_params(p.model_dump(mode="json"), prefix="data")
         frame, skipped, image = _load(p)
         frame = subsample(frame, p.max_rows, p.seed)
-        schema = infer_schema(
-            frame, p.source, p.target, p.input_shape, p.task, image, dict(p.columns)
-        )
+        schema = infer_schema(frame, p.source, p.target, p.input_shape, p.task, image, p.declared)
         write_parquet(frame, workspace.RAW)
         schema.save(workspace.SCHEMA)
         tracking.log_metrics(

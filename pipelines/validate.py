@@ -16,7 +16,9 @@ def validate(ctx: StageContext) -> None:
     frame = read_parquet(workspace.RAW)
     with tracking.stage_run(ctx.settings, ctx.experiment, "validate") as run_id:
         tracking.log_params(ctx.params.validate_.model_dump(mode="json"), prefix="validate")
-        report = validate_frame(frame, schema, ctx.params.validate_)
+        report = validate_frame(
+            frame, schema, ctx.params.validate_, ctx.params.data.tokenizer.max_length
+        )
         write_json(workspace.VALIDATION, report)
         tracking.log_artifacts(workspace.VALIDATION)
         tracking.log_metrics({"checks_failed": sum(not c["passed"] for c in report["checks"])})

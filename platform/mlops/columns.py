@@ -1,20 +1,22 @@
 """Mixed tables: what each feature column is, and how its raw values become the float32
 row the network reads.
 
-A column is `numeric`, `categorical` or `drop` (`text` is recognised and refused until
-text columns are read). `infer_kinds` decides from the data (numbers are numeric; strings
-and booleans with few distinct values are categorical) unless `data.columns` says.
+A column is `numeric`, `categorical`, `text` or `drop`. `infer_kinds` decides from the
+data (numbers are numeric; strings and booleans with few distinct values are categorical,
+strings with many are text) unless `data.columns` or `data.text` says.
 
 An `Encoding` is fitted on the train split only and travels with the model (its spec):
 - a numeric column is imputed with the train median; a column that had missing values in
   the train split also gets a missing-indicator column (1.0 where the value was missing);
 - a categorical column maps each train category to an index, with index 0 reserved for a
   category never seen in training and 1 for a missing value; up to `one_hot_max`
-  categories it is one-hot encoded, above that its index is passed to an embedding.
+  categories it is one-hot encoded, above that its index is passed to an embedding;
+- the text columns are tokenized together (`mlops.text`: a tokenizer trained on the train
+  split's texts; the columns joined by a separator token, cut at `max_length`).
 
-A row is laid out as [numeric | indicators | one-hot blocks | embedding indices]; the
-indices are whole numbers in float32 (exact below 2**24), so every path that moves rows
-(training batches, streaming, serving, ONNX) moves them unchanged.
+A row is laid out as [numeric | indicators | one-hot blocks | embedding indices | token
+ids]; indices and ids are whole numbers in float32 (exact below 2**24), so every path that
+moves rows (training batches, streaming, serving, ONNX) moves them unchanged.
 """
 
 from __future__ import annotations
@@ -22,14 +24,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlops.errors import UserError
+from mlops.text import TextCodec, train_tokenizer
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from mlops.params import TokenizerParams
 
 KINDS = ("numeric", "categorical", "text", "drop")
 UNSEEN, MISSING = 0, 1  # the reserved indices of every categorical column
@@ -83,12 +89,6 @@ def infer_kinds(
                 f"data.columns.{name} = numeric: the column holds text "
                 f"(e.g. {shown[0]!r}); declare it categorical or drop it"
             )
-        if kind == "text":
-            raise UserError(
-                f"data.columns.{name}: column {name!r} looks like free text "
-                f"({column.nunique()} distinct values); text columns are not read yet: "
-                "declare it categorical or drop it in data.columns"
-            )
         kinds[name] = kind
     return kinds
 
@@ -120,11 +120,25 @@ class Encoding:
     categorical: list[str] = field(default_factory=list)
     vocabularies: list[list[str]] = field(default_factory=list)  # most frequent first
     one_hot: list[bool] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)  # tokenized together, in this order
+    tokenizer: str = ""  # Hugging Face's JSON of the tokenizer trained on the train split
+    max_length: int = 0  # token ids per row (0: no text)
+    embedding_dim: int = 0  # values per token embedding
 
     @property
     def columns(self) -> list[str]:
-        """The raw columns a record must carry, numeric first."""
-        return [*self.numeric, *self.categorical]
+        """The raw columns a record must carry: numeric, categorical, text."""
+        return [*self.numeric, *self.categorical, *self.text]
+
+    @cached_property
+    def codec(self) -> TextCodec | None:
+        """The text columns' tokenizer (None: no text)."""
+        return TextCodec(self.tokenizer, self.max_length) if self.text else None
+
+    @property
+    def text_start(self) -> int:
+        """Where a row's token ids start (its width when it has none)."""
+        return self.dense_width + len(self.embedded)
 
     @property
     def embedded(self) -> list[tuple[int, int]]:
@@ -145,7 +159,7 @@ class Encoding:
     @property
     def width(self) -> int:
         """Values per encoded row."""
-        return self.dense_width + len(self.embedded)
+        return self.text_start + (self.max_length if self.text else 0)
 
     def names(self) -> list[str]:
         """A name for each encoded value: the column, `COLUMN.missing` (a flag),
@@ -161,11 +175,12 @@ class Encoding:
                 names += [f"{name}={v}" for v in vocabulary]
             else:
                 embedded.append(f"{name}.index")
-        return [*names, *embedded]
+        tokens = [f"tokens.{i}" for i in range(self.max_length if self.text else 0)]
+        return [*names, *embedded, *tokens]
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (a schema's or a spec's `encoding`)."""
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "codec"}
 
     @classmethod
     def from_dict(cls, found: Mapping[str, Any]) -> Encoding:
@@ -174,11 +189,16 @@ class Encoding:
 
     @classmethod
     def fit(
-        cls, frame: pd.DataFrame, kinds: Mapping[str, str], one_hot_max: int, max_categories: int
+        cls,
+        frame: pd.DataFrame,
+        kinds: Mapping[str, str],
+        one_hot_max: int,
+        max_categories: int,
+        tokenizer: TokenizerParams | None = None,
     ) -> Encoding:
         """Fit on the train split: medians, which numeric columns need a missing flag,
-        and each categorical column's vocabulary (its `max_categories` most frequent
-        values, ties by name; the rest read as unseen)."""
+        each categorical column's vocabulary (its `max_categories` most frequent
+        values, ties by name; the rest read as unseen) and the text columns' tokenizer."""
         numeric = [c for c, k in kinds.items() if k == "numeric"]
         categorical = [c for c, k in kinds.items() if k == "categorical"]
         medians = []
@@ -197,7 +217,18 @@ class Encoding:
             ranked = sorted(counts, key=lambda k: (-counts[k], k))[:max_categories]
             vocabularies.append(ranked)
         hot = [len(v) <= one_hot_max for v in vocabularies]
-        return cls(numeric, medians, indicators, categorical, vocabularies, hot)
+        text = [c for c, k in kinds.items() if k == "text"]
+        trained, length, width = "", 0, 0
+        if text:
+            if tokenizer is None:
+                raise ValueError("text columns need the tokenizer's params")
+            texts = [t for c in text for t in _texts(frame[c].tolist()) if t]
+            trained = train_tokenizer(
+                texts, tokenizer.kind, tokenizer.vocab_size, tokenizer.lowercase
+            )
+            length, width = tokenizer.max_length, tokenizer.embedding_dim
+        return cls(numeric, medians, indicators, categorical, vocabularies, hot,
+                   text, trained, length, width)  # fmt: skip
 
     def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, int]]:
         """Encoded float32 rows of `frame` (which holds every raw column), and how many
@@ -220,7 +251,12 @@ class Encoding:
             )
             unseen[name] = int(np.count_nonzero(column == UNSEEN))
             codes.append(column)
-        return self._assemble(numbers, flags, codes), unseen
+        x = self._assemble(numbers, flags, codes)
+        if self.codec is not None:  # the token ids close the row
+            tokens = self.codec.encode([_texts(frame[c].tolist()) for c in self.text])
+            unseen |= dict(zip(self.text, tokens.unknown, strict=True))
+            x = np.ascontiguousarray(np.concatenate([x, tokens.ids.astype(np.float32)], axis=1))
+        return x, unseen
 
     def _assemble(
         self, numbers: np.ndarray, flags: np.ndarray, codes: list[np.ndarray]
@@ -284,6 +320,9 @@ class Encoding:
             else:
                 codes, embedded = x[:, embedded].astype(np.int64), embedded + 1
             found[name] = [vocabulary[c - RESERVED] if c >= RESERVED else None for c in codes]
+        if self.codec is not None:
+            decoded = self.codec.decode(x[:, self.text_start :], len(self.text))
+            found |= dict(zip(self.text, decoded, strict=True))
         numeric = set(self.numeric)
         return pd.DataFrame(
             {
@@ -301,7 +340,7 @@ class Encoding:
         wanted = self.columns
         known = set(wanted)
         rows: dict[str, list[Any]] = {name: [] for name in wanted}
-        numeric = set(self.numeric)
+        numeric, texts = set(self.numeric), set(self.text)
         for i, record in enumerate(records):
             if not isinstance(record, dict):
                 raise RecordError(f"records[{i}] must be an object, not {_kind(record)}")
@@ -311,6 +350,12 @@ class Encoding:
                 value = record[name]
                 if name in numeric:
                     value = _number(value, i, name)
+                elif name in texts:
+                    if value is not None and not isinstance(value, str):
+                        raise RecordError(
+                            f"records[{i}].{name}: expected text (a string) or null, "
+                            f"not {_kind(value)}"
+                        )
                 elif not _category_value(value):
                     raise RecordError(
                         f"records[{i}].{name}: expected a category (a string), not {_kind(value)}"
@@ -323,6 +368,15 @@ class Encoding:
         for name in self.numeric:
             frame[name] = frame[name].astype("float64")
         return self.transform(frame)
+
+
+def _texts(values: list[Any]) -> list[str | None]:
+    """A column's values as text (None: missing)."""
+    found: list[str | None] = []
+    for value in values:
+        missing = value is None or (isinstance(value, float) and math.isnan(value))
+        found.append(None if missing else str(value))
+    return found
 
 
 def _category_value(value: Any) -> bool:

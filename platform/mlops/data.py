@@ -64,7 +64,9 @@ class Schema:
         input shape it gives); unchanged for other data."""
         if not self.columns:
             return self
-        encoding = Encoding.fit(train, self.columns, data.one_hot_max, data.max_categories)
+        encoding = Encoding.fit(
+            train, self.columns, data.one_hot_max, data.max_categories, data.tokenizer
+        )
         return replace(self, encoding=encoding.as_dict(), input_shape=[encoding.width])
 
     def save(self, path: str | Path) -> None:

@@ -194,10 +194,15 @@ def build_model(spec: ModelSpec) -> nn.Module:
     if spec.family not in nets.FAMILIES:
         raise DataError(f"model family {spec.family!r} is not known")
     encoding = spec.column_encoding
-    embedded = (encoding.dense_width, encoding.embedded) if encoding is not None else None
+    embedded = text = None
+    if encoding is not None:
+        embedded = (encoding.dense_width, encoding.embedded)
+        if encoding.codec is not None:
+            text = (encoding.codec.vocab_size, encoding.max_length, encoding.embedding_dim)
     model = nets.build(
-        spec.family, spec.hyper, spec.mean, spec.std, spec.input_shape, spec.n_outputs, embedded
-    )
+        spec.family, spec.hyper, spec.mean, spec.std, spec.input_shape, spec.n_outputs,
+        embedded, text,
+    )  # fmt: skip
     if spec.task == "regression":
         model.append(nets.Rescale(spec.target_mean, spec.target_std))
     return model

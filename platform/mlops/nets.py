@@ -74,6 +74,60 @@ class TableInput(nn.Module):
         return torch.cat([dense, *found], dim=1)
 
 
+class TextInput(nn.Module):
+    """A row whose last `max_length` values are token ids (PAD 0 after the last token):
+    each token becomes a learned embedding (PAD's is zero), with a mask of the pads.
+
+    For a sequence body (RNN, transformer) it answers (tokens, mask): the row's other
+    values (`TableInput`), when it has any, are projected to one more token in front.
+    For the MLP (`bag`) it answers one flat row: the other values and the mean of the
+    token embeddings (a bag of embeddings). Either way the result does not depend on how
+    many pads follow the last token, so a batch may be cut to its longest row."""
+
+    def __init__(self, mean: list[float], std: list[float], dense: int,
+                 embedded: list[tuple[int, int]], vocab: int, max_length: int,
+                 width: int, bag: bool) -> None:  # fmt: skip
+        super().__init__()
+        self.text_start = dense + len(embedded)
+        self.table = TableInput(mean, std, dense, embedded) if self.text_start else None
+        self.tokens = nn.Embedding(vocab, width, padding_idx=0)
+        self.vocab, self.bag = vocab, bag
+        extra = self.table.width if self.table is not None else 0
+        self.extra = nn.Linear(extra, width) if extra and not bag else None
+        self.steps = max_length + (1 if self.extra is not None else 0)
+        self.width = width + extra if bag else width
+
+    def forward(self, x: torch.Tensor) -> Any:
+        x = x.reshape(x.shape[0], -1).to(torch.float32)
+        ids = x[:, self.text_start :].to(torch.int64)
+        ids = torch.where((ids < 0) | (ids >= self.vocab), 1, ids)  # out of range: UNK
+        pad = ids == 0
+        tokens = self.tokens(ids)
+        other = self.table(x[:, : self.text_start]) if self.table is not None else None
+        if self.bag:
+            keep = (~pad).unsqueeze(-1).to(tokens.dtype)
+            mean = (tokens * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+            return mean if other is None else torch.cat([other, mean], dim=1)
+        if self.extra is not None and other is not None:
+            tokens = torch.cat([self.extra(other).unsqueeze(1), tokens], dim=1)
+            pad = torch.cat([torch.zeros_like(pad[:, :1]), pad], dim=1)
+        first = torch.arange(pad.shape[1], device=pad.device) == 0
+        pad = pad & ~(pad.all(dim=1, keepdim=True) & first)  # an empty text: one PAD token
+        return tokens, pad
+
+
+class Net(nn.Sequential):
+    """A sequential model whose front may answer (tokens, mask) for the body."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layers = list(self)
+        out = layers[0](x)
+        out = layers[1](*out) if isinstance(out, tuple) else layers[1](out)
+        for layer in layers[2:]:
+            out = layer(out)
+        return out
+
+
 class Rescale(nn.Module):
     """Maps a standardised prediction back to the target's units: y * std + mean."""
 
@@ -162,26 +216,51 @@ class RNN(nn.Module):
     """LSTM/GRU over the steps; the last step's output (both directions) feeds a Linear."""
 
     def __init__(self, shape: list[int], n_out: int, cell: str, hidden_size: int,
-                 num_layers: int, bidirectional: bool, dropout: float) -> None:  # fmt: skip
+                 num_layers: int, bidirectional: bool, dropout: float,
+                 masked: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.shape = list(shape)
         features = sequence_shape(shape)[1]
         kind = nn.LSTM if cell == "lstm" else nn.GRU
+        drop = dropout if num_layers > 1 else 0.0
+        # Text (`masked`): each direction its own stack, so each reads only real tokens.
         self.rnn = kind(
             features, hidden_size, num_layers=num_layers, batch_first=True,
-            bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0,
+            bidirectional=bidirectional and not masked, dropout=drop,
         )  # fmt: skip
+        self.rnn_back: nn.Module | None = None
+        if masked and bidirectional:
+            self.rnn_back = kind(
+                features, hidden_size, num_layers=num_layers, batch_first=True, dropout=drop
+            )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size * (2 if bidirectional else 1), n_out)
         self.hidden_size = hidden_size
         self.bidirectional = bidirectional
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
+        if pad is not None:
+            return self.head(self.dropout(self._masked(x, pad)))
         out, _ = self.rnn(to_sequence(x, self.shape))
         last = out[:, -1, :]
         if self.bidirectional:  # the backward direction has read the whole sequence at step 0
             last = torch.cat([out[:, -1, : self.hidden_size], out[:, 0, self.hidden_size :]], 1)
         return self.head(self.dropout(last))
+
+    def _masked(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """The state after the last real token of each row (pads follow it), and with a
+        backward stack its state after reading the row's real tokens from the end."""
+        lengths = (~pad).sum(dim=1).clamp(min=1)
+        rows = torch.arange(x.shape[0], device=x.device)
+        out, _ = self.rnn(x)
+        last = out[rows, lengths - 1]
+        if self.rnn_back is None:
+            return last
+        steps = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+        within = steps < lengths.unsqueeze(1)
+        flipped = torch.where(within, lengths.unsqueeze(1) - 1 - steps, steps)
+        back, _ = self.rnn_back(x.gather(1, flipped.unsqueeze(-1).expand_as(x)))
+        return torch.cat([last, back[rows, lengths - 1]], dim=1)
 
 
 def _sinusoidal(steps: int, width: int) -> torch.Tensor:
@@ -202,8 +281,9 @@ class Transformer(nn.Module):
 
     def __init__(self, shape: list[int], n_out: int, d_model: int, n_heads: int, n_layers: int,
                  ff_dim: int, dropout: float, positional: str, pooling: str,
-                 patch_size: int | None = None) -> None:  # fmt: skip
+                 patch_size: int | None = None, masked: bool = False) -> None:  # fmt: skip
         super().__init__()
+        del masked  # text: `forward` gets the pads' mask; the layers are the same
         self.tabular = len(shape) == 1
         self.shape = list(shape)
         self.steps, features = sequence_shape(shape)
@@ -234,8 +314,10 @@ class Transformer(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, n_out)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.patches is not None:
+    def forward(self, x: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
+        if pad is not None:  # text: embedded tokens, as many as the batch's longest row
+            tokens = self.embed(x)
+        elif self.patches is not None:
             tokens = self.patches(x).flatten(2).transpose(1, 2)
         elif self.tabular:
             tokens = x.unsqueeze(-1) * self.token_weight + self.token_bias
@@ -243,11 +325,17 @@ class Transformer(nn.Module):
             tokens = self.embed(to_sequence(x, self.shape))
         if self.cls is not None:
             tokens = torch.cat([self.cls.expand(x.shape[0], -1, -1), tokens], dim=1)
+            if pad is not None:
+                pad = torch.cat([torch.zeros_like(pad[:, :1]), pad], dim=1)
         if self.position is not None:
-            tokens = tokens + self.position
-        encoded = self.norm(self.encoder(tokens))
-        pooled = encoded[:, 0] if self.pooling == "cls" else encoded.mean(dim=1)
-        return self.head(pooled)
+            tokens = tokens + self.position[:, : tokens.shape[1]]
+        encoded = self.norm(self.encoder(tokens, src_key_padding_mask=pad))
+        if self.pooling == "cls":
+            return self.head(encoded[:, 0])
+        if pad is None:
+            return self.head(encoded.mean(dim=1))
+        keep = (~pad).unsqueeze(-1).to(encoded.dtype)
+        return self.head((encoded * keep).sum(1) / keep.sum(1).clamp(min=1.0))
 
 
 FAMILIES: dict[str, type[nn.Module]] = {
@@ -294,10 +382,20 @@ def _group(body: nn.Module, name: str) -> str:
 
 def build(family: str, hyper: dict[str, Any], mean: list[float], std: list[float],
           shape: list[int], n_out: int,
-          embedded: tuple[int, list[tuple[int, int]]] | None = None) -> nn.Sequential:  # fmt: skip
-    """Normalize (or, for a mixed table with embedded categories, `TableInput`) + the
-    family's body, freshly initialised. `embedded` is (the dense values' count, each
-    embedded column's cardinality and width)."""
+          embedded: tuple[int, list[tuple[int, int]]] | None = None,
+          text: tuple[int, int, int] | None = None) -> nn.Sequential:  # fmt: skip
+    """Normalize (or, for a mixed table with embedded categories, `TableInput`; with
+    text columns, `TextInput`) + the family's body, freshly initialised. `embedded` is
+    (the dense values' count, each embedded column's cardinality and width); `text` is
+    (the vocabulary's size, the ids per row, the embedding's width)."""
+    if text is not None:
+        dense, categories = embedded or (len(mean) - text[1], [])
+        bag = family == "mlp"
+        reader = TextInput(mean, std, dense, categories, *text, bag)
+        if bag:
+            return Net(reader, FAMILIES[family]([reader.width], n_out, **hyper))
+        body = FAMILIES[family]([reader.steps, text[2]], n_out, **hyper, masked=True)
+        return Net(reader, body)
     if embedded is not None and embedded[1]:
         front = TableInput(mean, std, *embedded)
         body_shape = [front.width]

@@ -127,6 +127,7 @@ def resolve_device(name: str, ctx: DistContext) -> torch.device:
 
 
 VAL_BATCH = 1024  # rows per batch when a streamed validation split is scored
+BUCKET_BATCHES = 50  # text: batches per span sorted by length (a wider span pads less, mixes less)
 REGRESSION_METRICS = ("val_loss", "val_rmse", "val_mae", "val_r2")
 CLASSIFICATION_METRICS = ("val_loss", "val_accuracy", "val_f1_macro")
 
@@ -319,16 +320,41 @@ class _Job:
         }
 
     def indexed(self, x: torch.Tensor, y: torch.Tensor) -> Iterator[Batch]:
-        """This rank's shard of in-memory rows in a fresh random order, batch by batch."""
+        """This rank's shard of in-memory rows in a fresh random order, batch by batch
+        (text: bucketed by length, `_bucketed`)."""
         import torch
 
         order = torch.randperm(len(x), generator=self.generator)[
             self.ctx.rank :: self.ctx.world_size
         ]
         order = order.to(self.device)
+        start = text_start(self.raw)
+        if start is not None and self.params.loader.bucket_by_length:
+            yield from self._bucketed(x, y, order, start)
+            return
         for first in range(0, len(order), self.batch):
             idx = order[first : first + self.batch]
             yield x[idx], y[idx]
+
+    def _bucketed(
+        self, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor, start: int
+    ) -> Iterator[Batch]:
+        """Rows with text: the shuffled order cut into spans of `BUCKET_BATCHES` batches,
+        each span sorted by token count and cut into batches, the batches in a random
+        order, each batch cut to its longest row (the model ignores the pads after it)."""
+        import torch
+
+        lengths = (x[:, start:] != 0).sum(dim=1)
+        batches: list[torch.Tensor] = []
+        span = self.batch * BUCKET_BATCHES
+        for first in range(0, len(order), span):
+            part = order[first : first + span]
+            part = part[torch.argsort(lengths[part], stable=True)]
+            batches += list(part.split(self.batch))
+        for i in torch.randperm(len(batches), generator=self.generator).tolist():
+            idx = batches[i]
+            width = start + max(int(lengths[idx].max()), 1)
+            yield x[idx, :width], y[idx]
 
     def train_epoch(self, batches: Iterable[Batch]) -> tuple[float, int]:
         """One pass over this rank's batches; the mean training loss over all ranks."""
@@ -372,6 +398,26 @@ class _Job:
         return total / max(seen, 1), seen
 
 
+def text_start(model: nn.Module) -> int | None:
+    """Where a text model's rows hold their token ids (None: a model without text)."""
+    try:
+        front = model[0]  # type: ignore[index]
+    except (TypeError, IndexError):
+        return None
+    start = getattr(front, "text_start", None)
+    return start if isinstance(start, int) and hasattr(front, "tokens") else None
+
+
+def trim_text(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A text model's rows cut after the longest row's last token (its output does not
+    change); other rows as they are."""
+    start = text_start(model)
+    if start is None or x.shape[1] <= start:
+        return x
+    longest = int((x[:, start:] != 0).sum(dim=1).max()) if len(x) else 0
+    return x[:, : start + max(longest, 1)]
+
+
 def train_model(
     make_model: Callable[[], nn.Module],
     params: TrainParams,
@@ -403,6 +449,7 @@ def train_model(
         first = torch.from_numpy(train.probe()).to(device)
     if isinstance(val, tuple):
         x_val, y_val = (torch.from_numpy(a).to(device) for a in val)
+        x_val = trim_text(raw, x_val)
     raw.eval()
     with torch.no_grad():
         n_classes = int(raw(first).shape[1])
@@ -483,7 +530,8 @@ def predict_values(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> A
     out = []
     with torch.no_grad():
         for start in range(0, max(len(x), 1), batch_size):
-            out.append(model(torch.from_numpy(x[start : start + batch_size])).float().numpy())
+            rows = trim_text(model, torch.from_numpy(x[start : start + batch_size]))
+            out.append(model(rows).float().numpy())
     return np.concatenate(out)[:, 0]
 
 
@@ -495,6 +543,6 @@ def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> An
     out = []
     with torch.no_grad():
         for start in range(0, max(len(x), 1), batch_size):
-            logits = model(torch.from_numpy(x[start : start + batch_size]))
+            logits = model(trim_text(model, torch.from_numpy(x[start : start + batch_size])))
             out.append(torch.softmax(logits.float(), dim=1).numpy())
     return np.concatenate(out)

@@ -59,6 +59,23 @@ def _label_checks(counts: pd.Series, schema: Schema, params: ValidateParams) -> 
             + (hint if n_classes > params.max_classes else ""),
         )
     )
+    share = float(counts.min() / counts.sum()) if n_classes else 0.0
+    balance = "no classes"
+    if n_classes:
+        largest = float(counts.max() / counts.sum())
+        balance = (
+            f"rarest class {counts.idxmin()} has {share:.1%} of the rows, "
+            f"largest {counts.idxmax()} {largest:.1%}"
+        )
+    checks.append(
+        _check(
+            "labels.balance",
+            n_classes > 0 and share >= params.min_class_share,
+            round(share, 6),
+            params.min_class_share,
+            balance,
+        )
+    )
     smallest = int(counts.min()) if n_classes else 0
     rare = counts[counts < params.min_rows_per_class]
     checks.append(
@@ -79,8 +96,11 @@ def _label_checks(counts: pd.Series, schema: Schema, params: ValidateParams) -> 
     return checks
 
 
-def validate_frame(frame: pd.DataFrame, schema: Schema, params: ValidateParams) -> dict[str, Any]:
-    """Run every check and return the report (JSON-ready); `report["passed"]` is the verdict."""
+def validate_frame(
+    frame: pd.DataFrame, schema: Schema, params: ValidateParams, max_length: int = 128
+) -> dict[str, Any]:
+    """Run every check and return the report (JSON-ready); `report["passed"]` is the verdict.
+    `max_length` is the tokens a text keeps (data.tokenizer.max_length)."""
     present = [c for c in schema.features if c in frame.columns]
     labels = frame["target"].dropna()
     counts = labels.astype(str).value_counts()
@@ -95,6 +115,9 @@ def validate_frame(frame: pd.DataFrame, schema: Schema, params: ValidateParams) 
     ]
     if fmt is not None and fmt.column in frame.columns and FILE_COLUMN in frame.columns:
         checks += _image_checks(frame, fmt, params)
+    text = [c for c, k in schema.columns.items() if k == "text" and c in frame.columns]
+    if text:
+        checks += _text_checks(frame, text, params, max_length)
     return {
         "passed": all(c.passed for c in checks),
         "n_rows": n,
@@ -230,6 +253,36 @@ def _image_checks(frame: pd.DataFrame, fmt: ImageFormat, params: ValidateParams)
             f"{len(found.tiny)} too small: {named(found.tiny)}"
             if found.tiny
             else f"smallest image {width}x{height}",
+        ),
+    ]
+
+
+def _text_checks(
+    frame: pd.DataFrame, columns: list[str], params: ValidateParams, max_length: int
+) -> list[Check]:
+    """Rows whose text is empty (every text column blank), within the missing limit; rows
+    longer than `max_length` words (each cut there), counted within their limit."""
+    n = max(len(frame), 1)
+    texts = frame[columns].fillna("").astype(str)
+    words = sum(texts[c].str.split().str.len() for c in columns)
+    empty = int((words == 0).sum())
+    longer = int((words > max_length).sum())
+    empty_share, longer_share = empty / n, longer / n
+    return [
+        _check(
+            "text.empty",
+            empty_share <= params.max_missing_fraction,
+            round(empty_share, 6),
+            params.max_missing_fraction,
+            f"{empty} of {len(frame)} rows have no text in {', '.join(columns)}",
+        ),
+        _check(
+            "text.length",
+            longer_share <= params.max_truncated_fraction,
+            round(longer_share, 6),
+            params.max_truncated_fraction,
+            f"{longer} of {len(frame)} rows are longer than {max_length} words and will be cut "
+            f"to {max_length} tokens (data.tokenizer.max_length); longest {int(words.max())} words",
         ),
     ]
 

@@ -53,6 +53,7 @@ def write_project(root: Path, params_yaml: str = OPEN_GATES) -> None:
     (root / "data" / "raw").mkdir(parents=True, exist_ok=True)
     (root / "data" / "split").mkdir(parents=True, exist_ok=True)
     schema.save(root / "data" / "raw" / "schema.json")
+    schema.save(root / "data" / "split" / "schema.json")  # nothing to fit for digits
     train, _val, test = stratified_split(frame, SplitParams())
     write_parquet(test, root / "data" / "split" / "test.parquet")
     write_parquet(train, root / "data" / "split" / "train.parquet")

@@ -64,6 +64,7 @@ def write_project(root: Path, params_yaml: str = PARAMS_YAML) -> None:
     (root / "data" / "raw").mkdir(parents=True, exist_ok=True)
     (root / "data" / "split").mkdir(parents=True, exist_ok=True)
     schema.save(root / "data" / "raw" / "schema.json")
+    schema.save(root / "data" / "split" / "schema.json")  # nothing to fit for digits
     train, val, test = stratified_split(frame, SplitParams())
     for name, part in (("train", train), ("val", val), ("test", test)):
         write_parquet(part, root / "data" / "split" / f"{name}.parquet")

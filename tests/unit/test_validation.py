@@ -18,6 +18,7 @@ CHECK_NAMES = {
     "schema.numeric_features",
     "missing_values",
     "labels.set",
+    "labels.balance",
     "labels.min_rows_per_class",
     "duplicates",
     "rows",

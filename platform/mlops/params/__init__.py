@@ -33,6 +33,7 @@ from mlops.params._sections import (
     RegisterParams,
     SplitParams,
     SweepScheduleParams,
+    TokenizerParams,
     ValidateParams,
 )
 from mlops.params._tune import Distribution, TuneParams, check_space, require_space
@@ -63,6 +64,7 @@ __all__ = [
     "ScheduleParams",
     "SplitParams",
     "SweepScheduleParams",
+    "TokenizerParams",
     "TrainParams",
     "TransformerParams",
     "TuneParams",

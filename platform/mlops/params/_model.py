@@ -151,6 +151,9 @@ class LoaderParams(_Section):
     pin_memory: bool = False  # page-locked batches (CUDA only)
     shuffle_buffer: Annotated[int, Field(ge=1, le=100_000_000)] = 10_000
     stream_above_mb: Annotated[float, Field(ge=0.0)] = 1024.0
+    # Text held in memory: batches of rows of similar length, each cut to its longest row
+    # (false: every batch padded to data.tokenizer.max_length).
+    bucket_by_length: bool = True
 
 
 # The layer groups `train.freeze` may name (`mlops.nets.layer_groups`); `body` is all but

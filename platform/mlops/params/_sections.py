@@ -46,6 +46,19 @@ class ImageParams(_Section):
 
 
 ColumnKind = Literal["numeric", "categorical", "text", "drop"]
+ColumnName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class TokenizerParams(_Section):
+    """How text columns become token ids: a subword tokenizer trained on the train split
+    (`bpe` or `wordpiece`, `vocab_size` pieces with the specials), `lowercase` first;
+    a row's tokens cut at `max_length`, each embedded in `embedding_dim` values."""
+
+    kind: Literal["bpe", "wordpiece"] = "bpe"
+    vocab_size: Annotated[int, Field(ge=50, le=1_000_000)] = 8000
+    lowercase: bool = True
+    max_length: Annotated[int, Field(ge=1, le=4096)] = 128
+    embedding_dim: Annotated[int, Field(ge=2, le=1024)] = 64
 
 
 class DataParams(_Section):
@@ -63,9 +76,10 @@ class DataParams(_Section):
     image_column: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     image: ImageParams | None = None
     # A table's columns by name: numeric, categorical, text or drop (the rest inferred).
-    columns: dict[Annotated[str, Field(min_length=1, max_length=200)], ColumnKind] = Field(
-        default_factory=dict, max_length=10_000
-    )
+    columns: dict[ColumnName, ColumnKind] = Field(default_factory=dict, max_length=10_000)
+    # Free-text columns (joined by a separator token, in this order); also data.columns.
+    text: ColumnName | list[ColumnName] | None = None
+    tokenizer: TokenizerParams = TokenizerParams()
     one_hot_max: Annotated[int, Field(ge=0, le=1000)] = 16  # more categories: an embedding
     max_categories: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
 
@@ -87,6 +101,16 @@ class DataParams(_Section):
         return not self.source.startswith("builtin:") and Path(self.source).suffix == ""
 
     @property
+    def text_columns(self) -> list[str]:
+        """The columns `data.text` names, in order."""
+        return [self.text] if isinstance(self.text, str) else list(self.text or [])
+
+    @property
+    def declared(self) -> dict[str, str]:
+        """Every column kind the params state: `data.columns` and `data.text`."""
+        return {**self.columns, **{c: "text" for c in self.text_columns}}
+
+    @property
     def images(self) -> ImageParams | None:
         """How images are decoded, for an image source (a folder, or a table with
         `image_column`); None for numeric data."""
@@ -102,8 +126,11 @@ class DataParams(_Section):
             raise ValueError(
                 "image: needs an image source (a folder, or a table with data.image_column)"
             )
-        if self.columns and self.images is not None:
+        if (self.columns or self.text) and self.images is not None:
             raise ValueError("columns: an image source has no table columns to declare")
+        clash = [c for c in self.text_columns if self.columns.get(c, "text") != "text"]
+        if clash:
+            raise ValueError(f"text: {clash[0]!r} is declared {self.columns[clash[0]]} in columns")
         if self.image_column is not None and self.is_folder:
             raise ValueError("image_column: a folder source has no columns (drop it)")
         return self
@@ -118,6 +145,10 @@ class ValidateParams(_Section):
     max_duplicate_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
     max_classes: Annotated[int, Field(ge=2, le=10_000)] = 1000
     min_image_size: Annotated[int, Field(ge=1, le=4096)] = 8  # pixels, either side
+    # text: the most rows whose text is longer than data.tokenizer.max_length (in words;
+    # each is cut there, and counted in the report)
+    max_truncated_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    min_class_share: Annotated[float, Field(ge=0.0, le=0.5)] = 0.0  # the rarest class's share
 
 
 class SplitParams(_Section):
