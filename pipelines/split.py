@@ -3,6 +3,8 @@ and the schema of the splits (a mixed table's column encoding fitted on the trai
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mlops import tracking, workspace
 from mlops.data import Schema, read_parquet, write_parquet
 from mlops.errors import DataError
@@ -10,6 +12,9 @@ from mlops.io import read_json
 from mlops.lineage import dvc_md5
 from mlops.splitting import stratified_split
 from pipelines._stage import StageContext, run_stage
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def split(ctx: StageContext) -> None:
@@ -26,13 +31,30 @@ def split(ctx: StageContext) -> None:
         )
         for name, part in parts.items():
             write_parquet(part, workspace.SPLITS[name])
-        schema.fitted(parts["train"], ctx.params.data).save(workspace.SPLIT_SCHEMA)
+        fitted = schema.fitted(parts["train"], ctx.params.data)
+        fitted.save(workspace.SPLIT_SCHEMA)
+        _report_text(fitted, parts["train"])
         tracking.log_metrics({f"rows_{name}": len(part) for name, part in parts.items()})
         tracking.set_tags({f"mlops.data.{n}.md5": dvc_md5(p) for n, p in workspace.SPLITS.items()})
         sizes = ", ".join(f"{name} {len(part)}" for name, part in parts.items())
         counts = "/".join(str(len(part)) for part in parts.values())
         tracking.describe_run(run_id, f"split {counts} rows (train/val/test)")
         print(f"split: {sizes}")
+
+
+def _report_text(schema: Schema, train: pd.DataFrame) -> None:
+    """Log and print how the train split's texts tokenize (every cut counted)."""
+    encoding = schema.column_encoding
+    report = encoding.text_report(train) if encoding is not None else {}
+    if not report:
+        return
+    tracking.log_metrics(report)
+    print(
+        f"split: tokenizer of {report['text_vocab_size']:.0f} pieces; train texts "
+        f"{report['text_tokens_mean']:.1f} tokens on average, {report['text_truncated']:.0f} of "
+        f"{report['text_rows']:.0f} cut at {encoding.max_length if encoding else 0} tokens, "
+        f"{report['text_unknown']:.0f} unknown pieces"
+    )
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlops.errors import UserError
-from mlops.text import TextCodec, train_tokenizer
+from mlops.text import UNK_ID, TextCodec, train_tokenizer
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -222,13 +222,27 @@ class Encoding:
         if text:
             if tokenizer is None:
                 raise ValueError("text columns need the tokenizer's params")
-            texts = [t for c in text for t in _texts(frame[c].tolist()) if t]
+            texts = [t for c in text for t in texts_of(frame[c].tolist()) if t]
             trained = train_tokenizer(
                 texts, tokenizer.kind, tokenizer.vocab_size, tokenizer.lowercase
             )
             length, width = tokenizer.max_length, tokenizer.embedding_dim
         return cls(numeric, medians, indicators, categorical, vocabularies, hot,
                    text, trained, length, width)  # fmt: skip
+
+    def text_report(self, frame: pd.DataFrame) -> dict[str, float]:
+        """How the text columns of `frame` tokenize: rows, vocabulary, mean tokens, rows
+        cut at `max_length`, unknown pieces (empty without text columns)."""
+        if self.codec is None:
+            return {}
+        tokens = self.codec.encode([texts_of(frame[c].tolist()) for c in self.text])
+        return {
+            "text_rows": len(frame),
+            "text_vocab_size": self.codec.vocab_size,
+            "text_tokens_mean": float(tokens.lengths.mean()) if len(frame) else 0.0,
+            "text_truncated": tokens.truncated,
+            "text_unknown": sum(tokens.unknown),
+        }
 
     def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, int]]:
         """Encoded float32 rows of `frame` (which holds every raw column), and how many
@@ -253,7 +267,7 @@ class Encoding:
             codes.append(column)
         x = self._assemble(numbers, flags, codes)
         if self.codec is not None:  # the token ids close the row
-            tokens = self.codec.encode([_texts(frame[c].tolist()) for c in self.text])
+            tokens = self.codec.encode([texts_of(frame[c].tolist()) for c in self.text])
             unseen |= dict(zip(self.text, tokens.unknown, strict=True))
             x = np.ascontiguousarray(np.concatenate([x, tokens.ids.astype(np.float32)], axis=1))
         return x, unseen
@@ -272,12 +286,20 @@ class Encoding:
                 indices.append(column.astype(np.float32)[:, None])
         return np.ascontiguousarray(np.concatenate([*blocks, *indices], axis=1), dtype=np.float32)
 
+    @property
+    def drift_names(self) -> list[str]:
+        """What `codes` holds per row: each numeric and categorical column, and for text
+        its token count (`text.tokens`) and share of unknown pieces (`text.unknown`)."""
+        text = ["text.tokens", "text.unknown"] if self.text else []
+        return [*self.numeric, *self.categorical, *text]
+
     def codes(self, x: np.ndarray) -> np.ndarray:
-        """Encoded rows as one value per raw column (`columns` order): a numeric column's
+        """Encoded rows as the values drift compares (`drift_names`): a numeric column's
         value as the model reads it (imputed), a categorical column's index (0 unseen,
-        1 missing, 2 + its rank in the vocabulary)."""
+        1 missing, 2 + its rank in the vocabulary), the text's token count and share of
+        unknown pieces."""
         x = np.asarray(x, dtype=np.float32)
-        found = np.empty((len(x), len(self.columns)), dtype=np.float64)
+        found = np.empty((len(x), len(self.drift_names)), dtype=np.float64)
         found[:, : len(self.numeric)] = x[:, : len(self.numeric)]
         at, embedded = len(self.numeric) + len(self.indicators), self.dense_width
         pairs = zip(self.vocabularies, self.one_hot, strict=True)
@@ -289,6 +311,11 @@ class Encoding:
             else:
                 found[:, k] = x[:, embedded]
                 embedded += 1
+        if self.text:
+            ids = x[:, self.text_start :]
+            tokens = (ids != 0).sum(axis=1)
+            found[:, -2] = tokens
+            found[:, -1] = (ids == UNK_ID).sum(axis=1) / np.maximum(tokens, 1)
         return found
 
     @property
@@ -370,7 +397,7 @@ class Encoding:
         return self.transform(frame)
 
 
-def _texts(values: list[Any]) -> list[str | None]:
+def texts_of(values: list[Any]) -> list[str | None]:
     """A column's values as text (None: missing)."""
     found: list[str | None] = []
     for value in values:

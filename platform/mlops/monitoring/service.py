@@ -193,7 +193,7 @@ def check_drift(
         names, x_ref, x_cur = images.features(module, fmt, ref_images, cur_images)
     elif spec.column_encoding is not None:  # compared: each raw column
         encoding = spec.column_encoding
-        names, categorical = encoding.columns, encoding.sizes
+        names, categorical = encoding.drift_names, encoding.sizes
         x_ref, x_cur = encoding.codes(x_ref), encoding.codes(x_cur)
     report = assess(names, x_ref, x_cur, thresholds, shift, categorical)
     performance = _performance(truth, cur_out, spec.task)
