@@ -12,9 +12,14 @@ COUNTRIES = ["NO", "SE", "DK", "FI", "DE", "FR", "ES", "IT"]
 PLANS = ["basic", "pro", "enterprise"]
 CHANNELS = [f"partner-{i:02d}" for i in range(40)]  # more than one_hot_max: embedded
 # Support tickets: what churners write differs from what the others write.
-UNHAPPY = ["cannot log in since the update", "billing charged me twice this month",
-           "the export keeps failing with a timeout", "please cancel my subscription",
-           "support never answered my last three emails", "too expensive for what we use"]
+UNHAPPY = [
+    "cannot log in since the update",
+    "billing charged me twice this month",
+    "the export keeps failing with a timeout",
+    "please cancel my subscription",
+    "support never answered my last three emails",
+    "too expensive for what we use",
+]
 HAPPY = ["how do I add a new team member", "great release, the new dashboard is fast",
          "can we get an invoice for the annual plan", "thanks for the quick fix yesterday",
          "is there an API for bulk uploads", "we would like to upgrade to more seats"]  # fmt: skip

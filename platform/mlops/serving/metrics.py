@@ -11,7 +11,7 @@ Names (the Grafana dashboard in platform/deploy/ reads these):
 - `mlops_model_swaps_total{model}` · `mlops_model_swap_failures_total{model}`: hot swaps
 - `mlops_sink_rows_total` · `mlops_sink_dropped_total`: rows sampled to the sink
 - `mlops_unseen_categories_total{model, version, column}`: categorical values of a mixed
-  table the served version never saw in training
+  table the served version never saw in training (for a text column: unknown pieces)
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class ServingMetrics:
         )
         self.unseen_categories = Counter(
             "mlops_unseen_categories",
-            "Categorical values the served version never saw in training",
+            "Categorical values (text: pieces) the served version never saw in training",
             ["model", "version", "column"], registry=r,
         )  # fmt: skip
         self._status: dict[tuple[str, int], Any] = {}
