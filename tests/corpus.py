@@ -27,7 +27,7 @@ def _paragraphs(body: str) -> list[str]:
 def package_texts() -> pd.DataFrame:
     """Columns `package`, `text` and `topic`, in a fixed order."""
     rows = []
-    dists = sorted(importlib.metadata.distributions(), key=lambda d: str(d.metadata["Name"]))
+    dists = sorted(importlib.metadata.distributions(), key=lambda d: str(d.metadata.get("Name")))
     for dist in dists:
         meta = dist.metadata
         declared = {
@@ -36,9 +36,9 @@ def package_texts() -> pd.DataFrame:
         topic = next((t for t in TOPICS if t in declared), None)
         if topic is None:
             continue
-        summary = str(meta["Summary"] or "").strip()
-        body = str(meta.get_payload() or meta["Description"] or "")
+        summary = str(meta.get("Summary") or "").strip()  # .get: missing keys raise in
+        body = str(meta.get_payload() or meta.get("Description") or "")  # importlib_metadata
         texts = ([summary] if summary else []) + _paragraphs(body)[:PER_PACKAGE]
-        rows += [(str(meta["Name"]), text, topic) for text in texts]
+        rows += [(str(meta.get("Name")), text, topic) for text in texts]
     frame = pd.DataFrame(rows, columns=["package", "text", "topic"])
     return frame.drop_duplicates(subset=["text"]).reset_index(drop=True)
