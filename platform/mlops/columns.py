@@ -246,31 +246,48 @@ class Encoding:
 
     def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, int]]:
         """Encoded float32 rows of `frame` (which holds every raw column), and how many
-        values of each categorical column were not seen in training."""
-        n = len(frame)
+        values of each categorical column (text: pieces) were not seen in training."""
+        columns: dict[str, Any] = {
+            n: frame[n].to_numpy(dtype=np.float64, na_value=np.nan) for n in self.numeric
+        }
+        columns |= {n: frame[n].tolist() for n in (*self.categorical, *self.text)}
+        return self.encode(columns, len(frame))
+
+    @cached_property
+    def _indices(self) -> list[dict[str, int]]:
+        """Each categorical column's category -> index (built once per encoding)."""
+        return [
+            {v: i + RESERVED for i, v in enumerate(vocabulary)} for vocabulary in self.vocabularies
+        ]
+
+    def encode(self, columns: Mapping[str, Any], n: int) -> tuple[np.ndarray, dict[str, int]]:
+        """`transform` on `n` rows given column by column: numbers as float64 (NaN where
+        missing), categories and texts as lists of raw values."""
         numbers = np.empty((n, len(self.numeric)), dtype=np.float32)
         flags = np.empty((n, len(self.indicators)), dtype=np.float32)
         for j, name in enumerate(self.numeric):
-            values = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+            values = np.asarray(columns[name], dtype=np.float64)
             missing = np.isnan(values)
             numbers[:, j] = np.where(missing, self.medians[j], values)
             if name in self.indicators:
                 flags[:, self.indicators.index(name)] = missing
         codes, unseen = [], {}
-        for name, vocabulary in zip(self.categorical, self.vocabularies, strict=True):
-            index = {v: i + RESERVED for i, v in enumerate(vocabulary)}
-            found = [category(v) for v in frame[name].tolist()]
+        for name, index in zip(self.categorical, self._indices, strict=True):
+            found = [category(v) for v in columns[name]]
             column = np.array(
                 [MISSING if v is None else index.get(v, UNSEEN) for v in found], dtype=np.int64
             )
             unseen[name] = int(np.count_nonzero(column == UNSEEN))
             codes.append(column)
+        if self.codec is None:
+            return self._assemble(numbers, flags, codes), unseen
+        tokens = self.codec.encode([texts_of(columns[c]) for c in self.text])  # close the row
+        unseen |= dict(zip(self.text, tokens.unknown, strict=True))
+        ids = tokens.ids.astype(np.float32)
+        if not self.text_start:  # text alone
+            return ids, unseen
         x = self._assemble(numbers, flags, codes)
-        if self.codec is not None:  # the token ids close the row
-            tokens = self.codec.encode([texts_of(frame[c].tolist()) for c in self.text])
-            unseen |= dict(zip(self.text, tokens.unknown, strict=True))
-            x = np.ascontiguousarray(np.concatenate([x, tokens.ids.astype(np.float32)], axis=1))
-        return x, unseen
+        return np.ascontiguousarray(np.concatenate([x, ids], axis=1)), unseen
 
     def _assemble(
         self, numbers: np.ndarray, flags: np.ndarray, codes: list[np.ndarray]
@@ -362,8 +379,6 @@ class Encoding:
         """Encode raw JSON records (`{"country": "NO", "age": null, …}`): numbers or null
         in numeric columns; strings, whole numbers, booleans or null in categorical ones.
         Raises `RecordError` naming the record and the column of the first bad value."""
-        import pandas as pd
-
         wanted = self.columns
         known = set(wanted)
         rows: dict[str, list[Any]] = {name: [] for name in wanted}
@@ -391,10 +406,7 @@ class Encoding:
             if len(record) != len(wanted):
                 extra = next(k for k in record if k not in known)
                 raise RecordError(f"records[{i}]: unknown column {extra!r}")
-        frame = pd.DataFrame({n: pd.Series(v, dtype=object) for n, v in rows.items()})
-        for name in self.numeric:
-            frame[name] = frame[name].astype("float64")
-        return self.transform(frame)
+        return self.encode(rows, len(records))  # no DataFrame: this is the serving path
 
 
 def texts_of(values: list[Any]) -> list[str | None]:

@@ -111,8 +111,7 @@ class TextInput(nn.Module):
         if self.extra is not None and other is not None:
             tokens = torch.cat([self.extra(other).unsqueeze(1), tokens], dim=1)
             pad = torch.cat([torch.zeros_like(pad[:, :1]), pad], dim=1)
-        first = torch.arange(pad.shape[1], device=pad.device) == 0
-        pad = pad & ~(pad.all(dim=1, keepdim=True) & first)  # an empty text: one PAD token
+        pad[:, 0] = False  # the first token always counts (an empty text: one PAD token)
         return tokens, pad
 
 

@@ -34,8 +34,10 @@ STATS_ROWS = 8192  # rows converted to float64 at once by the statistics pass
 
 def decoded_bytes(path: Path, schema: Schema) -> int:
     """What the split would take in memory as float32 rows."""
-    fmt = schema.image_format
+    fmt, encoding = schema.image_format, schema.column_encoding
     values = fmt.values if fmt is not None else max(len(schema.features), 1)
+    if encoding is not None:
+        values = encoding.width
     return pq.ParquetFile(path).metadata.num_rows * (values + 1) * 4
 
 

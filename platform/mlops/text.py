@@ -111,10 +111,15 @@ class TextCodec:
         rows = len(columns[0]) if columns else 0
         ids = np.zeros((rows, self.max_length), dtype=np.int64)
         lengths = np.zeros(rows, dtype=np.int64)
-        encoded = [
-            self._tokenizer.encode_batch([t or "" for t in column], add_special_tokens=False)
-            for column in columns
-        ]
+        tokenizer = self._tokenizer
+        if rows == 1:  # a served request: no hand-off to the tokenizer's thread pool
+            encoded = [[tokenizer.encode(column[0] or "", add_special_tokens=False)]
+                       for column in columns]  # fmt: skip
+        else:
+            encoded = [
+                tokenizer.encode_batch([t or "" for t in column], add_special_tokens=False)
+                for column in columns
+            ]
         truncated, unknown = 0, [0] * len(encoded)
         for i in range(rows):
             row: list[int] = []

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mlops.training import text_start
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -51,7 +53,8 @@ def _example(example: np.ndarray) -> np.ndarray:
 
 def to_onnx(module: nn.Module, example: np.ndarray, path: Path) -> Path:
     """Export `module` (eval mode, float32 features of shape (batch, n)) to one ONNX file
-    at `path` with a dynamic batch dimension and the weights inside (no external data).
+    at `path` with a dynamic batch dimension (and for a text model a dynamic width: its
+    rows may be cut after their last token) and the weights inside (no external data).
 
     Input `features`, output `outputs` (logits, or the regression values).
     """
@@ -62,6 +65,10 @@ def to_onnx(module: nn.Module, example: np.ndarray, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = torch.from_numpy(_example(example))
     module.eval()
+    dims = {0: torch.export.Dim("batch")}
+    start = text_start(module)
+    if start is not None:  # a text model: rows may be cut after their last token
+        dims[1] = torch.export.Dim("width", min=start + 1, max=rows.shape[1])
     with _quiet():
         program = torch.onnx.export(
             module,
@@ -70,7 +77,7 @@ def to_onnx(module: nn.Module, example: np.ndarray, path: Path) -> Path:
             external_data=False,
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            dynamic_shapes=(dims,),
             verbose=False,
         )
         assert program is not None

@@ -32,9 +32,11 @@ PARITY_ATOL = FP32_MAX_ABS_DIFF  # the one fp32 parity tolerance, named in regis
 
 
 class Predictor(Protocol):
-    """Raw outputs (rows x outputs, float32) of a float32 batch (rows x features)."""
+    """Raw outputs (rows x outputs, float32) of a float32 batch (rows x features);
+    `any_width`: whether it takes a text model's rows cut after their last token."""
 
     backend: str
+    any_width: bool
 
     def __call__(self, x: np.ndarray) -> np.ndarray: ...
 
@@ -43,6 +45,7 @@ class TorchPredictor:
     """A PyTorch module in eval mode, run under `torch.inference_mode`."""
 
     backend = "torch"
+    any_width = True
 
     def __init__(self, module: nn.Module, threads: int = 1) -> None:
         import torch
@@ -73,8 +76,11 @@ class OnnxPredictor:
         options.enable_cpu_mem_arena = False  # small batches: no arena growing with peaks
         options.log_severity_level = 3
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self._input = self._session.get_inputs()[0].name
+        found = self._session.get_inputs()[0]
+        self._input = found.name
         self._run = self._session.run
+        # a text model exported with a dynamic width (older files: a fixed one)
+        self.any_width = len(found.shape) == 2 and not isinstance(found.shape[1], int)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         out: np.ndarray = self._run(None, {self._input: x})[0]
@@ -148,6 +154,12 @@ def example_rows(spec: ModelSpec, rows: int = 8) -> np.ndarray:
     if encoding is not None:  # embedded columns read category indices
         for j, (cardinality, _) in enumerate(encoding.embedded):
             x[:, encoding.dense_width + j] = rng.integers(0, cardinality, rows)
+        if encoding.codec is not None:  # token ids, then pads, rows of different lengths
+            start, width = encoding.text_start, encoding.max_length
+            ids = rng.integers(3, max(encoding.codec.vocab_size, 4), (rows, width))
+            lengths = rng.integers(1, width + 1, rows)
+            ids[np.arange(width)[None, :] >= lengths[:, None]] = 0
+            x[:, start:] = ids
     return np.ascontiguousarray(x, dtype=np.float32)
 
 

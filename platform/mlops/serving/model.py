@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import yaml
 
 from mlops.errors import DataError
@@ -56,8 +57,23 @@ class Served:
         """Class labels indexable by an array of class indices."""
         return labels(tuple(self.spec.classes))
 
+    @cached_property
+    def text_start(self) -> int | None:
+        """Where a text model's rows hold their token ids, when its predictor takes rows
+        cut after their last token (None: rows go in whole)."""
+        encoding = self.spec.column_encoding
+        if encoding is None or not encoding.text or not self.built.predictor.any_width:
+            return None
+        return encoding.text_start
+
     def predict(self, x: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
-        """The response body of a batch, and the predicted class indices (or values)."""
+        """The response body of a batch, and the predicted class indices (or values).
+        A text model's batch is cut after its longest row's last token: its answer does
+        not depend on the pads, and a short text costs what its tokens cost."""
+        start = self.text_start
+        if start is not None and x.shape[1] > start:
+            longest = int(np.count_nonzero(x[:, start:], axis=1).max())
+            x = x[:, : start + max(longest, 1)]
         found = answer(self.built.predictor(x), self.spec.task, self.labels, len(x))
         body: dict[str, Any] = {
             "model": self.name,
