@@ -77,6 +77,8 @@ bench: install
 	python benchmarks/export_size.py
 	python benchmarks/image_throughput.py
 	python benchmarks/stream_memory.py
+	python benchmarks/text_throughput.py
+	python benchmarks/text_serving.py
 	python benchmarks/report.py
 
 lock: install

@@ -215,6 +215,30 @@ def _data_rows(results: dict[str, Any]) -> list[str]:
             f"{q['peak_memory_2M_over_200k']}× (200k streamed instead: "
             f"{q['throughput_200k_streamed_over_memory']}× the rows/s) | {r['measured_at']} |"
         )
+    return rows + _text_rows(results)
+
+
+def _text_rows(results: dict[str, Any]) -> list[str]:
+    """Text training with length bucketing, and serving a text model."""
+    rows: list[str] = []
+    if "text_throughput" in results:
+        r = results["text_throughput"]
+        rows.append(
+            f"| text training with length bucketing ≥ 1.5× the tokens/s of batches padded to "
+            f"max_length ({r['train_rows']} package descriptions, {r['tokens_per_row']} tokens "
+            f"a row on average, max_length {r['max_length']}, {r['family']}) | "
+            f"{r['bucketed_tokens_per_s']:.0f} tokens/s | padded {r['padded_tokens_per_s']:.0f} "
+            f"tokens/s | {r['ratio']}× | {r['measured_at']} |"
+        )
+    if "text_serving" in results:
+        r = results["text_serving"]
+        for backend, b in r["backends"].items():
+            rows.append(
+                f"| `mlops serve --backend {backend}`: a text model ≥ 0.8× the requests/s of a "
+                f"numeric model of the same network (batch 1, transformer over ≤ 64 tokens) | "
+                f"{b['text_requests_per_s']:.0f} req/s | numeric {b['numeric_requests_per_s']:.0f}"
+                f" req/s | {b['ratio']}× | {r['measured_at']} |"
+            )
     return rows
 
 
