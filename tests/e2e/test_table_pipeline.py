@@ -150,6 +150,16 @@ def test_serve_answers_raw_records_as_pyfunc_does(server: int, project: Path) ->
     assert accuracy == pytest.approx(metrics["test"]["accuracy"], abs=1e-9)
 
 
+def test_metadata_names_each_column_with_its_kind(server: int) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=30)
+    conn.request("GET", "/metadata")
+    found = json.loads(conn.getresponse().read())
+    assert found["columns"] == {
+        "age": "numeric", "tenure_months": "numeric", "channel": "categorical",
+        "country": "categorical", "plan": "categorical", "ticket": "text",
+    }  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("doc", "message"),
     [

@@ -162,6 +162,16 @@ class _App:
                 self.state.sink.offer(served.name, served.version, x, body)
 
 
+def _columns(served: Served) -> dict[str, str] | None:
+    """A mixed table's columns by kind (numeric, categorical, text), as records carry them."""
+    encoding = served.spec.column_encoding
+    if encoding is None:
+        return None
+    kinds = [("numeric", encoding.numeric), ("categorical", encoding.categorical),
+             ("text", encoding.text)]  # fmt: skip
+    return {column: kind for kind, columns in kinds for column in columns}
+
+
 async def _respond(send: Send, status: int, body: bytes, extra: Extra = ()) -> None:
     headers = [*_JSON, (b"content-length", str(len(body)).encode()), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -216,6 +226,7 @@ def metadata(state: State) -> dict[str, Any]:
         "family": spec.family,
         "classes": spec.classes,
         "features": list(served.input.features),
+        "columns": _columns(served),
         "input_shape": list(served.input.input_shape),
         "max_batch": served.input.max_batch,
         "signature": served.signature,
