@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages._rdb import models
+from optuna.study import StudyDirection
 from optuna.trial import TrialState, create_trial
 
 from mlops.errors import UserError
 from mlops.params import Distribution, TuneParams
+from mlops.tuning.retry import RetryingRDBStorage
 from mlops.tuning.search_space import suggest
 from mlops.tuning.service import best_trials
 from mlops.tuning.storage import Counts, counts, grid, pruner, sampler, storage, worker_seed
@@ -351,3 +357,40 @@ def test_a_stopped_trial_logs_no_failure_lines(
     assert len(failed) == 1, said
     [(message, traceback)] = failed
     assert "bad value" in message and traceback is None, said
+
+
+def test_two_workers_failing_one_stale_trial_fail_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both read the trial RUNNING before either writes (SQLite ignores FOR UPDATE):
+    exactly one may fail it, or both would queue its retry (seen in a sweep test)."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first, second = RetryingRDBStorage(url), RetryingRDBStorage(url)
+    study = first.create_new_study([StudyDirection.MINIMIZE], "race")
+    trial = first.create_new_trial(study)
+    assert first.get_trial(trial).state == TrialState.RUNNING
+    both_read = threading.Barrier(2, timeout=5)
+    read = models.TrialModel.find_or_raise_by_id.__func__  # type: ignore[attr-defined]
+
+    def read_then_wait(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        found = read(cls, *args, **kwargs)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_read.wait()  # the other worker reads too before anyone writes
+        return found
+
+    monkeypatch.setattr(models.TrialModel, "find_or_raise_by_id", classmethod(read_then_wait))
+    outcomes: list[str] = []
+
+    def fail(storage: RetryingRDBStorage) -> None:
+        try:
+            outcomes.append(str(storage.set_trial_state_values(trial, TrialState.FAIL)))
+        except UpdateFinishedTrialError:
+            outcomes.append("already finished")
+
+    threads = [threading.Thread(target=fail, args=(s,)) for s in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(outcomes) == ["True", "already finished"], outcomes
+    assert first.get_trial(trial).state == TrialState.FAIL

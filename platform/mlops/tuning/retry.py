@@ -12,11 +12,13 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._rdb import models
-from sqlalchemy import func, select
+from optuna.trial import TrialState
+from sqlalchemy import func, select, update
 
 from mlops import retry
 from mlops.errors import StoreError
@@ -41,7 +43,7 @@ CALLS = (
     "set_trial_param",
     "_set_trial_param",
     "get_trial_param",
-    "set_trial_state_values",
+    # set_trial_state_values: below, retried too (SQLite needs one conditional UPDATE)
     "set_trial_intermediate_value",
     "set_trial_user_attr",
     "set_trial_system_attr",
@@ -113,5 +115,38 @@ def _retrying(name: str) -> Callable[..., Any]:
     return call
 
 
+def _set_trial_state_values(
+    self: RetryingRDBStorage, trial_id: int, state: TrialState, values: Any = None
+) -> bool:
+    """Optuna's, except that on SQLite a trial moves from RUNNING to FAIL in one
+    conditional UPDATE. SQLite ignores Optuna's `SELECT ... FOR UPDATE`, so two workers
+    failing the same stale trial could both read it RUNNING, both fail it and both queue
+    its retry; now exactly one moves it, and the other gets Optuna's
+    `UpdateFinishedTrialError`, as on PostgreSQL."""
+    if state != TrialState.FAIL or values is not None or self.engine.dialect.name != "sqlite":
+        return bool(RDBStorage.set_trial_state_values(self, trial_id, state, values))
+    claim = (
+        update(models.TrialModel)
+        .where(models.TrialModel.trial_id == trial_id)
+        .where(models.TrialModel.state == TrialState.RUNNING)
+        .values(state=TrialState.FAIL, datetime_complete=datetime.now())
+    )
+    with self.engine.begin() as conn:
+        if conn.execute(claim).rowcount:
+            return True
+    # Not RUNNING: finished by another process (Optuna raises), or still WAITING.
+    return bool(RDBStorage.set_trial_state_values(self, trial_id, state, values))
+
+
 for _name in CALLS:
     setattr(RetryingRDBStorage, _name, _retrying(_name))
+
+
+@functools.wraps(_set_trial_state_values)
+def _retried_state(self: RetryingRDBStorage, *args: Any, **kwargs: Any) -> bool:
+    return bool(
+        retry.call(lambda: _set_trial_state_values(self, *args, **kwargs), STORE, self.shown_url)
+    )
+
+
+setattr(RetryingRDBStorage, "set_trial_state_values", _retried_state)  # noqa: B010
