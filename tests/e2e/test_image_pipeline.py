@@ -31,7 +31,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from mlops.exposure import free_port
 from tests.e2e.project import clean_env, copy_repo, run
-from tests.servers import wait_ready
+from tests.servers import serving
 from tests.shapes import CLASSES, draw, make_folder, png_bytes
 
 pytestmark = pytest.mark.e2e
@@ -108,17 +108,8 @@ def _curl(port: int, *files: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module", params=["torch", "onnx"])
 def server(request: pytest.FixtureRequest, project: Path) -> Iterator[int]:
     """`mlops serve shapes@1` on each backend, ready."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "mlops", "serve", "shapes@1", "--port", str(port),
-           "--backend", request.param]  # fmt: skip
-    process = subprocess.Popen(
-        cmd, cwd=project, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    wait_ready(process, port)
-    yield port
-    process.terminate()
-    process.communicate(timeout=30)
+    with serving(project, "shapes@1", "--backend", request.param) as port:
+        yield port
 
 
 def _files(tmp_path: Path) -> list[Path]:

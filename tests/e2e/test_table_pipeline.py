@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import json
 import sqlite3
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,10 +21,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.exposure import free_port
 from mlops.serving.sink import read_sink
-from tests.e2e.project import clean_env, copy_repo, run
-from tests.servers import wait_ready
+from tests.e2e.project import copy_repo, run
+from tests.servers import serving
 from tests.tables import CHANNELS, customers
 
 pytestmark = pytest.mark.e2e
@@ -104,17 +102,8 @@ def _metrics(port: int) -> str:
 @pytest.fixture(scope="module", params=["torch", "onnx"])
 def server(request: pytest.FixtureRequest, project: Path) -> Iterator[int]:
     """`mlops serve churn@1` on each backend, ready."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "mlops", "serve", "churn@1", "--port", str(port),
-           "--backend", request.param]  # fmt: skip
-    process = subprocess.Popen(
-        cmd, cwd=project, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    wait_ready(process, port)
-    yield port
-    process.terminate()
-    process.wait(timeout=30)
+    with serving(project, "churn@1", "--backend", request.param) as port:
+        yield port
 
 
 def _pyfunc(project: Path, frame: pd.DataFrame) -> tuple[list[str], np.ndarray]:
@@ -247,13 +236,7 @@ def test_drift_compares_categories_with_their_unseen_share(project: Path, tmp_pa
 
 def test_drift_reads_the_served_rows_from_the_sink(project: Path, tmp_path: Path) -> None:
     sink = tmp_path / "sink.db"
-    port = free_port()
-    cmd = [sys.executable, "-m", "mlops", "serve", "churn@1", "--port", str(port),
-           "--log-inputs", "1", "--sink", str(sink)]  # fmt: skip
-    process = subprocess.Popen(cmd, cwd=project, env=clean_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        wait_ready(process, port)
+    with serving(project, "churn@1", "--log-inputs", "1", "--sink", str(sink)) as port:
         frame = _shifted(400, seed=9)
         records = json.loads(frame.to_json(orient="records"))
         for start in range(0, len(records), 50):
@@ -263,9 +246,6 @@ def test_drift_reads_the_served_rows_from_the_sink(project: Path, tmp_path: Path
         while _sunk(sink) < len(records):  # the sink writes off the response path
             assert time.monotonic() < deadline, f"{_sunk(sink)} rows in the sink"
             time.sleep(0.1)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
     code, report = _drift(project, "--sink", str(sink))
     assert code == 1 and "country" in report["drifted_features"], report["reasons"]
     found = {f["name"]: f for f in report["features"]}

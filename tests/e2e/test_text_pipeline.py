@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.exposure import free_port
 from tests.corpus import package_texts
-from tests.e2e.project import clean_env, copy_repo, run
-from tests.servers import wait_ready
+from tests.e2e.project import copy_repo, run
+from tests.servers import serving
 
 pytestmark = pytest.mark.e2e
 
@@ -101,17 +99,8 @@ def _post(port: int, doc: Any) -> tuple[int, dict[str, Any]]:
 @pytest.fixture(scope="module", params=["torch", "onnx"])
 def server(request: pytest.FixtureRequest, project: tuple[Path, str]) -> Iterator[int]:
     """`mlops serve topics_transformer@1` on each backend, ready."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "mlops", "serve", "topics_transformer@1", "--port",
-           str(port), "--backend", request.param]  # fmt: skip
-    process = subprocess.Popen(
-        cmd, cwd=project[0], env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    wait_ready(process, port)
-    yield port
-    process.terminate()
-    process.wait(timeout=30)
+    with serving(project[0], "topics_transformer@1", "--backend", request.param) as port:
+        yield port
 
 
 def test_serve_and_pyfunc_tokenize_raw_strings_as_training_did(
