@@ -253,6 +253,23 @@ class Encoding:
         columns |= {n: frame[n].tolist() for n in (*self.categorical, *self.text)}
         return self.encode(columns, len(frame))
 
+    def read(self, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, int]]:
+        """`transform` on a frame of raw columns from outside the pipeline (a file, a
+        DataFrame given to `mlflow.pyfunc`): every column present, numeric ones read as
+        numbers. Raises `RecordError` naming the missing or non-numeric column."""
+        import pandas as pd
+
+        missing = [c for c in self.columns if c not in frame.columns]
+        if missing:
+            raise RecordError(f"missing columns: {', '.join(missing[:5])}")
+        frame = frame[self.columns].copy()
+        for name in self.numeric:
+            try:
+                frame[name] = pd.to_numeric(frame[name], errors="raise").astype("float64")
+            except (TypeError, ValueError):
+                raise RecordError(f"column {name}: expected numbers (or missing)") from None
+        return self.transform(frame)
+
     @cached_property
     def _indices(self) -> list[dict[str, int]]:
         """Each categorical column's category -> index (built once per encoding)."""

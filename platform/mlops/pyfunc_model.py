@@ -82,16 +82,7 @@ class VersionModel(PythonModel):
                 "this model reads raw columns by name: pass a DataFrame with "
                 + ", ".join(encoding.columns[:10])
             )
-        missing = [n for n in encoding.columns if n not in model_input.columns]
-        if missing:
-            raise ValueError(f"missing columns: {', '.join(missing[:5])}")
-        frame = model_input[encoding.columns].copy()
-        for name in encoding.numeric:
-            try:
-                frame[name] = pd.to_numeric(frame[name], errors="raise").astype("float64")
-            except (TypeError, ValueError):
-                raise ValueError(f"column {name}: expected numbers (or missing)") from None
-        return encoding.transform(frame)[0]
+        return encoding.read(model_input)[0]  # a RecordError is a ValueError
 
     def images(self, model_input: Any, fmt: ImageFormat) -> Any:
         """An image version's input: a DataFrame whose image column holds each file's

@@ -130,3 +130,14 @@ def test_table_input_embeds_and_maps_bad_indices_to_unseen(table: pd.DataFrame) 
     unseen = torch.from_numpy(x[:2].copy())
     unseen[:, enc.dense_width :] = 0.0
     assert torch.equal(front(hostile), front(unseen))
+
+
+def test_frames_from_outside_are_checked_by_column(table: pd.DataFrame) -> None:
+    enc = _fitted(table)
+    rows = table[FEATURES].head(5)
+    x, _ = enc.read(rows.astype({"age": str}))  # numbers written as text still read
+    assert np.array_equal(x, enc.transform(rows)[0])
+    with pytest.raises(RecordError, match=r"^missing columns: plan$"):
+        enc.read(rows.drop(columns=["plan"]))
+    with pytest.raises(RecordError, match=r"^column age: expected numbers \(or missing\)$"):
+        enc.read(rows.assign(age="forty"))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlops import workspace
-from mlops.columns import Encoding
+from mlops.columns import Encoding, RecordError
 from mlops.errors import DataError, UserError
 from mlops.monitoring import images
 from mlops.monitoring.drift import assess, class_shift, value_shift
@@ -116,22 +116,14 @@ def read_current(
 def _encoded(encoding: Encoding, frame: pd.DataFrame, where: str, min_rows: int) -> Any:
     """A mixed table's rows as the version encodes them: raw columns (a file, the
     training split) or, from the serving sink, the encoded values it recorded."""
-    import pandas as pd
-
     names = encoding.names()
     if all(n in frame.columns for n in names):  # the sink: already encoded
         x = frame[names].to_numpy(dtype=np.float32)
     else:
-        missing = [c for c in encoding.columns if c not in frame.columns]
-        if missing:
-            raise UserError(f"{where}: missing columns {', '.join(missing[:5])}")
-        frame = frame[encoding.columns].copy()
-        for column in encoding.numeric:
-            try:
-                frame[column] = pd.to_numeric(frame[column]).astype("float64")
-            except (TypeError, ValueError):
-                raise UserError(f"{where}: column {column} is not numeric") from None
-        x, _ = encoding.transform(frame)
+        try:
+            x, _ = encoding.read(frame)
+        except RecordError as exc:
+            raise UserError(f"{where}: {exc}") from None
     if len(x) < min_rows:
         raise UserError(
             f"{where}: {len(x)} rows; a drift check needs at least {min_rows} "
