@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 
 def evaluate(ctx: StageContext) -> None:
     """Evaluate the trained model on the validation and test splits."""
-    schema = Schema.load(workspace.SPLIT_SCHEMA)
     model, spec = load_model(workspace.MODEL_DIR)
+    # The model's own column encoding (a tuned tokenizer may differ from split's).
+    schema = Schema.load(workspace.SPLIT_SCHEMA).encoded_as(spec.encoding)
     sha = file_digest(workspace.MODEL_DIR / WEIGHTS_FILE)
     test_frame = read_parquet(workspace.SPLITS["test"])
     x_test, y_test = features_and_target(test_frame, schema)

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 from mlops import distributed, tracking, workspace
 from mlops.board import Board, record_training
 from mlops.checkpoint import fingerprint, load_checkpoint
-from mlops.data import Schema
+from mlops.data import Schema, read_parquet
 from mlops.io import read_json, write_json
 from mlops.lineage import data_hashes, flatten
 from mlops.logged_training import log_weights, train_logged
 from mlops.models import ModelSpec, build_model, count_parameters, spec_for_data
-from mlops.params import TrainParams
+from mlops.params import DataParams, TrainParams
 from mlops.training import Checkpointing, EpochResult, TrainResult, check_metric
-from mlops.tuning.search_space import derive
+from mlops.tuning.search_space import data_values, derive, derive_data
 from pipelines._stage import StageContext, run_stage
 from registry.context import Context
 from registry.finetune import Parent, fit, head_kept, load_parent, starter
@@ -73,6 +73,19 @@ def tuned_params(base: TrainParams) -> tuple[TrainParams, dict[str, Any]]:
     return derive(base, found["values"]), found
 
 
+def tuned_schema(data: DataParams, tuned: dict[str, Any]) -> Schema:
+    """The splits' schema; when the tune stage searched how columns are encoded
+    (`data.tokenizer.*`, ...), its encoding refitted on the train split with the best
+    trial's values, as that trial trained (the model's spec carries it from here on)."""
+    schema = Schema.load(workspace.SPLIT_SCHEMA)
+    searched = data_values(tuned.get("values", {}))
+    if not searched:
+        return schema
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(searched.items()))
+    print(f"train: column encoding refitted on the train split with the tuned {shown}")
+    return schema.fitted(read_parquet(workspace.SPLITS["train"]), derive_data(data, searched))
+
+
 def _parent(ctx: StageContext, p: TrainParams) -> Parent | None:
     """The registered version `train.init_from` names, verified (None without one)."""
     if p.init_from is None:
@@ -112,7 +125,7 @@ def _augmenter(p: TrainParams, schema: Schema) -> Any:
 def train(ctx: StageContext, resume: bool, checkpoint_every: float) -> None:
     """Train, save `models/` (safetensors + spec) and the per-epoch history."""
     p, tuned = tuned_params(ctx.params.train)
-    schema = Schema.load(workspace.SPLIT_SCHEMA)
+    schema = tuned_schema(ctx.params.data, tuned)
     check_metric(schema.task, p.early_stopping.metric)
     parent = _parent(ctx, p)
     train_split, val_split = _splits(p, schema)

@@ -69,6 +69,13 @@ class Schema:
         )
         return replace(self, encoding=encoding.as_dict(), input_shape=[encoding.width])
 
+    def encoded_as(self, encoding: dict[str, Any]) -> Schema:
+        """This schema with a model's column encoding (a mixed table's; unchanged for
+        other data), so the splits are read exactly as that model reads them."""
+        if not self.columns or not encoding:
+            return self
+        return replace(self, encoding=encoding, input_shape=[Encoding.from_dict(encoding).width])
+
     def save(self, path: str | Path) -> None:
         """Write the schema as JSON (atomically)."""
         write_json(path, asdict(self))
@@ -261,7 +268,8 @@ def _mixed_columns(
             "column by column (drop data.input_shape)"
         )
     dropped = [c for c, k in kinds.items() if k == "drop"]
-    frame.drop(columns=dropped, inplace=True)
+    for column in dropped:  # in place: the caller's frame loses them
+        del frame[column]
     kept = {c: k for c, k in kinds.items() if k != "drop"}
     if not kept:
         raise UserError("data.columns: every feature column is dropped")

@@ -16,7 +16,7 @@ from mlops.models import build_model, make_spec
 from mlops.params import ModelParams, TrainParams, parse_params
 from mlops.settings import Settings
 from mlops.training import check_metric, predict_values, train_model
-from mlops.tuning.objective import Data, Job, objective
+from mlops.tuning.objective import Data, Job, TrialData, objective
 
 
 def _frame(target: np.ndarray) -> pd.DataFrame:
@@ -97,4 +97,5 @@ def test_a_sweep_names_its_own_metric_key_when_the_task_lacks_it(tmp_path: objec
     params = parse_params({"tune": {"metric": "val_accuracy"}})
     settings = Settings.from_env(env={}, cwd=Path(str(tmp_path)))
     with pytest.raises(UserError, match=r"^tune\.metric = val_accuracy: not a regression metric"):
-        objective(Job(settings, params, "s"), Data(schema, (x, y), (x, y)))
+        data = TrialData(settings.root, params, Data(schema, (x, y), (x, y)))
+        objective(Job(settings, params, "s"), data)

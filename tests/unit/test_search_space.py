@@ -8,8 +8,8 @@ import optuna
 import pytest
 from pydantic import ValidationError
 
-from mlops.params import Distribution, ModelParams, TrainParams, TransformerParams
-from mlops.tuning.search_space import FAMILIES, derive, suggest
+from mlops.params import DataParams, Distribution, ModelParams, TrainParams, TransformerParams
+from mlops.tuning.search_space import FAMILIES, data_values, derive, derive_data, suggest
 
 
 class FakeTrial:
@@ -310,3 +310,39 @@ def test_derive_checks_the_combination_not_each_value() -> None:
 def test_derive_rejects_bool_for_float_field() -> None:
     with pytest.raises(ValueError):
         derive(TrainParams(), {"learning_rate": True})
+
+
+# --- data params: each searched value lands in its own section ------------------------
+
+
+def test_derive_leaves_data_paths_to_derive_data() -> None:
+    values = {"learning_rate": 0.02, "data.tokenizer.vocab_size": 500}
+    assert derive(TrainParams(), values) == derive(TrainParams(), {"learning_rate": 0.02})
+    data = derive_data(DataParams(), values)
+    assert data.tokenizer.vocab_size == 500
+    assert data.tokenizer.max_length == DataParams().tokenizer.max_length
+    assert data_values(values) == {"data.tokenizer.vocab_size": 500}
+
+
+def test_derive_data_without_data_values_is_the_same_section() -> None:
+    base = DataParams(source="x.csv", target="y")
+    assert derive_data(base, {"learning_rate": 0.1}) is base
+
+
+def test_derive_data_sets_each_searched_data_param() -> None:
+    data = derive_data(
+        DataParams(),
+        {
+            "data.tokenizer.kind": "wordpiece",
+            "data.tokenizer.lowercase": False,
+            "data.tokenizer.embedding_dim": 32,
+            "data.one_hot_max": 4,
+        },
+    )
+    assert (data.tokenizer.kind, data.tokenizer.lowercase) == ("wordpiece", False)
+    assert (data.tokenizer.embedding_dim, data.one_hot_max) == (32, 4)
+
+
+def test_derive_data_refuses_an_impossible_value() -> None:
+    with pytest.raises(ValueError, match="vocab_size"):
+        derive_data(DataParams(), {"data.tokenizer.vocab_size": 10})

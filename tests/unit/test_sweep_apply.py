@@ -93,3 +93,24 @@ def test_a_hostile_study_name_cannot_add_yaml(tmp_path: Path) -> None:
     params = load_params(path)
     assert params.register_.model_name is None
     assert len(after.splitlines()) == 4, after
+
+
+def test_searched_data_params_land_in_the_data_section(tmp_path: Path) -> None:
+    text = (
+        "data:\n  source: t.csv  # mine\n  target: y\n  tokenizer:\n    max_length: 64\n"
+        "train:\n  epochs: 3\n"
+    )
+    values = {
+        "learning_rate": 0.01,
+        "data.tokenizer.vocab_size": 1200,
+        "data.tokenizer.max_length": 32,
+        "data.one_hot_max": 4,
+    }
+    after = rewrite(text, values, "study s, trial 2")
+    assert "  source: t.csv  # mine\n" in after
+    path = tmp_path / "params.yaml"
+    path.write_text(after)
+    params = load_params(path)
+    assert params.train.learning_rate == 0.01 and "data" not in params.train.model_dump()
+    assert params.data.tokenizer.vocab_size == 1200 and params.data.tokenizer.max_length == 32
+    assert params.data.one_hot_max == 4 and params.data.source == "t.csv"

@@ -191,6 +191,7 @@ def test_bad_study_name_is_rejected(name: str) -> None:
 # --- check_space ----------------------------------------------------------------------
 
 TRAIN = Params().train.model_dump(mode="json")
+DATA = Params().data.model_dump(mode="json")
 
 
 @pytest.mark.parametrize(
@@ -209,12 +210,32 @@ def test_check_space_accepts_train_leaves(path: str) -> None:
     node = TRAIN
     for part in path.split("."):
         node = node[part]
-    check_space({path: Distribution(type="categorical", choices=[node])}, TRAIN)
+    check_space({path: Distribution(type="categorical", choices=[node])}, TRAIN, DATA)
+
+
+@pytest.mark.parametrize(
+    ("path", "dist"),
+    [
+        ("data.tokenizer.vocab_size", {"type": "int", "low": 500, "high": 8000, "log": True}),
+        ("data.tokenizer.max_length", {"type": "categorical", "choices": [32, 64, 128]}),
+        ("data.tokenizer.embedding_dim", {"type": "int", "low": 16, "high": 128, "step": 16}),
+        ("data.tokenizer.kind", {"type": "categorical", "choices": ["bpe", "wordpiece"]}),
+        ("data.tokenizer.lowercase", {"type": "categorical", "choices": [True, False]}),
+        ("data.one_hot_max", {"type": "int", "low": 0, "high": 64}),
+        ("data.max_categories", {"type": "int", "low": 10, "high": 1000}),
+    ],
+)
+def test_check_space_accepts_the_data_params_that_shape_the_encoding(
+    path: str, dist: dict[str, object]
+) -> None:
+    check_space({path: Distribution.model_validate(dist)}, TRAIN, DATA)
 
 
 @pytest.mark.parametrize(
     ("path", "dist", "fragment"),
     [
+        ("data.tokenizer.vocab_size", {"type": "float", "low": 50, "high": 90}, "whole-number"),
+        ("data.tokenizer.kind", {"type": "int", "low": 0, "high": 1}, "needs `categorical`"),
         ("epochs", {"type": "float", "low": 1, "high": 10}, "whole-number param needs `int`"),
         ("model.family", {"type": "float", "low": 0, "high": 1}, "str param needs `categorical`"),
         ("compile", {"type": "int", "low": 0, "high": 1}, "bool param needs `categorical`"),
@@ -227,7 +248,7 @@ def test_check_space_refuses_a_distribution_of_the_wrong_kind(
     path: str, dist: dict[str, object], fragment: str
 ) -> None:
     with pytest.raises(ValueError, match=re.escape(fragment)):
-        check_space({path: Distribution.model_validate(dist)}, TRAIN)
+        check_space({path: Distribution.model_validate(dist)}, TRAIN, DATA)
 
 
 @pytest.mark.parametrize(
@@ -240,11 +261,14 @@ def test_check_space_refuses_a_distribution_of_the_wrong_kind(
         ("model.mlp", "space.model.mlp: a section, not a single train param"),
         ("schedule", "space.schedule: a section"),
         ("model", "space.model: a section"),
+        ("data.source", "space.data.source: not a searchable data param (these are: data."),
+        ("data.tokenizer", "space.data.tokenizer: not a searchable data param"),
+        ("data.tokenizer.nope", "space.data.tokenizer.nope: not a searchable data param"),
     ],
 )
 def test_check_space_names_the_bad_path(path: str, fragment: str) -> None:
     with pytest.raises(ValueError) as info:
-        check_space({path: Distribution(type="categorical", choices=[1])}, TRAIN)
+        check_space({path: Distribution(type="categorical", choices=[1])}, TRAIN, DATA)
     assert fragment in str(info.value)
 
 

@@ -36,9 +36,17 @@ from mlops.params._sections import (
     TokenizerParams,
     ValidateParams,
 )
-from mlops.params._tune import Distribution, TuneParams, check_space, require_space
+from mlops.params._tune import (
+    DATA_PARAMS,
+    Distribution,
+    TuneParams,
+    check_space,
+    is_data_param,
+    require_space,
+)
 
 __all__ = [
+    "DATA_PARAMS",
     "HIGHER_IS_BETTER",
     "NAME_PATTERN",
     "NO_STAGE",
@@ -71,6 +79,7 @@ __all__ = [
     "ValidateParams",
     "check_space",
     "describe_error",
+    "is_data_param",
     "load_params",
     "parse_params",
     "require_space",

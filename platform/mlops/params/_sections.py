@@ -212,7 +212,11 @@ class Params(_Section):
     @model_validator(mode="after")
     def _space_names_train_params(self) -> Params:
         try:
-            check_space(self.tune.space, self.train.model_dump(mode="json"))
+            check_space(
+                self.tune.space,
+                self.train.model_dump(mode="json"),
+                self.data.model_dump(mode="json"),
+            )
         except ValueError as exc:
             raise ValueError(f"tune.{exc}") from None
         return self

@@ -2,8 +2,10 @@
 
 The space maps a train param, written as its dotted path under `train`
 (`learning_rate`, `model.mlp.dropout`), to a distribution. A path under
-`model.<family>.` is searched only in trials of that family. Every check is one line
-naming the key (exit 2), before any compute.
+`model.<family>.` is searched only in trials of that family. A few data params that
+shape how a mixed table is encoded are searched by their full path (`DATA_PARAMS`:
+`data.tokenizer.vocab_size`, ...): a trial refits the encoding on the train split.
+Every check is one line naming the key (exit 2), before any compute.
 """
 
 from __future__ import annotations
@@ -100,10 +102,34 @@ def require_space(space: Mapping[str, Any], purpose: str) -> None:
         raise UserError(f"params.yaml: tune.space is empty: {purpose} has nothing to search")
 
 
-def check_space(space: dict[str, Distribution], train: dict[str, Any]) -> None:
-    """Every searched name must be a leaf of the train section (`train` as plain values)."""
+# The data params a search may set: how text and categorical columns are encoded.
+DATA_PARAMS = (
+    "data.max_categories",
+    "data.one_hot_max",
+    "data.tokenizer.embedding_dim",
+    "data.tokenizer.kind",
+    "data.tokenizer.lowercase",
+    "data.tokenizer.max_length",
+    "data.tokenizer.vocab_size",
+)
+
+
+def is_data_param(path: str) -> bool:
+    """Whether a searched path names a data param (`data.…`) rather than a train one."""
+    return path.startswith("data.")
+
+
+def check_space(
+    space: dict[str, Distribution], train: dict[str, Any], data: dict[str, Any]
+) -> None:
+    """Every searched name must be a leaf of the train section, or one of `DATA_PARAMS`
+    (`train` and `data` as plain values)."""
     for path, dist in space.items():
-        node: Any = train
+        if is_data_param(path) and path not in DATA_PARAMS:
+            raise ValueError(
+                f"space.{path}: not a searchable data param (these are: {', '.join(DATA_PARAMS)})"
+            )
+        node: Any = {"data": data} if is_data_param(path) else train
         for part in path.split("."):
             if not isinstance(node, dict) or part not in node:
                 raise ValueError(

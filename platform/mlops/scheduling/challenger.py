@@ -21,7 +21,7 @@ from mlops.tuning.objective import (
     load_data,
     model_spec,
 )
-from mlops.tuning.search_space import derive
+from mlops.tuning.search_space import data_values, derive, derive_data
 from mlops.tuning.storage import storage
 from registry.context import Context
 from registry.registration import register_run
@@ -42,7 +42,10 @@ def register_best_trial(
     study = optuna.load_study(study_name=study_name, storage=storage(settings.optuna_storage))
     best = study.best_trial
     p = derive(params.train, best.params, params.tune.epochs)
-    data = load_data(settings.root, params.train)
+    searched = data_values(best.params)
+    data = load_data(
+        settings.root, params.train, derive_data(params.data, searched) if searched else None
+    )
     spec = model_spec(p.model, data)
     tags = {
         TAG_STUDY: study_name,

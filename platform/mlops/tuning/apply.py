@@ -1,4 +1,5 @@
-"""`mlops sweep apply`: a study's best trial written into params.yaml's train section,
+"""`mlops sweep apply`: a study's best trial written into params.yaml's train section
+(and its data section, for searched data params such as `data.tokenizer.vocab_size`),
 so `dvc repro` trains it and `git diff` / `dvc params diff` show the change.
 
 Only the searched values change; comments, order and layout of the file are kept
@@ -24,10 +25,10 @@ from ruamel.yaml.comments import CommentedMap
 from mlops import workspace
 from mlops.errors import MlopsError, UserError
 from mlops.io import atomic_path
-from mlops.params import Params, load_params
+from mlops.params import Params, is_data_param, load_params
 from mlops.settings import Settings, redact
 from mlops.tuning.objective import study_name
-from mlops.tuning.search_space import derive
+from mlops.tuning.search_space import derive, derive_data
 from mlops.tuning.storage import storage
 
 if TYPE_CHECKING:
@@ -86,24 +87,40 @@ def _leaf(tree: dict[str, Any], path: str) -> tuple[bool, Any]:
     return not isinstance(node, dict), node
 
 
+def _tree(train: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """Searched paths to values: train paths from the train section's root, data paths
+    (`data.…`) under `data` (the train section has no `data` key)."""
+    return {**train, "data": data}
+
+
+def _searchable(params: Params) -> dict[str, Any]:
+    return _tree(params.train.model_dump(mode="json"), params.data.model_dump(mode="json"))
+
+
+def _derived(params: Params, values: dict[str, Any]) -> Params:
+    return params.model_copy(
+        update={"train": derive(params.train, values), "data": derive_data(params.data, values)}
+    )
+
+
 def _new_values(params: Params, name: str, trial: Any) -> dict[str, Any]:
-    """The trial's values as the train section will hold them (validated)."""
-    current = params.train.model_dump(mode="json")
+    """The trial's values as params.yaml will hold them (validated)."""
+    current = _searchable(params)
     for path in sorted(trial.params):
         found, _ = _leaf(current, path)
         if not found:
+            section = "data" if is_data_param(path) else "train"
             raise UserError(
                 f"study {name}: trial {trial.number} searched {path!r}, which is not a "
-                "param of params.yaml's train section (a study of another pipeline?)"
+                f"param of params.yaml's {section} section (a study of another pipeline?)"
             )
     try:
-        derived = derive(params.train, dict(trial.params)).model_dump(mode="json")
+        derived = _searchable(_derived(params, dict(trial.params)))
     except ValueError as exc:
         first = str(exc).strip().splitlines()
         detail = first[1].strip() if len(first) > 1 else first[0]
         raise UserError(
-            f"study {name}: trial {trial.number}'s values do not make a valid train section: "
-            f"{detail}"
+            f"study {name}: trial {trial.number}'s values do not make valid params: {detail}"
         ) from None
     return {path: _leaf(derived, path)[1] for path in sorted(trial.params)}
 
@@ -139,8 +156,8 @@ def _set(tree: Any, path: str, value: Any) -> None:
 
 
 def rewrite(text: str, values: dict[str, Any], comment: str) -> str:
-    """`text` (params.yaml) with each dotted train path set to its value and `comment`
-    on the line above `train:` (replacing an earlier one of ours)."""
+    """`text` (params.yaml) with each dotted train path (and data path, `data.…`) set to
+    its value and `comment` on the line above `train:` (replacing an earlier one of ours)."""
 
     y = _yaml()
     data = y.load(text)
@@ -149,7 +166,7 @@ def rewrite(text: str, values: dict[str, Any], comment: str) -> str:
     if data.get("train") is None:
         data["train"] = CommentedMap()
     for path, value in values.items():
-        _set(data["train"], path, value)
+        _set(data if is_data_param(path) else data["train"], path, value)
     out = io.StringIO()
     y.dump(data, out)
     lines = [line for line in out.getvalue().splitlines() if not line.startswith(MARK)]
@@ -187,7 +204,7 @@ def apply(settings: Settings, name: str | None, dry_run: bool = False) -> Applie
         raise UserError(f"study {name}: no complete trial yet; nothing to apply")
     value = float(best.value)
     values = _new_values(params, name, best)
-    before = params.train.model_dump(mode="json")
+    before = _searchable(params)
     changes = [
         Change(p, _leaf(before, p)[1], v)
         for p, v in values.items()
@@ -205,7 +222,7 @@ def apply(settings: Settings, name: str | None, dry_run: bool = False) -> Applie
     written = bool(changes) and not dry_run
     if written:
         _write(path, text, new_text, values)
-    after = params.model_copy(update={"train": derive(params.train, dict(best.params))})
+    after = _derived(params, dict(best.params))
     return Applied(
         name, best.number, value, metric, str(path), changes, diff, written,
         study_name(after), params.tune.n_trials > 0 and study_name(after) != name,
@@ -218,7 +235,7 @@ def _write(path: Path, text: str, new_text: str, values: dict[str, Any]) -> None
     with atomic_path(path) as tmp:
         tmp.write_text(new_text, encoding="utf-8")
         os.chmod(tmp, mode)
-        check = load_params(tmp).train.model_dump(mode="json")
+        check = _searchable(load_params(tmp))
         wrong = [p for p, v in values.items() if not _same(_leaf(check, p)[1], v)]
         if wrong:
             raise MlopsError(f"{path}: the rewritten file would not hold {wrong}; nothing written")

@@ -376,7 +376,10 @@ def apply_cmd(
     ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Write the study's best trial into params.yaml's train section, for `dvc repro`.
+    """Write the study's best trial into params.yaml, for `dvc repro`.
+
+    Train params go to the train section, searched data params (`data.tokenizer.*`)
+    to the data section.
 
     Comments and layout are kept; a comment above `train:` names the study and trial.
     `git diff` and `dvc params diff` show the change. The study's name hashes only the

@@ -12,20 +12,21 @@ import hashlib
 import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops import tracking, workspace
-from mlops.data import Schema
+from mlops.data import Schema, read_parquet
 from mlops.errors import MlopsError, UserError
 from mlops.logged_training import train_logged
 from mlops.models import build_model, spec_for_data
-from mlops.params import Params, TrainParams
+from mlops.params import DataParams, Params, TrainParams, is_data_param
 from mlops.settings import Settings
 from mlops.training import check_metric, seed_everything
-from mlops.tuning.search_space import derive, suggest
+from mlops.tuning.search_space import data_values, derive, derive_data, suggest
 from mlops.tuning.storage import GRACE_S, HEARTBEAT_S, counts, fail_stale, open_study
 
 if TYPE_CHECKING:
@@ -92,15 +93,73 @@ def require_splits(root: Path) -> tuple[Path, Path, Path]:
     return files
 
 
-def load_data(root: Path, train: TrainParams) -> Data:
+def load_data(root: Path, train: TrainParams, data: DataParams | None = None) -> Data:
     """The splits `dvc repro` wrote (a clear error if they are missing), in memory or
-    streamed as `train.loader` says."""
-    from mlops.streaming import load_split
-
+    streamed as `train.loader` says; with `data`, a mixed table's encoding is refitted
+    on the train split as `data` says (a trial that searches the tokenizer)."""
     schema_file, train_file, val_file = require_splits(root)
     schema = Schema.load(schema_file)
+    if data is not None:
+        schema = schema.fitted(read_parquet(train_file), data)
+    return _loaded(schema, train, train_file, val_file)
+
+
+def _loaded(schema: Schema, train: TrainParams, train_file: Path, val_file: Path) -> Data:
+    from mlops.streaming import load_split
+
     parts = [load_split(f, schema, train.loader, train.seed) for f in (train_file, val_file)]
     return Data(schema, parts[0], parts[1])
+
+
+def check_data_space(params: Params, schema: Schema) -> None:
+    """Refuse (one line) a space that searches how columns are encoded on data that has
+    none to encode (no categorical or text columns), or the tokenizer without text."""
+    searched = sorted(p for p in params.tune.space if is_data_param(p))
+    if not searched:
+        return
+    if not schema.columns:
+        raise UserError(
+            f"tune.space.{searched[0]}: the data has no categorical or text columns to encode"
+        )
+    has_text = "text" in schema.columns.values()
+    tokenizer = [p for p in searched if p.startswith("data.tokenizer.")]
+    if tokenizer and not has_text:
+        raise UserError(f"tune.space.{tokenizer[0]}: the data has no text column to tokenize")
+
+
+class TrialData:
+    """The splits each trial trains on: the workspace's, or, for a trial that searches
+    data params, the same splits encoded as its data section says (refitted on the train
+    split; the last few encodings are kept, so trials that draw the same values share)."""
+
+    KEEP = 4
+
+    def __init__(self, root: Path, params: Params, base: Data | None = None) -> None:
+        self.root = root
+        self.params = params
+        self.base = base if base is not None else load_data(root, params.train)
+        check_data_space(params, self.base.schema)
+        self._frame: Any = None
+        self._fitted: OrderedDict[str, Data] = OrderedDict()
+
+    def get(self, values: dict[str, Any], train: TrainParams) -> Data:
+        """The data for a trial with these searched `values` (and train section)."""
+        searched = data_values(values)
+        if not searched:
+            return self.base
+        key = json.dumps(searched, sort_keys=True)
+        if key in self._fitted:
+            self._fitted.move_to_end(key)
+            return self._fitted[key]
+        _, train_file, val_file = require_splits(self.root)
+        if self._frame is None:
+            self._frame = read_parquet(train_file)
+        data = derive_data(self.params.data, searched)
+        schema = self.base.schema.fitted(self._frame, data)
+        self._fitted[key] = found = _loaded(schema, train, train_file, val_file)
+        while len(self._fitted) > self.KEEP:
+            self._fitted.popitem(last=False)
+        return found
 
 
 def model_spec(model: Any, data: Data) -> Any:
@@ -128,14 +187,14 @@ class Job:
     seed: int | None = None  # the sampler's; None: `tune.seed`
 
 
-def objective(job: Job, data: Data) -> Callable[[optuna.Trial], float]:
+def objective(job: Job, trial_data: TrialData) -> Callable[[optuna.Trial], float]:
     """Train one model per trial and return its best validation metric."""
     import optuna
     import torch
 
     p = job.params
     metric = p.tune.metric
-    schema = data.schema
+    schema = trial_data.base.schema
     check_metric(schema.task, metric, "tune.metric")
     if p.train.init_from is not None:
         raise UserError(
@@ -148,6 +207,7 @@ def objective(job: Job, data: Data) -> Callable[[optuna.Trial], float]:
         trial_params = derive(p.train, values, p.tune.epochs)
         if job.threads is not None:
             trial_params = trial_params.model_copy(update={"threads": job.threads})
+        data = trial_data.get(values, trial_params)
         spec = model_spec(trial_params.model, data)
         tags = {
             TAG_STUDY: job.study,
@@ -234,7 +294,7 @@ def work(
     """
 
     study = open_study(job.settings.optuna_storage, job.study, job.params.tune, seed=job.seed)
-    objective_fn = objective(job, load_data(job.settings.root, job.params.train))
+    objective_fn = objective(job, TrialData(job.settings.root, job.params))
     callbacks = [on_trial] if on_trial is not None else []
 
     def fn(s: optuna.Study) -> None:

@@ -1,12 +1,13 @@
-"""From a search space and a trial's suggestions to a new train section. Pure: the
-trial is anything with Optuna's `suggest_*` methods, so this never imports Optuna and
-tuning never mutates the base params."""
+"""From a search space and a trial's suggestions to a new train section (and, where the
+space searches how columns are encoded, a new data section). Pure: the trial is anything
+with Optuna's `suggest_*` methods, so this never imports Optuna and tuning never mutates
+the base params."""
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-from mlops.params import Distribution, TrainParams
+from mlops.params import DataParams, Distribution, TrainParams, is_data_param
 
 FAMILIES = ("mlp", "cnn", "rnn", "transformer")
 
@@ -52,18 +53,41 @@ def suggest(trial: Suggests, space: dict[str, Distribution], family: str) -> dic
     return values
 
 
+def _set(tree: dict[str, Any], path: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = path.split(".")
+    for part in parents:
+        node = node[part]
+    old = node[leaf]
+    numeric = isinstance(value, int) and not isinstance(value, bool)
+    node[leaf] = float(value) if isinstance(old, float) and numeric else value
+
+
 def derive(train: TrainParams, values: dict[str, Any], epochs: int | None = None) -> TrainParams:
-    """A new train section: `train` with each dotted path set to its value (validated
-    like params.yaml, so an impossible combination raises `ValueError`)."""
-    data = train.model_dump(mode="json")
+    """A new train section: `train` with each dotted train path set to its value (data
+    paths, `data.…`, are `derive_data`'s); validated like params.yaml, so an impossible
+    combination raises `ValueError`."""
+    tree = train.model_dump(mode="json")
     for path, value in values.items():
-        node = data
-        *parents, leaf = path.split(".")
-        for part in parents:
-            node = node[part]
-        old = node[leaf]
-        numeric = isinstance(value, int) and not isinstance(value, bool)
-        node[leaf] = float(value) if isinstance(old, float) and numeric else value
+        if not is_data_param(path):
+            _set(tree, path, value)
     if epochs is not None:
-        data["epochs"] = epochs
-    return TrainParams.model_validate(data)
+        tree["epochs"] = epochs
+    return TrainParams.model_validate(tree)
+
+
+def data_values(values: dict[str, Any]) -> dict[str, Any]:
+    """The values of searched data params (`data.tokenizer.vocab_size`, ...)."""
+    return {path: value for path, value in values.items() if is_data_param(path)}
+
+
+def derive_data(data: DataParams, values: dict[str, Any]) -> DataParams:
+    """A new data section: `data` with each searched data path (`data.…`) set to its
+    value (train paths are `derive`'s); validated, an impossible value raises `ValueError`."""
+    found = data_values(values)
+    if not found:
+        return data
+    tree = {"data": data.model_dump(mode="json")}
+    for path, value in found.items():
+        _set(tree, path, value)
+    return DataParams.model_validate(tree["data"])
