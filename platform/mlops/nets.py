@@ -316,6 +316,7 @@ class Transformer(nn.Module):
     def forward(self, x: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
         if pad is not None:  # text: embedded tokens, as many as the batch's longest row
             tokens = self.embed(x)
+            pad = None if _no_pads(pad) else pad
         elif self.patches is not None:
             tokens = self.patches(x).flatten(2).transpose(1, 2)
         elif self.tabular:
@@ -335,6 +336,16 @@ class Transformer(nn.Module):
             return self.head(encoded.mean(dim=1))
         keep = (~pad).unsqueeze(-1).to(encoded.dtype)
         return self.head((encoded * keep).sum(1) / keep.sum(1).clamp(min=1.0))
+
+
+def _no_pads(pad: torch.Tensor) -> bool:
+    """Whether a batch of tokens has no pads (one served text, cut after its last token):
+    the encoder then runs without a mask, on PyTorch's fast path, with the same answer.
+    Never while exporting or compiling, where the mask must stay in the graph."""
+    tracing = torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+    if tracing or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return False
+    return not bool(pad.any())
 
 
 FAMILIES: dict[str, type[nn.Module]] = {

@@ -4,7 +4,8 @@ reads.
 
 Ids 0, 1 and 2 are reserved: `[PAD]` (after the last token), `[UNK]` (a piece training
 never saw) and `[SEP]` (between the texts of several columns). A text longer than
-`max_length` tokens is cut there, and every cut is counted, never silent.
+`max_length` tokens is cut there, and every cut is counted, never silent; a long text is
+tokenized from its head, so the cost of a row is bounded by `max_length` (see `head`).
 
 Training is deterministic (the same texts give the same tokenizer, byte for byte), which
 `dvc repro` and resumed jobs rely on. Plain BPE training is; Hugging Face's WordPiece
@@ -18,6 +19,7 @@ character of the training text in both forms.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,6 +33,25 @@ PAD, UNK, SEP = "[PAD]", "[UNK]", "[SEP]"
 SPECIAL = [PAD, UNK, SEP]
 PAD_ID, UNK_ID, SEP_ID = 0, 1, 2
 PREFIX = "##"
+# A text longer than this many characters per token of `max_length` is tokenized from its
+# head first (`head`): a 64-token model reads at most the first ~512 characters' worth.
+CHARS_PER_TOKEN = 8
+_BREAK = re.compile(r"[ \t\n\r\f\v]")
+
+
+def head(text: str, max_length: int) -> str:
+    """`text` up to its first ASCII whitespace after `max_length * CHARS_PER_TOKEN`
+    characters (`text` itself when shorter, or without such a break).
+
+    Tokenizing the head gives the same first ids as tokenizing the whole: NFKC and
+    lowercasing change no ASCII whitespace and compose nothing across it, and the
+    pre-tokenizer splits there, so no piece spans the cut. The caller takes the head's
+    ids only when they already overflow `max_length` (each word gives one id or more)."""
+    budget = max_length * CHARS_PER_TOKEN
+    if len(text) <= budget:
+        return text
+    found = _BREAK.search(text, budget)
+    return text if found is None else text[: found.start()]
 
 
 def _pipeline(tokenizer: Any, lowercase: bool) -> Any:
@@ -107,27 +128,20 @@ class TextCodec:
 
     def encode(self, columns: Sequence[Sequence[str | None]]) -> Tokens:
         """Each row's texts (one per text column; None: empty) as one id sequence, the
-        columns joined by SEP and cut at `max_length`."""
+        columns joined by SEP and cut at `max_length`; unknown pieces are counted among
+        the tokens kept (those the model reads)."""
         rows = len(columns[0]) if columns else 0
         ids = np.zeros((rows, self.max_length), dtype=np.int64)
         lengths = np.zeros(rows, dtype=np.int64)
-        tokenizer = self._tokenizer
-        if rows == 1:  # a served request: no hand-off to the tokenizer's thread pool
-            encoded = [[tokenizer.encode(column[0] or "", add_special_tokens=False)]
-                       for column in columns]  # fmt: skip
-        else:
-            encoded = [
-                tokenizer.encode_batch([t or "" for t in column], add_special_tokens=False)
-                for column in columns
-            ]
+        encoded = [self._pieces([t or "" for t in column]) for column in columns]
         truncated, unknown = 0, [0] * len(encoded)
         for i in range(rows):
             row: list[int] = []
             for k, column in enumerate(encoded):
-                pieces = column[i].ids
-                unknown[k] += pieces.count(UNK_ID)
+                pieces = column[i]
                 if k and row:
                     row.append(SEP_ID)
+                unknown[k] += pieces[: max(self.max_length - len(row), 0)].count(UNK_ID)
                 row += pieces
             if len(row) > self.max_length:
                 truncated += 1
@@ -135,6 +149,24 @@ class TextCodec:
             ids[i, : len(row)] = row
             lengths[i] = len(row)
         return Tokens(ids, lengths, truncated, unknown)
+
+    def _pieces(self, texts: list[str]) -> list[list[int]]:
+        """Each text's ids: a long text's from its head alone (see `head`) when the head
+        already holds more than `max_length` tokens, so a long text costs what
+        `max_length` tokens cost; the same ids the whole text gives up to the cut."""
+        heads = [head(t, self.max_length) for t in texts]
+        found = self._ids(heads)
+        again = [i for i, (t, h) in enumerate(zip(texts, heads, strict=True))
+                 if h is not t and len(found[i]) <= self.max_length]  # fmt: skip
+        for i, whole in zip(again, self._ids([texts[i] for i in again]), strict=True):
+            found[i] = whole
+        return found
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        tokenizer = self._tokenizer
+        if len(texts) == 1:  # a served request: no hand-off to the tokenizer's thread pool
+            return [tokenizer.encode(texts[0], add_special_tokens=False).ids]
+        return [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: np.ndarray, columns: int) -> list[list[str | None]]:
         """Id rows back to text, one list per column (split at SEP; None: empty)."""

@@ -6,21 +6,33 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tokenizers import Tokenizer
 
 from mlops import nets
 from mlops.columns import Encoding
 from mlops.params import TokenizerParams, TrainParams
-from mlops.text import PAD_ID, SEP_ID, UNK_ID, TextCodec, train_tokenizer
+from mlops.text import (
+    CHARS_PER_TOKEN,
+    PAD_ID,
+    SEP_ID,
+    UNK_ID,
+    TextCodec,
+    head,
+    train_tokenizer,
+)
 from mlops.training import text_start, train_model, trim_text
+from registry.export.formats import onnx_runner, to_onnx, to_torchscript, torchscript_runner
 from tests.corpus import package_texts
 
 TRAIN = r"""
 import hashlib, sys
+from registry.export.formats import onnx_runner, to_onnx, to_torchscript, torchscript_runner
 from tests.corpus import package_texts
 from mlops.text import train_tokenizer
 texts = package_texts()["text"].tolist()[:600]
@@ -56,6 +68,36 @@ def test_encoding_joins_columns_cuts_and_counts(corpus: pd.DataFrame) -> None:
     assert UNK_ID in tokens.ids[2].tolist()
     back = codec.decode(tokens.ids, 2)
     assert back[0][0] == short and back[1][0] == "ok" and back[0][2] is None
+
+
+def test_a_long_text_is_tokenized_from_its_head_with_the_same_ids(corpus: pd.DataFrame) -> None:
+    """Past `max_length * CHARS_PER_TOKEN` characters only the head is tokenized: the ids
+    kept, the cut and its count are those of the whole text, whatever its spacing and
+    Unicode (NFKC turns some characters into spaces, ligatures into letters)."""
+    codec = TextCodec(train_tokenizer(corpus["text"][:500], "bpe", 1000, True), 12)
+    whole = Tokenizer.from_str(codec.tokenizer)
+    paragraphs = corpus["text"].tolist()
+    texts = [
+        " ".join(paragraphs[:20]),
+        "\n\t".join(paragraphs[20:40]),
+        "x" * 300 + " network client",  # one long word, then the head's break
+        "a" + " " * 200 + "http client server " * 30,  # the head holds one token only
+        "\u00a8\ufb01\uff21 " * 60
+        + "Ωμέγα",  # ¨ (space + mark), ﬁ, fullwidth A; Greek past the cut
+        "network" * 500,  # no break at all: tokenized whole
+    ]
+    assert all(len(t) > 12 * CHARS_PER_TOKEN for t in texts)
+    assert head(texts[0], 12) != texts[0] and head(texts[-1], 12) == texts[-1]
+    tokens = codec.encode([texts])
+    for i, text in enumerate(texts):
+        expected = whole.encode(text, add_special_tokens=False).ids
+        assert tokens.ids[i].tolist() == expected[:12], i
+        assert tokens.lengths[i] == min(len(expected), 12)
+    assert tokens.truncated == len(texts)
+    kept_unknown = int((tokens.ids == UNK_ID).sum())  # counted among the ids kept only:
+    assert tokens.unknown == [kept_unknown]  # not the Greek letters past the cut
+    one = [codec.encode([[t]]).ids[0].tolist() for t in texts]  # a served request's path
+    assert one == tokens.ids.tolist()
 
 
 def _text_encoding(corpus: pd.DataFrame, max_length: int = 32) -> tuple[Encoding, np.ndarray]:
@@ -98,6 +140,33 @@ def test_text_models_ignore_the_pads_after_the_last_token(
     unknown[:, encoding.text_start] = UNK_ID
     with torch.no_grad():
         assert torch.equal(model(hostile), model(unknown))
+
+
+def test_exports_keep_the_pad_mask_though_their_example_has_no_pads(
+    corpus: pd.DataFrame, tmp_path: Path
+) -> None:
+    """A batch without pads runs without the mask (PyTorch's fast path); an export traced
+    from such a batch must still mask the pads of later batches."""
+    encoding, x = _text_encoding(corpus)
+    hyper = {"d_model": 16, "n_heads": 2, "n_layers": 1, "ff_dim": 16, "dropout": 0.0,
+             "positional": "sinusoidal", "pooling": "mean"}  # fmt: skip
+    mean, std = [0.0] * encoding.width, [1.0] * encoding.width
+    text = (encoding.codec.vocab_size if encoding.codec else 0, 32, 8)
+    model = nets.build(
+        "transformer", hyper, mean, std, [encoding.width], 3,
+        (encoding.dense_width, encoding.embedded), text,
+    ).eval()  # fmt: skip
+    tokens = (x[:, encoding.text_start :] != 0).sum(axis=1)
+    full, padded = x[tokens == 32][:4], x[tokens < 20][:16]
+    assert len(full) == 4 and len(padded) == 16
+    with torch.no_grad():
+        expected = model(torch.from_numpy(padded)).numpy()
+    runners = {
+        "onnx": onnx_runner(to_onnx(model, full, tmp_path / "m.onnx")),
+        "torchscript": torchscript_runner(to_torchscript(model, full, tmp_path / "m.pt")),
+    }
+    for name, run in runners.items():
+        assert np.allclose(run(padded), expected, atol=1e-4), name
 
 
 def test_bucketed_batches_hold_every_row_once_cut_to_their_longest(
