@@ -100,10 +100,10 @@ def _guess(column: pd.Series) -> str:
     return "categorical" if few else "text"
 
 
-def embedding_dim(cardinality: int) -> int:
-    """The width of a categorical column's embedding: 1.6 * n^0.56, at most 32 (the rule
-    fast.ai's tabular models use)."""
-    return max(2, min(32, round(1.6 * cardinality**0.56)))
+def embedding_dim(cardinality: int, widest: int = 32) -> int:
+    """The width of a categorical column's embedding: 1.6 * n^0.56, at most `widest`
+    (32 by default: the rule fast.ai's tabular models use)."""
+    return max(2, min(widest, round(1.6 * cardinality**0.56)))
 
 
 class RecordError(ValueError):
@@ -124,6 +124,7 @@ class Encoding:
     tokenizer: str = ""  # Hugging Face's JSON of the tokenizer trained on the train split
     max_length: int = 0  # token ids per row (0: no text)
     embedding_dim: int = 0  # values per token embedding
+    embedding_max: int = 32  # the widest a categorical column's embedding gets
 
     @property
     def columns(self) -> list[str]:
@@ -144,7 +145,7 @@ class Encoding:
     def embedded(self) -> list[tuple[int, int]]:
         """(cardinality, embedding width) of each embedded column, in row order."""
         return [
-            (len(v) + RESERVED, embedding_dim(len(v) + RESERVED))
+            (len(v) + RESERVED, embedding_dim(len(v) + RESERVED, self.embedding_max))
             for v, hot in zip(self.vocabularies, self.one_hot, strict=True)
             if not hot
         ]
@@ -195,10 +196,12 @@ class Encoding:
         one_hot_max: int,
         max_categories: int,
         tokenizer: TokenizerParams | None = None,
+        embedding_max: int = 32,
     ) -> Encoding:
         """Fit on the train split: medians, which numeric columns need a missing flag,
         each categorical column's vocabulary (its `max_categories` most frequent
-        values, ties by name; the rest read as unseen) and the text columns' tokenizer."""
+        values, ties by name; the rest read as unseen) and the text columns' tokenizer.
+        An embedded column's width is at most `embedding_max`."""
         numeric = [c for c, k in kinds.items() if k == "numeric"]
         categorical = [c for c, k in kinds.items() if k == "categorical"]
         medians = []
@@ -228,7 +231,7 @@ class Encoding:
             )
             length, width = tokenizer.max_length, tokenizer.embedding_dim
         return cls(numeric, medians, indicators, categorical, vocabularies, hot,
-                   text, trained, length, width)  # fmt: skip
+                   text, trained, length, width, embedding_max)  # fmt: skip
 
     def text_report(self, frame: pd.DataFrame) -> dict[str, float]:
         """How the text columns of `frame` tokenize: rows, vocabulary, mean tokens, rows

@@ -65,8 +65,9 @@ class Schema:
         if not self.columns:
             return self
         encoding = Encoding.fit(
-            train, self.columns, data.one_hot_max, data.max_categories, data.tokenizer
-        )
+            train, self.columns, data.one_hot_max, data.max_categories, data.tokenizer,
+            data.category_embedding_max,
+        )  # fmt: skip
         return replace(self, encoding=encoding.as_dict(), input_shape=[encoding.width])
 
     def encoded_as(self, encoding: dict[str, Any]) -> Schema:

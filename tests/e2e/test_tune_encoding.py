@@ -25,6 +25,7 @@ SPACE = {
     "data.tokenizer.vocab_size": {"type": "categorical", "choices": [60, 300]},
     "data.tokenizer.max_length": {"type": "categorical", "choices": [6, 24]},
     "data.one_hot_max": {"type": "categorical", "choices": [4, 64]},
+    "data.category_embedding_max": {"type": "categorical", "choices": [2, 8]},
     "learning_rate": {"type": "float", "low": 1.0e-3, "high": 1.0e-2, "log": True},
 }
 PARAMS = {
@@ -70,6 +71,7 @@ def test_the_model_carries_the_encoding_of_the_best_trial(project: tuple[Path, s
     # country has 8 categories: one-hot at one_hot_max 64, embedded at 4
     country = encoding["categorical"].index("country")
     assert encoding["one_hot"][country] is (values["data.one_hot_max"] >= 8)
+    assert encoding["embedding_max"] == values["data.category_embedding_max"]
     assert "train: column encoding refitted on the train split with the tuned" in printed
 
 

@@ -63,6 +63,16 @@ def test_fit_uses_the_train_split_only(table: pd.DataFrame) -> None:
     assert enc.width == 2 + 2 + 10 + 5 + 1 == len(enc.names())
 
 
+def test_the_widest_embedding_is_a_param_and_older_encodings_read_as_32(
+    table: pd.DataFrame,
+) -> None:
+    kinds = infer_kinds(table, FEATURES, {})
+    narrow = Encoding.fit(table, kinds, 4, 10_000, embedding_max=3)
+    assert narrow.embedded == [(10, 3), (42, 3)]  # country and channel, each 3 wide
+    older = {k: v for k, v in narrow.as_dict().items() if k != "embedding_max"}
+    assert Encoding.from_dict(older).embedded == [(10, round(1.6 * 10**0.56)), (42, 13)]
+
+
 def test_transform_imputes_flags_and_reserves_unseen_and_missing(table: pd.DataFrame) -> None:
     enc = _fitted(table)
     rows = pd.DataFrame(

@@ -223,6 +223,7 @@ def test_check_space_accepts_train_leaves(path: str) -> None:
         ("data.tokenizer.lowercase", {"type": "categorical", "choices": [True, False]}),
         ("data.one_hot_max", {"type": "int", "low": 0, "high": 64}),
         ("data.max_categories", {"type": "int", "low": 10, "high": 1000}),
+        ("data.category_embedding_max", {"type": "categorical", "choices": [4, 16, 32]}),
     ],
 )
 def test_check_space_accepts_the_data_params_that_shape_the_encoding(

@@ -15,10 +15,12 @@ from mlops import console
 
 if TYPE_CHECKING:
     from mlops.monitoring.drift import FeatureDrift
+    from mlops.monitoring.performance import Performance
     from mlops.monitoring.service import DriftCheck
 
 app = typer.Typer(
-    help="Monitoring of served models: data and prediction drift.", no_args_is_help=True
+    help="Monitoring of served models: data and prediction drift, live performance.",
+    no_args_is_help=True,
 )
 
 TABLE_ROWS = 20
@@ -144,3 +146,70 @@ def _print(found: DriftCheck, all_rows: bool) -> None:
         )
     if found.plot:
         console.out.print(f"Plot: {found.plot}", soft_wrap=True)
+
+
+@app.command("performance")
+def performance_cmd(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="MODEL, MODEL@STAGE or MODEL@VERSION (default stage: production).",
+            show_default=False,
+        ),
+    ],
+    sink: Annotated[
+        Path | None,
+        typer.Option("--sink", help="The serving sink to read (default .mlops/serving/MODEL.db)."),
+    ] = None,
+    buckets: Annotated[
+        int, typer.Option(help="Shares of the labelled answers the trend shows.", min=1, max=100)
+    ] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Live accuracy (or RMSE) of a served version on the labels sent to /feedback.
+
+    Accuracy with its 95% interval, the confusion matrix and the trend, oldest labelled
+    answers first. Needs `mlops serve --feedback`.
+    """
+    from mlops.monitoring.service import check_performance
+    from mlops.settings import Settings
+
+    found = check_performance(Settings.from_env(), target.strip(), sink, buckets)
+    if as_json:
+        console.emit_json(found.as_dict())
+        return
+    _print_performance(found)
+
+
+def _print_performance(found: Performance) -> None:
+    console.out.print(
+        f"{found.model} version {found.version} ({found.ref}): {found.labelled} labelled of "
+        f"{found.answered} answers in {found.sink}",
+        soft_wrap=True,
+    )
+    if not found.labelled:
+        console.out.print("No labels yet: POST them to /feedback (`mlops serve --feedback`).")
+        return
+    m = found.metrics
+    if found.task == "regression":
+        console.out.print(f"Live RMSE {m['rmse']:.4f}, MAE {m['mae']:.4f}")
+        heads = ["answered from", "to", "labelled", "RMSE"]
+        rows: list[tuple[str, ...]] = [
+            (w.start, w.end, str(w.labelled), f"{w.value:.4f}") for w in found.trend
+        ]
+    else:
+        console.out.print(
+            f"Live accuracy {m['accuracy']:.4f} (95% interval {m['low']:.4f} to {m['high']:.4f})"
+        )
+        names = [str(c) for c in found.classes]
+        console.table(
+            "Confusion (rows: label, columns: predicted)",
+            ["label", *names],
+            [(names[i], *map(str, row)) for i, row in enumerate(found.confusion)],
+        )
+        heads = ["answered from", "to", "labelled", "accuracy", "95% interval"]
+        rows = [
+            (w.start, w.end, str(w.labelled), f"{w.value:.4f}", f"{w.low:.3f} to {w.high:.3f}")
+            for w in found.trend
+        ]
+    console.table("Trend (oldest first)", heads, rows)

@@ -1,4 +1,5 @@
-"""`mlops monitor drift`: what a served version sees now against what it was trained on.
+"""`mlops monitor drift`: what a served version sees now against what it was trained on;
+`mlops monitor performance`: how it does on the labels sent to `/feedback`.
 
 The current rows (a file, or the serving sink's sampled requests) are compared with the
 version's training split (found through its lineage, see `mlops.monitoring.reference`), feature
@@ -23,6 +24,7 @@ from mlops.columns import Encoding, RecordError
 from mlops.errors import DataError, UserError
 from mlops.monitoring import images
 from mlops.monitoring.drift import assess, class_shift, value_shift
+from mlops.monitoring.performance import Performance, summarise
 from mlops.monitoring.plot import drift_png
 from mlops.monitoring.reference import (
     PREDICTION,
@@ -33,6 +35,7 @@ from mlops.monitoring.reference import (
     read_table,
 )
 from mlops.params import Params, load_params
+from mlops.serving.feedback import answered, labelled
 from mlops.serving.sink import read_sink
 from mlops.training import predict_proba, predict_values
 from registry.context import Context
@@ -274,3 +277,30 @@ def _performance(truth: np.ndarray | None, out: np.ndarray, task: str) -> dict[s
         error = truth - out
         return {"rmse": float(np.sqrt(np.mean(error**2))), "mae": float(np.mean(np.abs(error)))}
     return {"accuracy": float(np.mean(truth == out))}
+
+
+def check_performance(
+    settings: Settings, target: str, sink: Path | None = None, buckets: int = 10
+) -> Performance:
+    """The live performance of the version `target` names, from the sink's answers and
+    labels (see `mlops.monitoring.performance`)."""
+    name, ref = parse_model(target)
+    path = settings.root / workspace.PARAMS
+    params = load_params(path) if path.is_file() else Params()
+    ctx = Context(settings, params.registry, params.evaluate.primary_metric)
+    version = resolve(ctx, name, ref)
+    where = sink or default_sink(settings, name)
+    if not where.is_file():
+        raise UserError(
+            f"{where}: no serving sink; serve {name} with --feedback and POST labels to /feedback"
+        )
+    try:
+        found = labelled(where, name, version.version)
+        total = answered(where, name, version.version)
+    except sqlite3.Error as exc:
+        raise UserError(f"{where}: cannot read the serving sink: {exc}") from None
+    metrics, confusion, trend = summarise(found, buckets)
+    return Performance(
+        name, version.version, str(ref), str(where), found.task, total, len(found), metrics,
+        found.classes if confusion else [], confusion, trend,
+    )  # fmt: skip

@@ -82,6 +82,8 @@ class DataParams(_Section):
     tokenizer: TokenizerParams = TokenizerParams()
     one_hot_max: Annotated[int, Field(ge=0, le=1000)] = 16  # more categories: an embedding
     max_categories: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    # The widest a categorical column's embedding gets (1.6 * n^0.56 below that).
+    category_embedding_max: Annotated[int, Field(ge=2, le=1024)] = 32
 
     @field_validator("source")
     @classmethod

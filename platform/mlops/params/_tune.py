@@ -104,6 +104,7 @@ def require_space(space: Mapping[str, Any], purpose: str) -> None:
 
 # The data params a search may set: how text and categorical columns are encoded.
 DATA_PARAMS = (
+    "data.category_embedding_max",
     "data.max_categories",
     "data.one_hot_max",
     "data.tokenizer.embedding_dim",

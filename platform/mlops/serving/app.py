@@ -1,6 +1,7 @@
 """The HTTP app: `POST /predict` as a plain ASGI handler (the hot path: bytes → orjson →
-numpy → model → orjson, no per-row objects), and FastAPI for `/health`, `/ready`,
-`/metadata` and `/metrics`.
+numpy → model → orjson, no per-row objects), `POST /feedback` (live labels, joined to
+the answers by the row ids every answer carries: `mlops.serving.feedback`), and FastAPI
+for `/health`, `/ready`, `/metadata` and `/metrics`.
 
 Every answer is JSON except `/metrics`; every refusal is `{"error": "one line"}` with a
 4xx status. An unexpected failure is a 500 with one line (logged with its traceback),
@@ -35,6 +36,7 @@ from starlette.exceptions import HTTPException
 
 from mlops.serving.auth import Guard
 from mlops.serving.backends import describe
+from mlops.serving.feedback import Ids, live, parse_feedback, store
 from mlops.serving.schema import (
     MULTIPART,
     BadRequest,
@@ -60,6 +62,11 @@ log = logging.getLogger("mlops.serve")
 _JSON = [(b"content-type", b"application/json")]
 _CLOSE = (b"connection", b"close")
 INLINE_BYTES = 64 * 1024  # larger bodies are parsed and predicted off the event loop
+FEEDBACK_ENTRY_BYTES = 256  # a /feedback body may hold max_batch entries of about this size
+_NO_FEEDBACK = (
+    "/feedback needs the server started with --feedback (it records every answer, so a "
+    "label can join the answer it names)"
+)
 WORKERS = 2
 OPEN_PATHS = ("/health", "/ready")  # answered without the token (probes)
 _UNAUTHORIZED = b'{"error":"missing or wrong bearer token: send Authorization: Bearer <token>"}'
@@ -87,6 +94,8 @@ class _App:
         self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="mlops-predict")
         self.dumps = orjson.dumps
         self.numpy_option = orjson.OPT_SERIALIZE_NUMPY
+        self.ids = Ids()
+        self.window = state.live_window
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -105,6 +114,9 @@ class _App:
                 return
         if path == "/predict":
             await self.predict(scope, receive, send, headers)
+            return
+        if path == "/feedback":
+            await self.feedback(scope, receive, send, headers)
             return
         start, seen = time.perf_counter(), [500]
 
@@ -125,6 +137,7 @@ class _App:
         unseen: dict[str, int] = {}
         x = parse_request(raw, served.input, True, content_type, unseen)
         body, index = served.predict(x)
+        body["ids"] = self.ids.take(len(x))
         return x, body, index, self.dumps(body, option=self.numpy_option), unseen
 
     async def predict(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
@@ -159,7 +172,45 @@ class _App:
             if unseen:
                 self.metrics.unseen(served, unseen)
             if self.state.sink is not None:
-                self.state.sink.offer(served.name, served.version, x, body)
+                self.state.sink.offer(served.name, served.version, x, body, body["ids"])
+
+    async def feedback(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
+        """Labels for earlier answers, by row id: checked, stored, the live window updated."""
+        start = time.perf_counter()
+        status = 200
+        try:
+            if scope["method"] != "POST":
+                raise BadRequest(405, "/feedback takes POST")
+            sink = self.state.sink
+            if sink is None or not sink.answers:
+                raise BadRequest(409, _NO_FEEDBACK)
+            spec = self.state.current.input
+            limit = spec.max_batch * FEEDBACK_ENTRY_BYTES + 1024
+            raw = await _read_limited(receive, headers.get(b"content-length"), limit)
+            entries = parse_feedback(raw, spec.max_batch)
+            loop = asyncio.get_running_loop()
+            payload = self.dumps(await loop.run_in_executor(self.pool, self._label, entries))
+        except BadRequest as exc:
+            status, payload = exc.status, self.dumps({"error": exc.message})
+        except Exception as exc:
+            log.exception("/feedback failed")
+            status, payload = 500, self.dumps({"error": f"internal error: {type(exc).__name__}"})
+        await _respond(send, status, payload)
+        self.metrics.answered("/feedback", status, time.perf_counter() - start)
+
+    def _label(self, entries: list[Any]) -> dict[str, Any]:
+        """Store labels (after the answers queued before them are written) and refresh
+        the live window of each version they label."""
+        sink = self.state.sink
+        assert sink is not None
+        if not sink.sync():
+            raise BadRequest(503, "the sink is behind; send the labels again shortly")
+        stored = store(sink.path, entries)
+        for (model, version), count in stored.versions.items():
+            task, n, value = live(sink.path, model, version, self.window)
+            self.metrics.live(model, version, task, n, value)
+            self.metrics.feedback_labels.labels(model, str(version)).inc(count)
+        return {"accepted": stored.accepted, "replaced": stored.replaced}
 
 
 def _columns(served: Served) -> dict[str, str] | None:
@@ -176,6 +227,22 @@ async def _respond(send: Send, status: int, body: bytes, extra: Extra = ()) -> N
     headers = [*_JSON, (b"content-length", str(len(body)).encode()), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _read_limited(receive: Receive, declared: bytes | None, limit: int) -> bytes:
+    """The whole body, or a 413 as soon as it is longer than `limit` bytes."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BadRequest(413, f"body of {int(declared)} bytes exceeds {limit}", close=True)
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(413, f"body exceeds {limit} bytes", close=True)
+        chunks.append(chunk)
+        more = bool(message.get("more_body"))
+    return b"".join(chunks)
 
 
 def _text(value: bytes | None) -> str | None:

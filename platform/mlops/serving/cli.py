@@ -52,8 +52,20 @@ def serve(
     ] = 1,
     export: Export = None,
     auth_token_env: AuthTokenEnv = None,
+    feedback: Annotated[
+        bool,
+        typer.Option(
+            "--feedback",
+            help="Record every answer in the sink so POST /feedback can join labels to it "
+            "(live accuracy on /metrics, `mlops monitor performance`).",
+        ),
+    ] = False,
+    live_window: Annotated[
+        int, typer.Option(help="Labelled answers the live accuracy on /metrics covers.", min=1)
+    ] = 1000,
 ) -> None:
-    """Serve a registered version over HTTP: /predict, /health, /ready, /metadata, /metrics.
+    """Serve a registered version over HTTP: /predict, /feedback, /health, /ready, /metadata,
+    /metrics.
 
     A stage target is watched: when a promotion or rollback moves it, the new version is
     loaded and verified in the background and swapped in without dropping requests.
@@ -64,7 +76,7 @@ def serve(
     options = service.ServeOptions(
         target=target, host=host, port=port, backend=backend, poll_s=poll,
         log_inputs=log_inputs, sink=sink, max_batch=max_batch, threads=threads, export=export,
-        auth_token_env=auth_token_env,
+        auth_token_env=auth_token_env, feedback=feedback, live_window=live_window,
     )  # fmt: skip
     settings = Settings.from_env()
     found = service.resolve_target(settings, options)
@@ -88,7 +100,9 @@ def _summary(prepared: Any, options: Any) -> list[tuple[str, str]]:
     served = state.current
     stage = f" ({state.stage})" if state.stage else ""
     built = served.built
-    logged = f"{options.log_inputs:.0%} of requests"
+    logged = f"{options.log_inputs:.0%} of requests" + (
+        ", every answer for /feedback" if options.feedback else ""
+    )
     return [
         ("model", f"{served.name} v{served.version}{stage}"),
         ("sha256", f"{served.sha256[:12]}… verified"),

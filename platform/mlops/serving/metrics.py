@@ -12,6 +12,10 @@ Names (the Grafana dashboard in platform/deploy/ reads these):
 - `mlops_sink_rows_total` · `mlops_sink_dropped_total`: rows sampled to the sink
 - `mlops_unseen_categories_total{model, version, column}`: categorical values of a mixed
   table the served version never saw in training (for a text column: unknown pieces)
+- `mlops_feedback_labels_total{model, version}`: labels received on `/feedback`
+- `mlops_live_labelled{model, version}`: labelled answers in the sliding window
+- `mlops_live_accuracy{model, version}` · `mlops_live_rmse{model, version}`: the served
+  versions' live accuracy (classification) or RMSE (regression) over that window
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from prometheus_client import (
 if TYPE_CHECKING:
     from mlops.serving.model import Served
 
-ENDPOINTS = ("/predict", "/health", "/ready", "/metadata", "/metrics")
+ENDPOINTS = ("/predict", "/feedback", "/health", "/ready", "/metadata", "/metrics")
 LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                    1.0, 2.5)  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
@@ -89,6 +93,22 @@ class ServingMetrics:
             "Categorical values (text: pieces) the served version never saw in training",
             ["model", "version", "column"], registry=r,
         )  # fmt: skip
+        self.feedback_labels = Counter(
+            "mlops_feedback_labels", "Labels received on /feedback", ["model", "version"],
+            registry=r,
+        )  # fmt: skip
+        self.live_labelled = Gauge(
+            "mlops_live_labelled", "Labelled answers in the live window", ["model", "version"],
+            registry=r,
+        )  # fmt: skip
+        self.live_accuracy = Gauge(
+            "mlops_live_accuracy", "Accuracy over the live window of labelled answers",
+            ["model", "version"], registry=r,
+        )  # fmt: skip
+        self.live_rmse = Gauge(
+            "mlops_live_rmse", "RMSE over the live window of labelled answers",
+            ["model", "version"], registry=r,
+        )  # fmt: skip
         self._status: dict[tuple[str, int], Any] = {}
         self._latency = {e: self.latency.labels(e) for e in (*ENDPOINTS, "other")}
         self._classes: tuple[int, list[Any]] = (-1, [])
@@ -131,6 +151,14 @@ class ServingMetrics:
         for column, n in counts.items():
             if n:
                 self.unseen_categories.labels(self.model, str(served.version), column).inc(n)
+
+    def live(self, model: str, version: int, task: str, labelled: int, value: float) -> None:
+        """Set a version's live window: how many labelled answers, and their accuracy or
+        RMSE."""
+        labels = (model, str(version))
+        self.live_labelled.labels(*labels).set(labelled)
+        gauge = self.live_rmse if task == "regression" else self.live_accuracy
+        gauge.labels(*labels).set(value)
 
     def serving(self, served: Served, stage: str | None) -> None:
         """Label the served version (the previous one's info series is removed)."""

@@ -59,6 +59,8 @@ class ServeOptions:
     threads: int = 1
     export: str | None = None  # the passing ONNX export to serve (`onnx-int8`, …)
     auth_token_env: str | None = None
+    feedback: bool = False  # record every answer, so /feedback can join labels to them
+    live_window: int = 1000
 
 
 @dataclass
@@ -165,11 +167,13 @@ def prepare(settings: Settings, options: ServeOptions, target: Target | None = N
                               options.threads, options.export)  # fmt: skip
         metrics = ServingMetrics(name)
         sink = None
-        if options.log_inputs > 0:
+        if options.log_inputs > 0 or options.feedback:
             path = options.sink or settings.home / "serving" / f"{name}.db"
-            sink = _open_sink(path, options.log_inputs, metrics)
+            sink = _open_sink(path, options.log_inputs, metrics, options.feedback)
             sink.describe(name, served.input.sink_names)
-        state = State(served, options.target, ref.stage, metrics, sink, options.poll_s)
+            sink.describe_version(name, served.version, served.spec.task, served.spec.classes)
+        state = State(served, options.target, ref.stage, metrics, sink, options.poll_s,
+                      options.live_window)  # fmt: skip
         metrics.serving(served, ref.stage)
     except BaseException:
         sock.close()
@@ -181,10 +185,12 @@ def prepare(settings: Settings, options: ServeOptions, target: Target | None = N
     return prepared
 
 
-def _open_sink(path: Path, fraction: float, metrics: ServingMetrics) -> Sink:
+def _open_sink(path: Path, fraction: float, metrics: ServingMetrics, answers: bool) -> Sink:
 
     try:
-        return Sink(path, fraction, metrics.sink_rows.inc, metrics.sink_dropped.inc)
+        return Sink(
+            path, fraction, metrics.sink_rows.inc, metrics.sink_dropped.inc, answers=answers
+        )
     except (OSError, sqlite3.Error) as exc:
         raise UserError(f"--sink {path}: cannot write there ({exc})") from None
 

@@ -1,12 +1,15 @@
-"""A sampled record of what the server saw and answered, for monitoring (drift).
+"""A record of what the server saw and answered, for monitoring (drift) and live labels.
 
 One SQLite file (WAL), written by one background thread so requests never wait on disk:
-a request is sampled with probability `fraction` and all its rows are queued; when the
-queue is full, rows are dropped and counted rather than slowing requests down.
+a request is sampled with probability `fraction` and all its rows are queued; with
+`answers` (`mlops serve --feedback`) every row's answer is queued too, so a label sent to
+`/feedback` later can join it. When the queue is full, rows are dropped and counted rather
+than slowing requests down.
 
-Table `predictions`: id, ts (unix seconds), model, version, features (JSON list),
-prediction (JSON), probabilities (JSON list or null). Table `features`: the feature names
-of each model. `read_sink` returns one column per feature.
+Table `predictions` (sampled): id, ts (unix seconds), model, version, features (JSON
+list), prediction (JSON), probabilities (JSON list or null), rid (the row's id in the
+response). Table `features`: the feature names of each model. `read_sink` returns one
+column per feature. Tables `answers`, `labels` and `versions`: see `mlops.serving.feedback`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,13 +41,61 @@ CREATE TABLE IF NOT EXISTS predictions (
 );
 CREATE INDEX IF NOT EXISTS predictions_model_ts ON predictions (model, ts);
 CREATE TABLE IF NOT EXISTS features (model TEXT PRIMARY KEY, names TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS answers (
+    rid TEXT PRIMARY KEY,
+    ts REAL NOT NULL,
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    prediction TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS answers_version ON answers (model, version);
+CREATE TABLE IF NOT EXISTS labels (
+    rid TEXT PRIMARY KEY REFERENCES answers (rid),
+    ts REAL NOT NULL,
+    label TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    task TEXT NOT NULL,
+    classes TEXT NOT NULL,
+    PRIMARY KEY (model, version)
+);
 """
 INSERT = (
-    "INSERT INTO predictions (ts, model, version, features, prediction, probabilities) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO predictions (ts, model, version, features, prediction, probabilities, rid) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-# (ts, model, version, features, predictions, probabilities or None)
-Batch = tuple[float, str, int, Any, Any, Any]
+ANSWER = (
+    "INSERT OR IGNORE INTO answers (rid, ts, model, version, prediction) VALUES (?, ?, ?, ?, ?)"
+)
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """A sampled request's rows, what it answered, and the rows' ids."""
+
+    ts: float
+    model: str
+    version: int
+    x: Any
+    predictions: Any
+    probabilities: Any = None
+    ids: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class Answered:
+    """Every row's answer and id (with `answers`): what a label joins."""
+
+    ts: float
+    model: str
+    version: int
+    ids: list[str]
+    predictions: Any
+
+
+Item = Sampled | Answered | threading.Event | None
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -53,6 +105,9 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.executescript(SCHEMA)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(predictions)")}
+    if "rid" not in columns:  # a sink written before rows had ids
+        conn.execute("ALTER TABLE predictions ADD COLUMN rid TEXT")
     return conn
 
 
@@ -66,10 +121,12 @@ class Sink:
         on_written: Callable[[int], None] | None = None,
         on_dropped: Callable[[int], None] | None = None,
         capacity: int = 10_000,
+        answers: bool = False,
     ) -> None:
         self.path = path
         self.fraction = fraction
-        self._queue: queue.Queue[Batch | None] = queue.Queue(capacity)
+        self.answers = answers
+        self._queue: queue.Queue[Item] = queue.Queue(capacity)
         self._written = on_written or (lambda n: None)
         self._dropped = on_dropped or (lambda n: None)
         self._random = random.random
@@ -90,15 +147,52 @@ class Sink:
         finally:
             conn.close()
 
-    def offer(self, model: str, version: int, x: np.ndarray, body: dict[str, Any]) -> None:
-        """Queue this request's rows with probability `fraction` (never blocks)."""
+    def describe_version(self, model: str, version: int, task: str, classes: list[Any]) -> None:
+        """Record what a version's answers mean (its task and classes), which `/feedback`
+        checks labels against."""
+        conn = connect(self.path)
+        try:
+            with conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO versions (model, version, task, classes) "
+                    "VALUES (?, ?, ?, ?)",
+                    (model, version, task, json.dumps(classes)),
+                )
+        finally:
+            conn.close()
+
+    def offer(
+        self,
+        model: str,
+        version: int,
+        x: np.ndarray,
+        body: dict[str, Any],
+        ids: list[str] | None = None,
+    ) -> None:
+        """Queue this request's answers (with `answers`) and, with probability `fraction`,
+        its rows (never blocks)."""
+        now = time.time()
+        if self.answers and ids is not None:
+            self._put(Answered(now, model, version, ids, body["predictions"]), len(ids))
         if self.fraction <= 0.0 or (self.fraction < 1.0 and self._random() >= self.fraction):
             return
-        item = (time.time(), model, version, x, body["predictions"], body.get("probabilities"))
+        item = Sampled(now, model, version, x, body["predictions"], body.get("probabilities"), ids)
+        self._put(item, len(x))
+
+    def _put(self, item: Item, rows: int) -> None:
         try:
             self._queue.put_nowait(item)
         except queue.Full:
-            self._dropped(len(x))
+            self._dropped(rows)
+
+    def sync(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued before this call is written (False: not in time)."""
+        done = threading.Event()
+        try:
+            self._queue.put(done, timeout=timeout)
+        except queue.Full:
+            return False
+        return done.wait(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop the thread and close the file."""
@@ -117,27 +211,47 @@ class Sink:
                 except queue.Empty:
                     break
                 items.append(item)
-            rows = [row for batch in items if batch is not None for row in _rows(batch)]
-            if rows:
-                try:
-                    with self._conn:
-                        self._conn.executemany(INSERT, rows)
-                    self._written(len(rows))
-                except sqlite3.Error:
-                    self._dropped(len(rows))
+            self._write(items)
+            for barrier in items:
+                if isinstance(barrier, threading.Event):
+                    barrier.set()
             if items[-1] is None:
                 return
 
+    def _write(self, items: list[Item]) -> None:
+        sampled = [row for i in items if isinstance(i, Sampled) for row in _rows(i)]
+        answered = [row for i in items if isinstance(i, Answered) for row in _answers(i)]
+        if not sampled and not answered:
+            return
+        try:
+            with self._conn:
+                self._conn.executemany(INSERT, sampled)
+                self._conn.executemany(ANSWER, answered)
+            self._written(len(sampled))
+        except sqlite3.Error:
+            self._dropped(len(sampled) + len(answered))
 
-def _rows(batch: Batch) -> list[tuple[Any, ...]]:
-    ts, model, version, x, predictions, probabilities = batch
-    preds = predictions.tolist() if hasattr(predictions, "tolist") else list(predictions)
-    probs = probabilities.tolist() if probabilities is not None else [None] * len(preds)
+
+def _listed(values: Any) -> list[Any]:
+    return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
+def _rows(b: Sampled) -> list[tuple[Any, ...]]:
+    preds = _listed(b.predictions)
+    probs = _listed(b.probabilities) if b.probabilities is not None else [None] * len(preds)
+    rids = b.ids if b.ids is not None else [None] * len(preds)
     return [
-        (ts, model, version, json.dumps(row), json.dumps(pred),
-         None if prob is None else json.dumps(prob))
-        for row, pred, prob in zip(x.tolist(), preds, probs, strict=True)
+        (b.ts, b.model, b.version, json.dumps(row), json.dumps(pred),
+         None if prob is None else json.dumps(prob), rid)
+        for row, pred, prob, rid in zip(b.x.tolist(), preds, probs, rids, strict=True)
     ]  # fmt: skip
+
+
+def _answers(a: Answered) -> list[tuple[Any, ...]]:
+    return [
+        (rid, a.ts, a.model, a.version, json.dumps(pred))
+        for rid, pred in zip(a.ids, _listed(a.predictions), strict=True)
+    ]
 
 
 def read_sink(path: str | Path, model: str | None = None) -> pd.DataFrame:

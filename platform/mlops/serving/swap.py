@@ -37,6 +37,7 @@ class State:
     metrics: ServingMetrics
     sink: Sink | None = None
     poll_s: float = 0.0
+    live_window: int = 1000  # labelled answers /metrics' live accuracy is computed over
     swaps: list[dict[str, Any]] = field(default_factory=list)
     last_poll: float | None = None
     poll_error: str | None = None
@@ -48,6 +49,7 @@ class State:
         self.metrics.serving(new, self.stage)
         if self.sink is not None:
             self.sink.describe(new.name, new.input.sink_names)
+            self.sink.describe_version(new.name, new.version, new.spec.task, new.spec.classes)
         self.current = new
         self.swaps.append({"from": old.version, "to": new.version, "at": time.time(),
                            "sha256": new.sha256})  # fmt: skip
