@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -280,18 +281,36 @@ def compare_cmd(
         typer.Argument(help="Versions or @STAGEs; the first is the baseline.", show_default=False),
     ],
     markdown: Annotated[bool, typer.Option("--markdown", help="Markdown for a PR.")] = False,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Also compare the first two on live traffic: the rows both answered "
+            "(mlops serve --shadow --feedback), agreement and McNemar on the labelled ones.",
+        ),
+    ] = False,
+    sink: Annotated[
+        Path | None,
+        typer.Option(help="With --live: the serving sink (default .mlops/serving/MODEL.db)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Compare versions side by side, re-evaluated on the same test split, with a
-    significance test and a verdict."""
+    significance test and a verdict (and, with --live, on live traffic)."""
     from registry import render
     from registry.compare import compare
+    from registry.live import live_evidence
     from registry.stages import parse_ref
 
     ctx = _ctx(True)
     name, parsed = _name(model), [parse_ref(r, ctx.policy) for r in refs]
     with _store_refusals(), _progress() as step:
         result = compare(ctx, name, parsed, step=step)
+        if live:
+            step("reading live answers and labels")
+            base, cand = (v["version"] for v in result["versions"][:2])
+            found = live_evidence(ctx.settings, name, base, cand, sink)
+            result["live"] = found.as_dict() if found else None
     if as_json:
         console.emit_json(result)
     elif markdown:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mlops.params import HIGHER_IS_BETTER, GateParams
+from mlops.params import HIGHER_IS_BETTER, GateParams, LiveGateParams
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class Evidence:
     size_mb: float | None = None
     latency_ms: float | None = None
     exports: dict[str, str] = field(default_factory=dict)  # passing export → its format
+    live: dict[str, Any] | None = None  # registry.live.LiveEvidence beside the holder
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,31 @@ def _beat(primary: str, delta: float, cand: Evidence, holder: Evidence | None) -
     value = f"{gain:+.6g} vs v{holder.version} ({_fmt(mine)} vs {_fmt(theirs)})"
     # A tolerance far below any metric's resolution: 0.11 - 0.10 must count as 0.01.
     return GateResult(gate, value, f"by ≥ {delta:g}", gain >= delta - 1e-9)
+
+
+def _live(want: LiveGateParams, cand: Evidence, holder: Evidence | None) -> GateResult:
+    """Right more often than the holder on labelled live pairs, significantly."""
+    gate = "live evidence"
+    threshold = (
+        f"≥ {want.min_labelled_pairs} labelled pairs, right more often, McNemar p ≤ "
+        f"{want.max_p_value:g}"
+    )
+    if holder is None:
+        return GateResult(gate, "no current holder", threshold, True)
+    live = cand.live or {}
+    if not live.get("sink"):
+        return GateResult(gate, "no serving sink with live answers", threshold, False)
+    pairs, gained = (
+        live["labelled_pairs"],
+        live["only_candidate_right"] - live["only_baseline_right"],
+    )
+    p_value = live["mcnemar_p"]
+    value = (
+        f"{pairs} labelled pairs vs v{holder.version}: {_fmt(live['candidate_accuracy'])} vs "
+        f"{_fmt(live['baseline_accuracy'])}, McNemar p {p_value:.3g}"
+    )
+    ok = pairs >= want.min_labelled_pairs and gained > 0 and p_value <= want.max_p_value
+    return GateResult(gate, value, threshold, ok)
 
 
 def evaluate(
@@ -114,6 +140,8 @@ def evaluate(
                 "p50 latency ms", _fmt(candidate.latency_ms), f"≤ {gate.max_latency_ms:g}", ok
             )
         )
+    if gate.require_live is not None and not rollback:
+        results.append(_live(gate.require_live, candidate, holder))
     if gate.require_export is not None:
         fmt = gate.require_export
         ok = fmt in candidate.exports.values()

@@ -14,6 +14,7 @@ from registry.context import Context
 from registry.db.store import Version
 from registry.evaluation import Scored, TestSplit, load_test_split, score
 from registry.export.records import passing_exports
+from registry.live import live_evidence
 
 Progress = Callable[[str], None]
 
@@ -33,6 +34,7 @@ def needs_evidence(gate: GateParams) -> bool:
             gate.beat_holder_by is not None,
             gate.max_latency_ms,
             gate.require_export,
+            gate.require_live,
         )
     )
 
@@ -63,6 +65,13 @@ def gather(
             local = mlflow_port.download(holder.model, holder.version, Path(tmp, "b"))
             progress(f"{what} the holder v{holder.version}")
             theirs = score(holder, local, split)
+    if gate.require_live is not None and holder is not None:
+        progress(f"reading live evidence of v{candidate.version} beside v{holder.version}")
+        sink = Path(gate.require_live.sink) if gate.require_live.sink else None
+        found_live = live_evidence(ctx.settings, candidate.model, holder.version,
+                                   candidate.version, sink)  # fmt: skip
+        live = found_live.as_dict() if found_live else {"sink": None}
+        mine = replace(mine, evidence=replace(mine.evidence, live=live))
     if gate.require_export is not None:
         found = mlflow_port.get_version(candidate.model, candidate.version)
         exports = passing_exports(found.tags if found is not None else {})

@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from mlops import console
+from registry.live import LiveEvidence, describe
 
 if TYPE_CHECKING:
     from registry.db.store import Entry
@@ -115,6 +116,13 @@ def comparison(result: dict[str, Any]) -> None:
     )
     for test in result["tests"]:
         console.out.print(f"verdict: {test['verdict']}", soft_wrap=True)
+    if "live" in result:
+        console.out.print(f"live: {live_line(result['live'])}", soft_wrap=True)
+
+
+def live_line(found: dict[str, Any] | None) -> str:
+    """The live comparison of `compare --live` in one line."""
+    return describe(LiveEvidence(**found) if found else None)
 
 
 def comparison_markdown(result: dict[str, Any]) -> str:
@@ -129,6 +137,8 @@ def comparison_markdown(result: dict[str, Any]) -> str:
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines.append("")
     lines += [f"**Verdict:** {t['verdict']}" for t in result["tests"]]
+    if "live" in result:
+        lines += ["", f"**Live:** {live_line(result['live'])}"]
     lines.append("")
     lines.append(
         f"_Re-evaluated on {result['n_test_rows']} test rows "

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mlops.live import labelled, live
 from mlops.monitoring.performance import summarise, wilson
-from mlops.serving.feedback import Entry, Ids, labelled, live, store
+from mlops.serving.feedback import Entry, Ids, store
 from mlops.serving.schema import BadRequest
 from mlops.serving.sink import Sink, read_sink
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from mlops.serving.feedback import Labelled
+from mlops.live import Labelled
 
 Z95 = 1.959963984540054
 

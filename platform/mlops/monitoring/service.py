@@ -22,6 +22,7 @@ import numpy as np
 from mlops import workspace
 from mlops.columns import Encoding, RecordError
 from mlops.errors import DataError, UserError
+from mlops.live import answered, labelled
 from mlops.monitoring import images
 from mlops.monitoring.drift import assess, class_shift, value_shift
 from mlops.monitoring.performance import Performance, summarise
@@ -35,7 +36,6 @@ from mlops.monitoring.reference import (
     read_table,
 )
 from mlops.params import Params, load_params
-from mlops.serving.feedback import answered, labelled
 from mlops.serving.sink import read_sink
 from mlops.training import predict_proba, predict_values
 from registry.context import Context

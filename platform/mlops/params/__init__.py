@@ -21,7 +21,13 @@ from mlops.params._model import (
     TransformerParams,
 )
 from mlops.params._monitor import DriftParams, MonitorParams
-from mlops.params._registry import HIGHER_IS_BETTER, NO_STAGE, GateParams, RegistryParams
+from mlops.params._registry import (
+    HIGHER_IS_BETTER,
+    NO_STAGE,
+    GateParams,
+    LiveGateParams,
+    RegistryParams,
+)
 from mlops.params._sections import (
     NAME_PATTERN,
     PARAMS_FILE,
@@ -60,6 +66,7 @@ __all__ = [
     "EvaluateParams",
     "GateParams",
     "ImageParams",
+    "LiveGateParams",
     "LoaderParams",
     "MLPParams",
     "ModelParams",

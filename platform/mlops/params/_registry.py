@@ -20,6 +20,17 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
 
+class LiveGateParams(_Section):
+    """Live evidence a version needs before it enters a stage: at least
+    `min_labelled_pairs` rows it scored beside the stage's holder (as a shadow) with a
+    label, on which it is right more often, with McNemar's p-value at most `max_p_value`.
+    `sink`: the serving sink to read (default MLOPS_HOME/serving/MODEL.db)."""
+
+    min_labelled_pairs: Annotated[int, Field(ge=1)] = 100
+    max_p_value: Annotated[float, Field(gt=0, le=1)] = 0.05
+    sink: str | None = None
+
+
 class GateParams(_Section):
     """Gates a version must pass to enter one stage."""
 
@@ -30,6 +41,7 @@ class GateParams(_Section):
     max_size_mb: Annotated[float, Field(gt=0)] | None = None
     max_latency_ms: Annotated[float, Field(gt=0)] | None = None
     require_export: Literal["onnx", "torchscript"] | None = None
+    require_live: LiveGateParams | None = None
 
     @model_validator(mode="after")
     def _known_metrics(self) -> GateParams:

@@ -34,9 +34,10 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
+from mlops.live import live
 from mlops.serving.auth import Guard
 from mlops.serving.backends import describe
-from mlops.serving.feedback import Ids, live, parse_feedback, store
+from mlops.serving.feedback import Ids, parse_feedback, store
 from mlops.serving.schema import (
     MULTIPART,
     BadRequest,
@@ -143,6 +144,8 @@ class _App:
     async def predict(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
         start = time.perf_counter()
         served = self.state.current  # read once: a swap never changes a request in flight
+        if self.state.canary is not None:
+            served = self.state.canary.pick(served)
         status, done, extra = 200, None, cast(Extra, ())
         try:
             if scope["method"] != "POST":
@@ -173,6 +176,8 @@ class _App:
                 self.metrics.unseen(served, unseen)
             if self.state.sink is not None:
                 self.state.sink.offer(served.name, served.version, x, body, body["ids"])
+            if self.state.shadow is not None:
+                self.state.shadow.offer(served, x, body["ids"])
 
     async def feedback(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
         """Labels for earlier answers, by row id: checked, stored, the live window updated."""
@@ -307,6 +312,22 @@ def metadata(state: State) -> dict[str, Any]:
         if state.sink is None
         else {"path": str(state.sink.path), "fraction": state.sink.fraction},
         "hyper": asdict(spec).get("hyper", {}),
+        "challenger": _challenger(state),
+    }
+
+
+def _challenger(state: State) -> dict[str, Any] | None:
+    """The `--shadow` or `--canary` version: its target, version and share."""
+    rival = state.shadow.state if state.shadow else state.canary.state if state.canary else None
+    if rival is None:
+        return None
+    return {
+        "role": rival.role,
+        "target": rival.target,
+        "version": rival.current.version,
+        "sha256": rival.current.sha256,
+        "share": state.canary.share if state.canary else 1.0,
+        "swaps": [s | {"at": _iso(s["at"])} for s in rival.swaps],
     }
 
 

@@ -63,6 +63,21 @@ def serve(
     live_window: Annotated[
         int, typer.Option(help="Labelled answers the live accuracy on /metrics covers.", min=1)
     ] = 1000,
+    shadow: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODEL@STAGE",
+            help="A challenger that scores every request too, off the response path (its "
+            "scores recorded beside the answers; what it cannot keep up with is dropped).",
+        ),
+    ] = None,
+    canary: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODEL@STAGE:P%",
+            help="A challenger that answers P% of the requests instead (e.g. digits@staging:10%).",
+        ),
+    ] = None,
 ) -> None:
     """Serve a registered version over HTTP: /predict, /feedback, /health, /ready, /metadata,
     /metrics.
@@ -77,6 +92,7 @@ def serve(
         target=target, host=host, port=port, backend=backend, poll_s=poll,
         log_inputs=log_inputs, sink=sink, max_batch=max_batch, threads=threads, export=export,
         auth_token_env=auth_token_env, feedback=feedback, live_window=live_window,
+        shadow=shadow, canary=canary,
     )  # fmt: skip
     settings = Settings.from_env()
     found = service.resolve_target(settings, options)
@@ -111,4 +127,17 @@ def _summary(prepared: Any, options: Any) -> list[tuple[str, str]]:
         ("swap", f"checks {state.stage} every {options.poll_s:g} s" if prepared.watcher else "off"),
         ("sink", f"{state.sink.path} ({logged})" if state.sink else "off"),
         ("auth", f"bearer token from {options.auth_token_env}" if prepared.token else "off"),
+        ("challenger", _rival(state)),
     ]  # fmt: skip
+
+
+def _rival(state: Any) -> str:
+    rival = state.shadow.state if state.shadow else state.canary.state if state.canary else None
+    if rival is None:
+        return "off"
+    share = (
+        f" answers {state.canary.share:.0%} of requests"
+        if state.canary
+        else (" scores every request")
+    )
+    return f"{rival.role} {rival.current.name} v{rival.current.version} ({rival.target}):{share}"

@@ -8,8 +8,8 @@ a finite number (regression). Labels may come late, for some rows only, and agai
 last one wins (table `labels`: rid, ts, label). A request with an unknown id or a label
 that does not fit is refused whole, naming the entry: nothing is written.
 
-`live` reads a version's most recent labelled rows (the sliding window of `/metrics`);
-`labelled` reads all of them (`mlops monitor performance`).
+Reading them back (the live window, `mlops monitor performance`, live comparisons and
+gates in the registry) is `mlops.live`'s.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from mlops.serving.schema import BadRequest
-from mlops.serving.sink import connect
+from mlops.serving.sink import PRIMARY, connect
 
 MAX_ID = 64  # characters of an id we accept back
 
@@ -109,15 +109,17 @@ def store(path: Path, entries: list[Entry]) -> Stored:
             rows: list[tuple[str, float, str]] = []
             seen: dict[tuple[str, int], int] = {}
             for e in entries:
-                if e.rid not in found:
+                answers = found.get(e.rid, {})
+                if PRIMARY not in answers:
                     raise BadRequest(
                         422, f"labels[{e.index}].id: unknown id {e.rid!r} (no answer recorded "
                         "with it here: a typo, another server's sink, or before --feedback)",
                     )  # fmt: skip
-                model, version = found[e.rid]
+                model, version = answers[PRIMARY]
                 task, classes = meaning.get((model, version), ("classification", []))
                 rows.append((e.rid, time.time(), _label(e, task, classes, model, version)))
-                seen[model, version] = seen.get((model, version), 0) + 1
+                for labelled in answers.values():  # the answer given, and a shadow's score
+                    seen[labelled] = seen.get(labelled, 0) + 1
             replaced = _already(conn, [e.rid for e in entries])
             conn.executemany(
                 "INSERT OR REPLACE INTO labels (rid, ts, label) VALUES (?, ?, ?)", rows
@@ -129,12 +131,14 @@ def store(path: Path, entries: list[Entry]) -> Stored:
     return Stored(len(rows), replaced, seen)
 
 
-def _answers(conn: sqlite3.Connection, rids: list[str]) -> dict[str, tuple[str, int]]:
-    found: dict[str, tuple[str, int]] = {}
+def _answers(conn: sqlite3.Connection, rids: list[str]) -> dict[str, dict[str, tuple[str, int]]]:
+    """Each id's recorded answers by role: (model, version)."""
+    found: dict[str, dict[str, tuple[str, int]]] = {}
     for chunk in _chunks(sorted(set(rids)), 500):
         marks = ",".join("?" * len(chunk))
-        query = f"SELECT rid, model, version FROM answers WHERE rid IN ({marks})"
-        found |= {rid: (m, int(v)) for rid, m, v in conn.execute(query, chunk)}
+        query = f"SELECT rid, role, model, version FROM answers WHERE rid IN ({marks})"
+        for rid, role, m, v in conn.execute(query, chunk):
+            found.setdefault(rid, {})[role] = (m, int(v))
     return found
 
 
@@ -178,64 +182,3 @@ def _label(e: Entry, task: str, classes: list[Any], model: str, version: int) ->
             422, f"{where}: {e.label!r} is not a class of {model} version {version} ({shown})"
         )
     return json.dumps(by_name[str(value)])
-
-
-@dataclass(frozen=True)
-class Labelled:
-    """A version's labelled answers, oldest answer first: when each was answered, what
-    it predicted and its label (both as the version's classes, or numbers)."""
-
-    task: str
-    classes: list[Any]
-    ts: list[float]
-    predicted: list[Any]
-    labels: list[Any]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-def labelled(path: Path, model: str, version: int, last: int | None = None) -> Labelled:
-    """The labelled answers of `model` `version` in the sink at `path` (the `last` ones
-    labelled, when given); empty when there are none."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no sink file")
-    uri = f"file:{path}?mode=ro"
-    with closing(sqlite3.connect(uri, uri=True, timeout=30.0)) as conn:
-        meaning = conn.execute(
-            "SELECT task, classes FROM versions WHERE model = ? AND version = ?", (model, version)
-        ).fetchone()
-        limit = "" if last is None else f" ORDER BY l.ts DESC, l.rowid DESC LIMIT {int(last)}"
-        rows = conn.execute(
-            "SELECT a.ts, a.prediction, l.label FROM labels l JOIN answers a USING (rid) "
-            f"WHERE a.model = ? AND a.version = ?{limit}",
-            (model, version),
-        ).fetchall()
-    rows.sort(key=lambda r: r[0])
-    task, classes = (meaning[0], json.loads(meaning[1])) if meaning else ("classification", [])
-    return Labelled(
-        task, classes, [r[0] for r in rows], [json.loads(r[1]) for r in rows],
-        [json.loads(r[2]) for r in rows],
-    )  # fmt: skip
-
-
-def live(path: Path, model: str, version: int, window: int) -> tuple[str, int, float]:
-    """Over the last `window` labelled answers of a version: its task, how many, and
-    the accuracy (classification) or RMSE (regression)."""
-    found = labelled(path, model, version, window)
-    pairs = list(zip(found.predicted, found.labels, strict=True))
-    if not pairs:
-        return found.task, 0, math.nan
-    if found.task == "regression":
-        squared = [(float(p) - float(y)) ** 2 for p, y in pairs]
-        return found.task, len(pairs), math.sqrt(sum(squared) / len(squared))
-    return found.task, len(pairs), sum(p == y for p, y in pairs) / len(pairs)
-
-
-def answered(path: Path, model: str, version: int) -> int:
-    """How many answers of `model` `version` the sink recorded (labelled or not)."""
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)) as conn:
-        row = conn.execute(
-            "SELECT COUNT(*) FROM answers WHERE model = ? AND version = ?", (model, version)
-        ).fetchone()
-    return int(row[0])

@@ -6,12 +6,15 @@ Names (the Grafana dashboard in platform/deploy/ reads these):
 - `mlops_request_latency_seconds{endpoint}`: a histogram of server-side latency
 - `mlops_batch_size`: a histogram of rows per `/predict` request that was answered
 - `mlops_predictions_total{model, version, class}`: predicted classes (classification)
-- `mlops_model_info{model, version, stage, backend, sha256}`: 1 for the version served
+- `mlops_model_info{model, version, stage, backend, sha256, role}`: 1 for each version
+  served (role `primary`, or the challenger's: `shadow`, `canary`)
 - `mlops_model_version{model}`: the version number served
 - `mlops_model_swaps_total{model}` · `mlops_model_swap_failures_total{model}`: hot swaps
 - `mlops_sink_rows_total` · `mlops_sink_dropped_total`: rows sampled to the sink
 - `mlops_unseen_categories_total{model, version, column}`: categorical values of a mixed
   table the served version never saw in training (for a text column: unknown pieces)
+- `mlops_shadow_scored_total` · `mlops_shadow_dropped_total`: rows the shadow challenger
+  scored, and dropped (its queue full) rather than slow the answers
 - `mlops_feedback_labels_total{model, version}`: labels received on `/feedback`
 - `mlops_live_labelled{model, version}`: labelled answers in the sliding window
 - `mlops_live_accuracy{model, version}` · `mlops_live_rmse{model, version}`: the served
@@ -75,7 +78,7 @@ class ServingMetrics:
         )
         self.info = Gauge(
             "mlops_model_info", "The version served (value 1)",
-            ["model", "version", "stage", "backend", "sha256"], registry=r,
+            ["model", "version", "stage", "backend", "sha256", "role"], registry=r,
         )  # fmt: skip
         self.version = Gauge("mlops_model_version", "Version served", ["model"], registry=r)
         self.swaps = Counter(
@@ -93,6 +96,12 @@ class ServingMetrics:
             "Categorical values (text: pieces) the served version never saw in training",
             ["model", "version", "column"], registry=r,
         )  # fmt: skip
+        self.shadow_scored = Counter(
+            "mlops_shadow_scored", "Rows the shadow challenger scored", registry=r
+        )
+        self.shadow_dropped = Counter(
+            "mlops_shadow_dropped", "Rows the shadow challenger dropped (queue full)", registry=r
+        )
         self.feedback_labels = Counter(
             "mlops_feedback_labels", "Labels received on /feedback", ["model", "version"],
             registry=r,
@@ -111,8 +120,8 @@ class ServingMetrics:
         )  # fmt: skip
         self._status: dict[tuple[str, int], Any] = {}
         self._latency = {e: self.latency.labels(e) for e in (*ENDPOINTS, "other")}
-        self._classes: tuple[int, list[Any]] = (-1, [])
-        self._info_labels: tuple[str, ...] | None = None
+        self._classes: dict[int, list[Any]] = {}
+        self._info_labels: dict[str, tuple[str, ...]] = {}
 
     def endpoint(self, path: str) -> str:
         """The endpoint label of a path (unknown paths share one label)."""
@@ -132,13 +141,12 @@ class ServingMetrics:
         self.batch.observe(rows)
         if not served.classification:
             return
-        version, children = self._classes
-        if version != served.version:
-            children = [
+        children = self._classes.get(served.version)
+        if children is None:
+            children = self._classes[served.version] = [
                 self.predictions.labels(self.model, str(served.version), str(c))
                 for c in served.spec.classes
             ]
-            self._classes = (served.version, children)
         if rows == 1:
             children[int(index[0])].inc()
             return
@@ -160,15 +168,18 @@ class ServingMetrics:
         gauge = self.live_rmse if task == "regression" else self.live_accuracy
         gauge.labels(*labels).set(value)
 
-    def serving(self, served: Served, stage: str | None) -> None:
-        """Label the served version (the previous one's info series is removed)."""
+    def serving(self, served: Served, stage: str | None, role: str = "primary") -> None:
+        """Label the version served in `role` (the previous one's info series is removed);
+        `mlops_model_version` is the primary's."""
         labels = (self.model, str(served.version), stage or "", served.built.predictor.backend,
-                  served.sha256)  # fmt: skip
-        if self._info_labels is not None and self._info_labels != labels:
-            self.info.remove(*self._info_labels)
+                  served.sha256, role)  # fmt: skip
+        previous = self._info_labels.get(role)
+        if previous is not None and previous != labels:
+            self.info.remove(*previous)
         self.info.labels(*labels).set(1)
-        self._info_labels = labels
-        self.version.labels(self.model).set(served.version)
+        self._info_labels[role] = labels
+        if role == "primary":
+            self.version.labels(self.model).set(served.version)
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""

@@ -27,6 +27,7 @@ from mlops.exposure import is_loopback
 from mlops.serving.app import create_app
 from mlops.serving.auth import read_token
 from mlops.serving.backends import BACKENDS
+from mlops.serving.challenger import Canary, Shadow, parse_canary
 from mlops.serving.metrics import ServingMetrics
 from mlops.serving.model import load_version
 from mlops.serving.sink import Sink
@@ -61,6 +62,8 @@ class ServeOptions:
     auth_token_env: str | None = None
     feedback: bool = False  # record every answer, so /feedback can join labels to them
     live_window: int = 1000
+    shadow: str | None = None  # MODEL@STAGE scoring every request off the response path
+    canary: str | None = None  # MODEL@STAGE:P% answering a share of requests
 
 
 @dataclass
@@ -71,6 +74,7 @@ class Prepared:
     sock: socket.socket
     workdir: Path
     watcher: Watcher | None = None
+    challenger_watcher: Watcher | None = None
     signals: list[int] = field(default_factory=list)
     token: str | None = field(default=None, repr=False)
 
@@ -98,6 +102,25 @@ def check(options: ServeOptions) -> None:
             )
     if options.auth_token_env is not None:
         read_token(options.auth_token_env)
+    if options.shadow is not None and options.canary is not None:
+        raise UserError("--shadow and --canary: give one challenger, not both")
+    if options.canary is not None:
+        parse_canary(options.canary)
+
+
+def challenger_target(options: ServeOptions, name: str) -> str | None:
+    """The challenger's MODEL@STAGE (or @VERSION), checked to be of the served model."""
+    text = options.shadow or (parse_canary(options.canary)[0] if options.canary else None)
+    if text is None:
+        return None
+    flag = "--shadow" if options.shadow else "--canary"
+    other, _ = parse_target(text)
+    if other != name:
+        raise UserError(
+            f"{flag} {text}: a challenger of {name} must be a version of {name} "
+            "(its answers and labels are compared row by row)"
+        )
+    return text
 
 
 def exposure(prepared: Prepared) -> str | None:
@@ -151,6 +174,12 @@ def resolve_target(settings: Settings, options: ServeOptions) -> Target:
     ctx = Context.load(settings)
     if ref.stage is not None:
         ctx.policy.check_stage(ref.stage, exclusive=True)
+    challenger = challenger_target(options, name)
+    if challenger is not None:
+        other = parse_target(challenger)[1]
+        if other.stage is not None:
+            ctx.policy.check_stage(other.stage, exclusive=True)
+        resolve(ctx, name, other)  # an unknown stage or version: one line, before loading
     return Target(ctx, name, ref, resolve(ctx, name, ref), token)
 
 
@@ -175,6 +204,7 @@ def prepare(settings: Settings, options: ServeOptions, target: Target | None = N
         state = State(served, options.target, ref.stage, metrics, sink, options.poll_s,
                       options.live_window)  # fmt: skip
         metrics.serving(served, ref.stage)
+        rival = _challenger(ctx, options, state, workdir / "challenger")
     except BaseException:
         sock.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -182,7 +212,35 @@ def prepare(settings: Settings, options: ServeOptions, target: Target | None = N
     prepared = Prepared(state, sock, workdir, token=target.token)
     if ref.stage is not None and options.poll_s > 0:
         prepared.watcher = _watcher(ctx, state, options, workdir)
+    if rival is not None and rival.stage is not None and options.poll_s > 0:
+        prepared.challenger_watcher = _watcher(ctx, rival, options, workdir / "challenger")
     return prepared
+
+
+def _challenger(ctx: Any, options: ServeOptions, state: State, workdir: Path) -> State | None:
+    """Load the `--shadow` or `--canary` version beside the primary (its own state, same
+    metrics and sink); None without one."""
+    served = state.current
+    text = challenger_target(options, served.name)
+    if text is None:
+        return None
+    ref = parse_target(text)[1]
+    workdir.mkdir()
+    version = resolve(ctx, served.name, ref)
+    loaded = load_version(ctx, version, options.backend, workdir, options.max_batch,
+                          options.threads, options.export)  # fmt: skip
+    role = "shadow" if options.shadow else "canary"
+    rival = State(loaded, text, ref.stage, state.metrics, state.sink, options.poll_s,
+                  options.live_window, role=role)  # fmt: skip
+    state.metrics.serving(loaded, ref.stage, role)
+    if state.sink is not None:
+        state.sink.describe_version(loaded.name, loaded.version, loaded.spec.task,
+                                    loaded.spec.classes)  # fmt: skip
+    if options.shadow:
+        state.shadow = Shadow(rival, state.metrics, state.sink)
+    else:
+        state.canary = Canary(rival, parse_canary(options.canary or "")[1])
+    return rival
 
 
 def _open_sink(path: Path, fraction: float, metrics: ServingMetrics, answers: bool) -> Sink:
@@ -244,8 +302,9 @@ def run(prepared: Prepared) -> list[int]:
         prepared.signals.append(signum)
 
     previous = {s: signal.signal(s, received) for s in (signal.SIGINT, signal.SIGTERM)}
-    if prepared.watcher is not None:
-        prepared.watcher.start()
+    for watcher in (prepared.watcher, prepared.challenger_watcher):
+        if watcher is not None:
+            watcher.start()
     try:
         server.run(sockets=[prepared.sock])
     finally:
@@ -257,8 +316,11 @@ def run(prepared: Prepared) -> list[int]:
 
 def close(prepared: Prepared) -> None:
     """Stop the watcher and the sink, release the socket and the downloaded files."""
-    if prepared.watcher is not None:
-        prepared.watcher.stop()
+    for watcher in (prepared.watcher, prepared.challenger_watcher):
+        if watcher is not None:
+            watcher.stop()
+    if prepared.state.shadow is not None:
+        prepared.state.shadow.close()
     if prepared.state.sink is not None:
         prepared.state.sink.close()
     prepared.sock.close()

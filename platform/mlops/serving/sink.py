@@ -42,15 +42,17 @@ CREATE TABLE IF NOT EXISTS predictions (
 CREATE INDEX IF NOT EXISTS predictions_model_ts ON predictions (model, ts);
 CREATE TABLE IF NOT EXISTS features (model TEXT PRIMARY KEY, names TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS answers (
-    rid TEXT PRIMARY KEY,
+    rid TEXT NOT NULL,
+    role TEXT NOT NULL,
     ts REAL NOT NULL,
     model TEXT NOT NULL,
     version INTEGER NOT NULL,
-    prediction TEXT NOT NULL
+    prediction TEXT NOT NULL,
+    PRIMARY KEY (rid, role)
 );
 CREATE INDEX IF NOT EXISTS answers_version ON answers (model, version);
 CREATE TABLE IF NOT EXISTS labels (
-    rid TEXT PRIMARY KEY REFERENCES answers (rid),
+    rid TEXT PRIMARY KEY,
     ts REAL NOT NULL,
     label TEXT NOT NULL
 );
@@ -67,8 +69,10 @@ INSERT = (
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 ANSWER = (
-    "INSERT OR IGNORE INTO answers (rid, ts, model, version, prediction) VALUES (?, ?, ?, ?, ?)"
+    "INSERT OR IGNORE INTO answers (rid, role, ts, model, version, prediction) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
 )
+PRIMARY, SHADOW = "primary", "shadow"  # the answer given; a challenger's score of the row
 
 
 @dataclass(frozen=True)
@@ -86,13 +90,15 @@ class Sampled:
 
 @dataclass(frozen=True)
 class Answered:
-    """Every row's answer and id (with `answers`): what a label joins."""
+    """Every row's answer and id (with `answers`): what a label joins. `role`: the
+    answer given (`primary`) or a shadow challenger's score of the same rows."""
 
     ts: float
     model: str
     version: int
     ids: list[str]
     predictions: Any
+    role: str = PRIMARY
 
 
 Item = Sampled | Answered | threading.Event | None
@@ -179,6 +185,10 @@ class Sink:
         item = Sampled(now, model, version, x, body["predictions"], body.get("probabilities"), ids)
         self._put(item, len(x))
 
+    def shadowed(self, model: str, version: int, ids: list[str], predictions: Any) -> None:
+        """Queue a shadow challenger's scores of rows the primary answered (never blocks)."""
+        self._put(Answered(time.time(), model, version, ids, predictions, SHADOW), len(ids))
+
     def _put(self, item: Item, rows: int) -> None:
         try:
             self._queue.put_nowait(item)
@@ -249,7 +259,7 @@ def _rows(b: Sampled) -> list[tuple[Any, ...]]:
 
 def _answers(a: Answered) -> list[tuple[Any, ...]]:
     return [
-        (rid, a.ts, a.model, a.version, json.dumps(pred))
+        (rid, a.role, a.ts, a.model, a.version, json.dumps(pred))
         for rid, pred in zip(a.ids, _listed(a.predictions), strict=True)
     ]
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from mlops.errors import StoreError
 
 if TYPE_CHECKING:
+    from mlops.serving.challenger import Canary, Shadow
     from mlops.serving.metrics import ServingMetrics
     from mlops.serving.model import Served
     from mlops.serving.sink import Sink
@@ -38,6 +39,9 @@ class State:
     sink: Sink | None = None
     poll_s: float = 0.0
     live_window: int = 1000  # labelled answers /metrics' live accuracy is computed over
+    role: str = "primary"  # or the challenger's: shadow, canary
+    shadow: Shadow | None = None  # the primary's shadow challenger (--shadow)
+    canary: Canary | None = None  # the primary's canary challenger (--canary)
     swaps: list[dict[str, Any]] = field(default_factory=list)
     last_poll: float | None = None
     poll_error: str | None = None
@@ -46,7 +50,7 @@ class State:
     def swap(self, new: Served) -> None:
         """Serve `new` from the next request on (one reference assignment)."""
         old = self.current
-        self.metrics.serving(new, self.stage)
+        self.metrics.serving(new, self.stage, self.role)
         if self.sink is not None:
             self.sink.describe(new.name, new.input.sink_names)
             self.sink.describe_version(new.name, new.version, new.spec.task, new.spec.classes)

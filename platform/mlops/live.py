@@ -1,0 +1,114 @@
+"""Reading live labels back from a serving sink (SQLite, written by `mlops serve
+--feedback`: `mlops.serving.sink` and `mlops.serving.feedback`): a version's labelled
+answers, the sliding window `/metrics` shows, and the rows two versions answered alike
+(a primary and its shadow), which the registry compares. Read-only; below the registry,
+which never imports the serving layer.
+
+Table `answers`: rid, role (`primary`: the answer given; `shadow`: a challenger's score
+of the same row), ts, model, version, prediction. Table `labels`: rid, ts, label. Table
+`versions`: each version's task and classes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def _read(path: Path) -> sqlite3.Connection:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no sink file")
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """A version's labelled answers, oldest answer first: when each was answered, what
+    it predicted and its label (both as the version's classes, or numbers)."""
+
+    task: str
+    classes: list[Any]
+    ts: list[float]
+    predicted: list[Any]
+    labels: list[Any]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def labelled(path: Path, model: str, version: int, last: int | None = None) -> Labelled:
+    """The labelled answers of `model` `version` in the sink at `path` (the `last` ones
+    labelled, when given); empty when there are none."""
+    with closing(_read(path)) as conn:
+        meaning = conn.execute(
+            "SELECT task, classes FROM versions WHERE model = ? AND version = ?", (model, version)
+        ).fetchone()
+        limit = "" if last is None else f" ORDER BY l.ts DESC, l.rowid DESC LIMIT {int(last)}"
+        rows = conn.execute(
+            "SELECT a.ts, a.prediction, l.label FROM labels l JOIN answers a USING (rid) "
+            f"WHERE a.model = ? AND a.version = ?{limit}",
+            (model, version),
+        ).fetchall()
+    rows.sort(key=lambda r: r[0])
+    task, classes = (meaning[0], json.loads(meaning[1])) if meaning else ("classification", [])
+    return Labelled(
+        task, classes, [r[0] for r in rows], [json.loads(r[1]) for r in rows],
+        [json.loads(r[2]) for r in rows],
+    )  # fmt: skip
+
+
+def live(path: Path, model: str, version: int, window: int) -> tuple[str, int, float]:
+    """Over the last `window` labelled answers of a version: its task, how many, and
+    the accuracy (classification) or RMSE (regression)."""
+    found = labelled(path, model, version, window)
+    pairs = list(zip(found.predicted, found.labels, strict=True))
+    if not pairs:
+        return found.task, 0, math.nan
+    if found.task == "regression":
+        squared = [(float(p) - float(y)) ** 2 for p, y in pairs]
+        return found.task, len(pairs), math.sqrt(sum(squared) / len(squared))
+    return found.task, len(pairs), sum(p == y for p, y in pairs) / len(pairs)
+
+
+def answered(path: Path, model: str, version: int) -> int:
+    """How many answers of `model` `version` the sink recorded (labelled or not)."""
+    with closing(_read(path)) as conn:
+        row = conn.execute(
+            "SELECT COUNT(*) FROM answers WHERE model = ? AND version = ?", (model, version)
+        ).fetchone()
+    return int(row[0])
+
+
+@dataclass(frozen=True)
+class Paired:
+    """The rows two versions of a model both answered (one as the answer given, the
+    other as its shadow): their predictions and, where one came, the label."""
+
+    a: list[Any]
+    b: list[Any]
+    labels: list[Any]  # None where no label came
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+
+def paired(path: Path, model: str, a: int, b: int) -> Paired:
+    """The rows versions `a` and `b` of `model` both answered, oldest first."""
+    with closing(_read(path)) as conn:
+        rows = conn.execute(
+            "SELECT x.prediction, y.prediction, l.label FROM answers x "
+            "JOIN answers y ON y.rid = x.rid AND y.role != x.role "
+            "LEFT JOIN labels l ON l.rid = x.rid "
+            "WHERE x.model = ? AND x.version = ? AND y.model = ? AND y.version = ? "
+            "ORDER BY x.ts",
+            (model, a, model, b),
+        ).fetchall()
+    return Paired(
+        [json.loads(r[0]) for r in rows], [json.loads(r[1]) for r in rows],
+        [None if r[2] is None else json.loads(r[2]) for r in rows],
+    )  # fmt: skip
