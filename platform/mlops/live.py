@@ -19,11 +19,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+TABLES = {"answers", "labels", "versions"}
+ALL = (
+    "SELECT a.ts, a.prediction, l.label FROM labels l JOIN answers a USING (rid) "
+    "WHERE a.model = ? AND a.version = ?"
+)
+# The newest labels first, by their index (labels before answers: CROSS JOIN keeps that
+# order), so the window costs the same however many labels the sink holds.
+WINDOW = (
+    "SELECT a.ts, a.prediction, l.label FROM labels l INDEXED BY labels_ts "
+    "CROSS JOIN answers a ON a.rid = l.rid "
+    "WHERE a.model = ? AND a.version = ? ORDER BY l.ts DESC LIMIT {limit}"
+)
+
 
 def _read(path: Path) -> sqlite3.Connection:
+    """The sink, read-only; a `sqlite3.Error` naming it when it holds no live answers."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no sink file")
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
+    try:
+        found = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.Error:
+        conn.close()
+        raise
+    if not found >= TABLES:
+        conn.close()
+        raise sqlite3.OperationalError(
+            "it holds no answers for live labels (written by a server without --feedback?)"
+        )
+    return conn
 
 
 @dataclass(frozen=True)
@@ -48,11 +73,8 @@ def labelled(path: Path, model: str, version: int, last: int | None = None) -> L
         meaning = conn.execute(
             "SELECT task, classes FROM versions WHERE model = ? AND version = ?", (model, version)
         ).fetchone()
-        limit = "" if last is None else f" ORDER BY l.ts DESC, l.rowid DESC LIMIT {int(last)}"
         rows = conn.execute(
-            "SELECT a.ts, a.prediction, l.label FROM labels l JOIN answers a USING (rid) "
-            f"WHERE a.model = ? AND a.version = ?{limit}",
-            (model, version),
+            WINDOW.format(limit=int(last)) if last is not None else ALL, (model, version)
         ).fetchall()
     rows.sort(key=lambda r: r[0])
     task, classes = (meaning[0], json.loads(meaning[1])) if meaning else ("classification", [])

@@ -108,6 +108,15 @@ def test_labels_join_late_partial_and_repeated_the_last_one_wins(
     table = cli(server["root"], "monitor", "performance", MODEL, "--sink", str(server["sink"]))
     assert table.returncode == 0, table.stderr
     assert f"Live accuracy {expected:.4f}" in table.stdout and "Confusion" in table.stdout
+    again, port = start_server(server["root"], "--feedback", "--sink", str(server["sink"]),
+                               "--poll", "0")  # fmt: skip
+    try:  # a restart on the same sink shows the window at once, before any new label
+        wait_ready(again, port)
+        restarted = _live(Client(port))
+        assert restarted["mlops_live_labelled"] == 30
+        assert restarted["mlops_live_accuracy"] == pytest.approx(expected)
+    finally:
+        stop(again)
 
 
 @pytest.mark.parametrize(
@@ -150,6 +159,9 @@ def test_an_unknown_id_or_a_foreign_label_refuses_the_whole_request(
     assert _live(client).get("mlops_feedback_labels_total", 0.0) == before  # nothing written
     status, answer = client.call("GET", "/feedback")
     assert status == 405
+    body = json.dumps({"labels": [{"id": ids[1], "label": 3}]}).encode()
+    status, answer = client.call("POST", "/feedback", body, "text/plain")  # a cross-site form
+    assert status == 415 and "application/json" in json.loads(answer)["error"]
 
 
 def test_feedback_without_the_flag_says_how_to_turn_it_on(server: dict[str, Any]) -> None:

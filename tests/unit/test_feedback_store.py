@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlops.live import labelled, live
+from mlops.live import WINDOW, labelled, live
 from mlops.monitoring.performance import summarise, wilson
-from mlops.serving.feedback import Entry, Ids, store
+from mlops.serving.feedback import Entry, Ids, parse_feedback, store
 from mlops.serving.schema import BadRequest
 from mlops.serving.sink import Sink, read_sink
 
@@ -66,8 +66,9 @@ def test_regression_labels_are_finite_numbers(tmp_path: Path) -> None:
     rid = _answer(sink, ids, [1.5, 3.0])
     with pytest.raises(BadRequest, match="predicts a number"):
         store(sink.path, [Entry(0, rid[0], "high")])
-    with pytest.raises(BadRequest, match="not a finite number"):
-        store(sink.path, [Entry(0, rid[0], math.inf)])
+    for huge in (math.inf, 1e200):  # 1e200 would overflow the squared error
+        with pytest.raises(BadRequest, match="not a finite float32 number"):
+            store(sink.path, [Entry(0, rid[0], huge)])
     store(sink.path, [Entry(0, rid[0], 2.5), Entry(1, rid[1], 3.0)])
     task, n, rmse = live(sink.path, "m", 1, 10)
     assert (task, n) == ("regression", 2) and rmse == pytest.approx(math.sqrt(0.5))
@@ -100,3 +101,21 @@ def test_a_sink_written_before_rows_had_ids_still_reads(tmp_path: Path) -> None:
     sink.close()
     frame = read_sink(path, "m")
     assert frame["prediction"].tolist() == [2, 1] and len(frame) == 2
+
+
+def test_an_id_labelled_twice_in_one_request_is_refused() -> None:
+    body = b'{"labels": [{"id": "a-1", "label": 1}, {"id": "a-1", "label": 2}]}'
+    with pytest.raises(BadRequest, match=r"^labels\[1\]\.id: 'a-1' is labelled twice"):
+        parse_feedback(body, 64)
+
+
+def test_the_live_window_does_not_sort_every_label(tmp_path: Path) -> None:
+    """The window reads the newest labels by their index, so a /feedback costs the same
+    with a million labels in the sink as with a thousand."""
+    sink = _sink(tmp_path / "s.db")
+    conn = sqlite3.connect(sink.path)
+    query = "EXPLAIN QUERY PLAN " + WINDOW.format(limit=1000)
+    plan = " ".join(str(row[-1]) for row in conn.execute(query, ("m", 1)))
+    conn.close()
+    sink.close()
+    assert "TEMP B-TREE" not in plan and "labels_ts" in plan, plan

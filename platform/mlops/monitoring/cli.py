@@ -183,7 +183,9 @@ def performance_cmd(
 
 def _print_performance(found: Performance) -> None:
     console.out.print(
-        f"{found.model} version {found.version} ({found.ref}): {found.labelled} labelled of "
+        f"{found.model} version {found.version}"
+        + ("" if found.ref.isdigit() else f" ({found.ref})")
+        + f": {found.labelled} labelled of "
         f"{found.answered} answers in {found.sink}",
         soft_wrap=True,
     )

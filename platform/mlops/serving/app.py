@@ -190,6 +190,11 @@ class _App:
             if sink is None or not sink.answers:
                 raise BadRequest(409, _NO_FEEDBACK)
             spec = self.state.current.input
+            media = _text(headers.get(b"content-type"))
+            if not (media or "").lower().startswith("application/json"):
+                raise BadRequest(
+                    415, f"content type {media!r}: send Content-Type: application/json"
+                )
             limit = spec.max_batch * FEEDBACK_ENTRY_BYTES + 1024
             raw = await _read_limited(receive, headers.get(b"content-length"), limit)
             entries = parse_feedback(raw, spec.max_batch)

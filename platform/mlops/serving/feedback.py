@@ -32,6 +32,7 @@ from mlops.serving.schema import BadRequest
 from mlops.serving.sink import PRIMARY, connect
 
 MAX_ID = 64  # characters of an id we accept back
+FLOAT32_MAX = 3.4028234663852886e38  # a regression label beyond float32 is refused
 
 
 class Ids:
@@ -71,7 +72,7 @@ def parse_feedback(raw: bytes, max_rows: int) -> list[Entry]:
         raise BadRequest(422, "labels: a non-empty list of {id, label} objects")
     if len(labels) > max_rows:
         raise BadRequest(413, f"labels: {len(labels)} entries, over {max_rows} per request")
-    entries = []
+    entries, seen = [], set()
     for i, item in enumerate(labels):
         if not isinstance(item, dict) or set(item) != {"id", "label"}:
             raise BadRequest(422, f"labels[{i}]: an object with exactly `id` and `label`")
@@ -80,6 +81,9 @@ def parse_feedback(raw: bytes, max_rows: int) -> list[Entry]:
             raise BadRequest(422, f"labels[{i}].id: the id a /predict answer gave (a string)")
         if label is None or isinstance(label, dict | list):
             raise BadRequest(422, f"labels[{i}].label: a class or a number, not {_kind(label)}")
+        if rid in seen:
+            raise BadRequest(422, f"labels[{i}].id: {rid!r} is labelled twice in this request")
+        seen.add(rid)
         entries.append(Entry(i, rid, label))
     return entries
 
@@ -169,8 +173,8 @@ def _label(e: Entry, task: str, classes: list[Any], model: str, version: int) ->
         value = e.label
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise BadRequest(422, f"{where}: {model} version {version} predicts a number")
-        if not math.isfinite(float(value)):
-            raise BadRequest(422, f"{where}: {value!r} is not a finite number")
+        if not math.isfinite(float(value)) or abs(float(value)) > FLOAT32_MAX:
+            raise BadRequest(422, f"{where}: {value!r} is not a finite float32 number")
         return json.dumps(float(value))
     by_name = {str(c): c for c in classes}
     value = e.label

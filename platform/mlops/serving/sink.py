@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS labels (
     ts REAL NOT NULL,
     label TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS labels_ts ON labels (ts);
 CREATE TABLE IF NOT EXISTS versions (
     model TEXT NOT NULL,
     version INTEGER NOT NULL,
