@@ -79,6 +79,7 @@ bench: install
 	python benchmarks/stream_memory.py
 	python benchmarks/text_throughput.py
 	python benchmarks/text_serving.py
+	python benchmarks/batched_serving.py
 	python benchmarks/report.py
 
 lock: install

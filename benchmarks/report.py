@@ -215,7 +215,28 @@ def _data_rows(results: dict[str, Any]) -> list[str]:
             f"{q['peak_memory_2M_over_200k']}× (200k streamed instead: "
             f"{q['throughput_200k_streamed_over_memory']}× the rows/s) | {r['measured_at']} |"
         )
-    return rows + _text_rows(results)
+    return rows + _text_rows(results) + _loop_rows(results)
+
+
+def _loop_rows(results: dict[str, Any]) -> list[str]:
+    """Batched serving and a shadow challenger (the production loop)."""
+    if "batched_serving" not in results:
+        return []
+    r = results["batched_serving"]
+    b, s = r["batching"], r["shadow"]
+    return [
+        f"| `mlops serve --batch-max 32` ≥ 2× the requests/s of unbatched serving at "
+        f"{r['clients']} concurrent clients, p99 no worse ({r['model']}, batch-1 requests) | "
+        f"{b['batched']['requests_per_s']:.0f} req/s, p99 {b['batched']['p99_ms']:.1f} ms | "
+        f"unbatched {b['unbatched']['requests_per_s']:.0f} req/s, p99 "
+        f"{b['unbatched']['p99_ms']:.1f} ms | {b['ratio']}× req/s, {b['p99_ratio']}× p99 | "
+        f"{r['measured_at']} |",
+        f"| `--shadow`: the primary's p50 and p99 within 10% of no shadow (one client, "
+        f"{r['model']}, `--feedback` in both) | p50 {s['on']['p50_ms']:.2f} ms, p99 "
+        f"{s['on']['p99_ms']:.2f} ms | p50 {s['off']['p50_ms']:.2f} ms, p99 "
+        f"{s['off']['p99_ms']:.2f} ms | {s['p50_ratio']}× p50, {s['p99_ratio']}× p99 | "
+        f"{r['measured_at']} |",
+    ]
 
 
 def _text_rows(results: dict[str, Any]) -> list[str]:

@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException
 from mlops.live import live
 from mlops.serving.auth import Guard
 from mlops.serving.backends import describe
+from mlops.serving.batching import Batcher
 from mlops.serving.feedback import Ids, parse_feedback, store
 from mlops.serving.schema import (
     MULTIPART,
@@ -97,6 +98,11 @@ class _App:
         self.numpy_option = orjson.OPT_SERIALIZE_NUMPY
         self.ids = Ids()
         self.window = state.live_window
+        self.batcher = (
+            Batcher(state.batch_max, state.batch_wait_ms / 1000.0, self.metrics.coalesced)
+            if state.batch_max
+            else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -135,11 +141,37 @@ class _App:
         self, raw: bytes, served: Served, content_type: str | None = None
     ) -> tuple[np.ndarray, dict[str, Any], Any, bytes, dict[str, int]]:
         """Parse, predict and serialise one body (on the loop or in the pool)."""
-        unseen: dict[str, int] = {}
-        x = parse_request(raw, served.input, True, content_type, unseen)
+        x, unseen = self.parse(raw, served, content_type)
         body, index = served.predict(x)
+        return self.answer(x, body, index, unseen)
+
+    def parse(
+        self, raw: bytes, served: Served, content_type: str | None = None
+    ) -> tuple[np.ndarray, dict[str, int]]:
+        """A body's rows, and the categories in them the version never saw."""
+        unseen: dict[str, int] = {}
+        return parse_request(raw, served.input, True, content_type, unseen), unseen
+
+    def answer(
+        self, x: np.ndarray, body: dict[str, Any], index: Any, unseen: dict[str, int]
+    ) -> tuple[np.ndarray, dict[str, Any], Any, bytes, dict[str, int]]:
+        """The body with its row ids, serialised."""
         body["ids"] = self.ids.take(len(x))
         return x, body, index, self.dumps(body, option=self.numpy_option), unseen
+
+    async def batched(
+        self, raw: bytes, served: Served, content_type: str | None
+    ) -> tuple[np.ndarray, dict[str, Any], Any, bytes, dict[str, int]]:
+        """Parse (large bodies and images off the loop), then predict in a coalesced
+        model call (`--batch-max`)."""
+        assert self.batcher is not None
+        if len(raw) <= INLINE_BYTES and served.input.image is None:
+            x, unseen = self.parse(raw, served)
+        else:
+            loop = asyncio.get_running_loop()
+            x, unseen = await loop.run_in_executor(self.pool, self.parse, raw, served, content_type)
+        body, index = await self.batcher.submit(served, x)
+        return self.answer(x, body, index, unseen)
 
     async def predict(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
         start = time.perf_counter()
@@ -147,6 +179,9 @@ class _App:
         if self.state.canary is not None:
             served = self.state.canary.pick(served)
         status, done, extra = 200, None, cast(Extra, ())
+        batcher = self.batcher
+        if batcher is not None:
+            batcher.in_flight += 1
         try:
             if scope["method"] != "POST":
                 raise BadRequest(405, "/predict takes POST")
@@ -154,7 +189,9 @@ class _App:
             check_content_type(media, served.input)
             form = (media or "").lower().startswith(MULTIPART)
             raw = await _read_body(receive, served.input, headers.get(b"content-length"), form)
-            if len(raw) <= INLINE_BYTES and served.input.image is None:
+            if batcher is not None:
+                done = await self.batched(raw, served, media)
+            elif len(raw) <= INLINE_BYTES and served.input.image is None:
                 done = self.work(raw, served)
             else:  # large bodies, and every image decode, off the loop
                 loop = asyncio.get_running_loop()
@@ -167,6 +204,9 @@ class _App:
             log.exception("/predict failed")
             payload = self.dumps({"error": f"internal error: {type(exc).__name__}"})
             status, done = 500, None
+        finally:
+            if batcher is not None:
+                batcher.in_flight -= 1
         await _respond(send, status, payload, extra)
         self.metrics.answered("/predict", status, time.perf_counter() - start)
         if done is not None:
@@ -318,6 +358,9 @@ def metadata(state: State) -> dict[str, Any]:
         else {"path": str(state.sink.path), "fraction": state.sink.fraction},
         "hyper": asdict(spec).get("hyper", {}),
         "challenger": _challenger(state),
+        "batching": None
+        if not state.batch_max
+        else {"max_rows": state.batch_max, "wait_ms": state.batch_wait_ms},
     }
 
 

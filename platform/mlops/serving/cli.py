@@ -63,6 +63,22 @@ def serve(
     live_window: Annotated[
         int, typer.Option(help="Labelled answers the live accuracy on /metrics covers.", min=1)
     ] = 1000,
+    batch_max: Annotated[
+        int,
+        typer.Option(
+            help="Coalesce concurrent requests into model calls of at most N rows (0: off).",
+            min=0,
+        ),
+    ] = 0,
+    batch_wait_ms: Annotated[
+        float,
+        typer.Option(
+            help="With --batch-max: the most a request waits for others (only while others "
+            "are arriving).",
+            min=0,
+            max=1000,
+        ),
+    ] = 2.0,
     shadow: Annotated[
         str | None,
         typer.Option(
@@ -92,7 +108,7 @@ def serve(
         target=target, host=host, port=port, backend=backend, poll_s=poll,
         log_inputs=log_inputs, sink=sink, max_batch=max_batch, threads=threads, export=export,
         auth_token_env=auth_token_env, feedback=feedback, live_window=live_window,
-        shadow=shadow, canary=canary,
+        shadow=shadow, canary=canary, batch_max=batch_max, batch_wait_ms=batch_wait_ms,
     )  # fmt: skip
     settings = Settings.from_env()
     found = service.resolve_target(settings, options)
@@ -128,6 +144,8 @@ def _summary(prepared: Any, options: Any) -> list[tuple[str, str]]:
         ("sink", f"{state.sink.path} ({logged})" if state.sink else "off"),
         ("auth", f"bearer token from {options.auth_token_env}" if prepared.token else "off"),
         ("challenger", _rival(state)),
+        ("batching", f"up to {options.batch_max} rows a model call, waits ≤ "
+                     f"{options.batch_wait_ms:g} ms" if options.batch_max else "off"),
     ]  # fmt: skip
 
 

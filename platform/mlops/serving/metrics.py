@@ -13,6 +13,8 @@ Names (the Grafana dashboard in platform/deploy/ reads these):
 - `mlops_sink_rows_total` · `mlops_sink_dropped_total`: rows sampled to the sink
 - `mlops_unseen_categories_total{model, version, column}`: categorical values of a mixed
   table the served version never saw in training (for a text column: unknown pieces)
+- `mlops_coalesced_requests` (a histogram) · `mlops_model_calls_total`: with `--batch-max`,
+  requests answered by each model call, and the calls
 - `mlops_shadow_scored_total` · `mlops_shadow_dropped_total`: rows the shadow challenger
   scored, and dropped (its queue full) rather than slow the answers
 - `mlops_feedback_labels_total{model, version}`: labels received on `/feedback`
@@ -96,6 +98,13 @@ class ServingMetrics:
             "Categorical values (text: pieces) the served version never saw in training",
             ["model", "version", "column"], registry=r,
         )  # fmt: skip
+        self.coalesced_requests = Histogram(
+            "mlops_coalesced_requests", "Requests answered by one model call (--batch-max)",
+            buckets=BATCH_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.model_calls = Counter(
+            "mlops_model_calls", "Model calls made for coalesced requests", registry=r
+        )
         self.shadow_scored = Counter(
             "mlops_shadow_scored", "Rows the shadow challenger scored", registry=r
         )
@@ -159,6 +168,12 @@ class ServingMetrics:
         for column, n in counts.items():
             if n:
                 self.unseen_categories.labels(self.model, str(served.version), column).inc(n)
+
+    def coalesced(self, requests: int, rows: int) -> None:
+        """Count one coalesced model call and the requests it answers."""
+        del rows
+        self.model_calls.inc()
+        self.coalesced_requests.observe(requests)
 
     def live(self, model: str, version: int, task: str, labelled: int, value: float) -> None:
         """Set a version's live window: how many labelled answers, and their accuracy or

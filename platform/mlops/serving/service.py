@@ -63,6 +63,8 @@ class ServeOptions:
     auth_token_env: str | None = None
     feedback: bool = False  # record every answer, so /feedback can join labels to them
     live_window: int = 1000
+    batch_max: int = 0  # coalesce concurrent requests into model calls of at most this many rows
+    batch_wait_ms: float = 2.0
     shadow: str | None = None  # MODEL@STAGE scoring every request off the response path
     canary: str | None = None  # MODEL@STAGE:P% answering a share of requests
 
@@ -103,6 +105,11 @@ def check(options: ServeOptions) -> None:
             )
     if options.auth_token_env is not None:
         read_token(options.auth_token_env)
+    if options.batch_max < 0 or not 0 <= options.batch_wait_ms <= 1000:
+        raise UserError(
+            f"--batch-max {options.batch_max} --batch-wait-ms {options.batch_wait_ms:g}: "
+            "expected rows >= 0 (0: off) and a wait of 0 to 1000 ms"
+        )
     if options.shadow is not None and options.canary is not None:
         raise UserError("--shadow and --canary: give one challenger, not both")
     if options.canary is not None:
@@ -205,7 +212,8 @@ def prepare(settings: Settings, options: ServeOptions, target: Target | None = N
             if options.feedback:
                 restore_live(sink.path, metrics, served, options.live_window)
         state = State(served, options.target, ref.stage, metrics, sink, options.poll_s,
-                      options.live_window)  # fmt: skip
+                      options.live_window, batch_max=options.batch_max,
+                      batch_wait_ms=options.batch_wait_ms)  # fmt: skip
         metrics.serving(served, ref.stage)
         rival = _challenger(ctx, options, state, workdir / "challenger")
     except BaseException:

@@ -40,6 +40,8 @@ class State:
     poll_s: float = 0.0
     live_window: int = 1000  # labelled answers /metrics' live accuracy is computed over
     role: str = "primary"  # or the challenger's: shadow, canary
+    batch_max: int = 0  # rows a coalesced model call may hold (0: no batching)
+    batch_wait_ms: float = 2.0  # the most a request waits for company
     shadow: Shadow | None = None  # the primary's shadow challenger (--shadow)
     canary: Canary | None = None  # the primary's canary challenger (--canary)
     swaps: list[dict[str, Any]] = field(default_factory=list)
