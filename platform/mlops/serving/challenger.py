@@ -49,6 +49,7 @@ class State(Protocol):
     target: str
     swaps: list[dict[str, Any]]
 
+
 log = logging.getLogger("mlops.serve")
 SHADOW_QUEUE = 256  # requests waiting for the shadow; beyond it they are dropped
 # The shadow scores what arrived within this window as one model call (at most
