@@ -26,3 +26,4 @@ CURVES_PNG = PLOTS_DIR / "learning_curves.png"
 REGISTERED = Path("reports/registered.json")
 CHECKPOINT = Path("checkpoints/train.pt")
 DRIFT_DIR = Path("reports/drift")  # mlops monitor drift: one plot per version
+PERFORMANCE_DIR = Path("reports/performance")  # mlops monitor performance: one per version

@@ -105,9 +105,15 @@ def test_labels_join_late_partial_and_repeated_the_last_one_wins(
     matrix = np.array(report["confusion"])
     assert matrix.sum() == 30 and np.trace(matrix) == round(expected * 30)
     assert [w["labelled"] for w in report["trend"]] == [10, 10, 10]
+    assert Path(report["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Path(report["plot"]).name == "digits-v1.png"
+    bad = cli(server["root"], "monitor", "performance", MODEL, "--sink", str(server["sink"]),
+              "--plot", str(tmp_path / "p.jpg"))  # fmt: skip
+    assert bad.returncode == 2 and "the plot is a PNG" in bad.stderr, bad.stderr
     table = cli(server["root"], "monitor", "performance", MODEL, "--sink", str(server["sink"]))
     assert table.returncode == 0, table.stderr
     assert f"Live accuracy {expected:.4f}" in table.stdout and "Confusion" in table.stdout
+    assert "Plot: " in table.stdout
     again, port = start_server(server["root"], "--feedback", "--sink", str(server["sink"]),
                                "--poll", "0")  # fmt: skip
     try:  # a restart on the same sink shows the window at once, before any new label

@@ -164,17 +164,23 @@ def performance_cmd(
     buckets: Annotated[
         int, typer.Option(help="Shares of the labelled answers the trend shows.", min=1, max=100)
     ] = 10,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot", help="Where to write the PNG (default reports/performance/MODEL-vN.png)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Live accuracy (or RMSE) of a served version on the labels sent to /feedback.
 
     Accuracy with its 95% interval, the confusion matrix and the trend, oldest labelled
-    answers first. Needs `mlops serve --feedback`.
+    answers first, and a PNG of both. Needs `mlops serve --feedback`.
     """
     from mlops.monitoring.service import check_performance
     from mlops.settings import Settings
 
-    found = check_performance(Settings.from_env(), target.strip(), sink, buckets)
+    found = check_performance(Settings.from_env(), target.strip(), sink, buckets, plot)
     if as_json:
         console.emit_json(found.as_dict())
         return
@@ -215,3 +221,5 @@ def _print_performance(found: Performance) -> None:
             for w in found.trend
         ]
     console.table("Trend (oldest first)", heads, rows)
+    if found.plot:
+        console.out.print(f"Plot: {found.plot}", soft_wrap=True)

@@ -55,6 +55,7 @@ class Performance:
     classes: list[Any] = field(default_factory=list)
     confusion: list[list[int]] = field(default_factory=list)  # rows: label, columns: predicted
     trend: list[Window] = field(default_factory=list)
+    plot: str | None = None  # the PNG written (None: no labels to plot)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values for `--json` (nan as null)."""

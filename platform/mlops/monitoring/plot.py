@@ -1,5 +1,6 @@
 """The drift PNG (matplotlib, Agg): PSI of every feature against its threshold, the
-predictions' shift, and reference-vs-current histograms of the features that moved most."""
+predictions' shift, and reference-vs-current histograms of the features that moved most;
+and the live performance PNG (trend and confusion)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from mlops.io import write_with
 
 if TYPE_CHECKING:
     from mlops.monitoring.drift import DriftReport
+    from mlops.monitoring.performance import Performance
 
 _PNG_METADATA = {"Software": None}
 TOP_FEATURES = 6
@@ -93,3 +95,48 @@ def _histograms(ax: Any, reference: np.ndarray, current: np.ndarray) -> None:
         ax.hist(values, bins=edges, weights=weights, alpha=0.5, label=label)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7)
+
+
+def performance_png(found: Performance, path: str | Path) -> None:
+    """The live performance plot: the trend (accuracy with its 95% interval, or RMSE)
+    over the shares of labelled answers, and the confusion matrix of a classifier."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    confusion = np.array(found.confusion) if found.confusion else None
+    fig, axes = plt.subplots(1, 2 if confusion is not None else 1, figsize=(12, 5),
+                             squeeze=False)  # fmt: skip
+    ax = axes[0][0]
+    x = np.arange(len(found.trend))
+    values = [w.value for w in found.trend]
+    ax.plot(x, values, marker="o", color="tab:blue")
+    if found.task != "regression":
+        low = [w.low if w.low is not None else w.value for w in found.trend]
+        high = [w.high if w.high is not None else w.value for w in found.trend]
+        ax.fill_between(x, low, high, color="tab:blue", alpha=0.2, label="95% interval")
+        ax.set_ylim(0, 1.02)
+        ax.legend(loc="lower left", fontsize=8)
+    ax.set_xticks(x, [f"{w.start[5:16]}\n{w.labelled} rows" for w in found.trend], fontsize=7)
+    ax.set_ylabel("RMSE" if found.task == "regression" else "accuracy")
+    ax.set_title("Trend over the labelled answers (oldest first)", fontsize=10)
+    if confusion is not None:
+        cm = axes[0][1]
+        cm.imshow(confusion, cmap="Blues")
+        names = [str(c) for c in found.classes]
+        cm.set_xticks(range(len(names)), names, fontsize=7)
+        cm.set_yticks(range(len(names)), names, fontsize=7)
+        cm.set_xlabel("predicted")
+        cm.set_ylabel("label")
+        for (i, j), n in np.ndenumerate(confusion):
+            if n:
+                cm.text(j, i, str(n), ha="center", va="center", fontsize=7)
+        cm.set_title("Confusion", fontsize=10)
+    key = "rmse" if found.task == "regression" else "accuracy"
+    fig.suptitle(f"{found.model} v{found.version}: live {key} "
+                 f"{found.metrics.get(key, float('nan')):.4f} on {found.labelled} labels",
+                 fontsize=12)  # fmt: skip
+    fig.tight_layout()
+    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90, metadata=_PNG_METADATA))
+    plt.close(fig)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,7 @@ from mlops.live import answered, labelled
 from mlops.monitoring import images
 from mlops.monitoring.drift import assess, class_shift, value_shift
 from mlops.monitoring.performance import Performance, summarise
-from mlops.monitoring.plot import drift_png
+from mlops.monitoring.plot import drift_png, performance_png
 from mlops.monitoring.reference import (
     PREDICTION,
     TARGET,
@@ -280,10 +280,15 @@ def _performance(truth: np.ndarray | None, out: np.ndarray, task: str) -> dict[s
 
 
 def check_performance(
-    settings: Settings, target: str, sink: Path | None = None, buckets: int = 10
+    settings: Settings,
+    target: str,
+    sink: Path | None = None,
+    buckets: int = 10,
+    plot: Path | None = None,
 ) -> Performance:
     """The live performance of the version `target` names, from the sink's answers and
-    labels (see `mlops.monitoring.performance`)."""
+    labels (see `mlops.monitoring.performance`), and its plot (`plot`, default
+    reports/performance/MODEL-vVERSION.png) when there are labels."""
     name, ref = parse_model(target)
     path = settings.root / workspace.PARAMS
     params = load_params(path) if path.is_file() else Params()
@@ -300,7 +305,14 @@ def check_performance(
     except sqlite3.Error as exc:
         raise UserError(f"{where}: cannot read the serving sink: {exc}") from None
     metrics, confusion, trend = summarise(found, buckets)
-    return Performance(
+    result = Performance(
         name, version.version, str(ref), str(where), found.task, total, len(found), metrics,
         found.classes if confusion else [], confusion, trend,
     )  # fmt: skip
+    if not len(found):
+        return result
+    out = _plot_path(
+        plot or settings.root / workspace.PERFORMANCE_DIR / f"{name}-v{version.version}.png"
+    )
+    performance_png(result, out)
+    return replace(result, plot=str(out))
