@@ -24,7 +24,6 @@ import uvicorn
 
 from mlops.errors import MlopsError, UserError
 from mlops.exposure import is_loopback
-from mlops.live import live
 from mlops.serving.app import create_app
 from mlops.serving.auth import read_token
 from mlops.serving.backends import BACKENDS
@@ -209,12 +208,11 @@ def prepare(settings: Settings, options: ServeOptions, target: Target | None = N
             sink = _open_sink(path, options.log_inputs, metrics, options.feedback)
             sink.describe(name, served.input.sink_names)
             sink.describe_version(name, served.version, served.spec.task, served.spec.classes)
-            if options.feedback:
-                restore_live(sink.path, metrics, served, options.live_window)
         state = State(served, options.target, ref.stage, metrics, sink, options.poll_s,
                       options.live_window, batch_max=options.batch_max,
                       batch_wait_ms=options.batch_wait_ms)  # fmt: skip
         metrics.serving(served, ref.stage)
+        state.refresh_live(served)
         rival = _challenger(ctx, options, state, workdir / "challenger")
     except BaseException:
         sock.close()
@@ -247,21 +245,12 @@ def _challenger(ctx: Any, options: ServeOptions, state: State, workdir: Path) ->
     if state.sink is not None:
         state.sink.describe_version(loaded.name, loaded.version, loaded.spec.task,
                                     loaded.spec.classes)  # fmt: skip
-        if options.feedback:
-            restore_live(state.sink.path, state.metrics, loaded, options.live_window)
+        rival.refresh_live(loaded)
     if options.shadow:
         state.shadow = Shadow(rival, state.metrics, state.sink)
     else:
         state.canary = Canary(rival, parse_canary(options.canary or "")[1])
     return rival
-
-
-def restore_live(path: Path, metrics: ServingMetrics, served: Served, window: int) -> None:
-    """The live window of a version from the labels already in the sink (a restart must
-    not blank the dashboards until the next label)."""
-    task, n, value = live(path, served.name, served.version, window)
-    if n:
-        metrics.live(served.name, served.version, task, n, value)
 
 
 def _open_sink(path: Path, fraction: float, metrics: ServingMetrics, answers: bool) -> Sink:

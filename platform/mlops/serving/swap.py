@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlops.errors import StoreError
+from mlops.live import live
 
 if TYPE_CHECKING:
     from mlops.serving.challenger import Canary, Shadow
@@ -49,6 +50,15 @@ class State:
     poll_error: str | None = None
     started_at: float = field(default_factory=time.time)
 
+    def refresh_live(self, served: Served) -> None:
+        """Set a version's live window on /metrics from the labels already in the sink
+        (at start-up and at a swap, not only at the next label)."""
+        if self.sink is None or not self.sink.answers:
+            return
+        task, n, value = live(self.sink.path, served.name, served.version, self.live_window)
+        if n:
+            self.metrics.live(served.name, served.version, task, n, value)
+
     def swap(self, new: Served) -> None:
         """Serve `new` from the next request on (one reference assignment)."""
         old = self.current
@@ -56,6 +66,7 @@ class State:
         if self.sink is not None:
             self.sink.describe(new.name, new.input.sink_names)
             self.sink.describe_version(new.name, new.version, new.spec.task, new.spec.classes)
+            self.refresh_live(new)
         self.current = new
         self.swaps.append({"from": old.version, "to": new.version, "at": time.time(),
                            "sha256": new.sha256})  # fmt: skip
