@@ -1,7 +1,7 @@
 """Live labels: `POST /feedback` joins a label to the answer a row got, by the row's id.
 
 Every `/predict` answer carries one id per row (`Ids`); with `mlops serve --feedback`
-the sink records every answer (table `answers`: rid, ts, model, version, prediction)
+the sink records every answer (table `answers`: rid, role, ts, model, version, prediction)
 and what each version's answers mean (table `versions`: task, classes). A label is
 checked against the version that answered: a class of that version (classification) or
 a finite number (regression). Labels may come late, for some rows only, and again: the
@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from mlops.serving.schema import BadRequest
-from mlops.serving.sink import PRIMARY, connect
+from mlops.serving.sink import PRIMARY
 
 MAX_ID = 64  # characters of an id we accept back
 FLOAT32_MAX = 3.4028234663852886e38  # a regression label beyond float32 is refused
@@ -105,7 +105,8 @@ class Stored:
 def store(path: Path, entries: list[Entry]) -> Stored:
     """Check each entry against the answer it names and write them all in one
     transaction, or none (a 422 naming the first entry that does not fit)."""
-    with closing(connect(path)) as conn:
+    # The server's sink created the tables when it started: no schema work per request.
+    with closing(sqlite3.connect(str(path), timeout=30.0)) as conn:
         conn.execute("BEGIN IMMEDIATE")  # one writer of labels at a time: last one wins
         try:
             found = _answers(conn, [e.rid for e in entries])
