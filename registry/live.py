@@ -16,14 +16,9 @@ from typing import Any
 import numpy as np
 
 from mlops.errors import UserError
-from mlops.live import paired
+from mlops.live import default_sink, paired
 from mlops.settings import Settings
 from registry import stats
-
-
-def default_sink(settings: Settings, model: str) -> Path:
-    """Where `mlops serve` records the answers of `model` (its default `--sink`)."""
-    return settings.home / "serving" / f"{model}.db"
 
 
 @dataclass(frozen=True)
@@ -51,7 +46,8 @@ def live_evidence(
     settings: Settings, model: str, baseline: int, candidate: int, sink: Path | None = None
 ) -> LiveEvidence | None:
     """The live comparison of two versions, or None when there is no sink to read."""
-    path = sink or default_sink(settings, model)
+    path = sink if sink is None or sink.is_absolute() else settings.root / sink
+    path = path or default_sink(settings, model)
     if not path.is_file():
         return None
     try:
