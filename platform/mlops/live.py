@@ -17,7 +17,10 @@ import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlops.settings import Settings
 
 TABLES = {"answers", "labels", "versions"}
 ALL = (
@@ -31,6 +34,24 @@ WINDOW = (
     "CROSS JOIN answers a ON a.rid = l.rid "
     "WHERE a.model = ? AND a.version = ? ORDER BY l.ts DESC LIMIT {limit}"
 )
+
+
+def default_sink(settings: Settings, model: str) -> Path:
+    """Where `mlops serve` records `model`'s answers (its default `--sink`)."""
+    return settings.home / "serving" / f"{model}.db"
+
+
+def scores(task: str, predicted: list[Any], labels: list[Any]) -> dict[str, float]:
+    """Accuracy (classification), or RMSE and MAE (regression), of predictions against
+    labels (at least one pair)."""
+    pairs = list(zip(predicted, labels, strict=True))
+    if task == "regression":
+        errors = [float(p) - float(y) for p, y in pairs]
+        return {
+            "rmse": math.sqrt(sum(e * e for e in errors) / len(errors)),
+            "mae": sum(abs(e) for e in errors) / len(errors),
+        }
+    return {"accuracy": sum(p == y for p, y in pairs) / len(pairs)}
 
 
 def _read(path: Path) -> sqlite3.Connection:
@@ -88,13 +109,10 @@ def live(path: Path, model: str, version: int, window: int) -> tuple[str, int, f
     """Over the last `window` labelled answers of a version: its task, how many, and
     the accuracy (classification) or RMSE (regression)."""
     found = labelled(path, model, version, window)
-    pairs = list(zip(found.predicted, found.labels, strict=True))
-    if not pairs:
+    if not len(found):
         return found.task, 0, math.nan
-    if found.task == "regression":
-        squared = [(float(p) - float(y)) ** 2 for p, y in pairs]
-        return found.task, len(pairs), math.sqrt(sum(squared) / len(squared))
-    return found.task, len(pairs), sum(p == y for p, y in pairs) / len(pairs)
+    key = "rmse" if found.task == "regression" else "accuracy"
+    return found.task, len(found), scores(found.task, found.predicted, found.labels)[key]
 
 
 def answered(path: Path, model: str, version: int) -> int:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from mlops.live import Labelled
+from mlops.live import Labelled, scores
 
 Z95 = 1.959963984540054
 
@@ -106,13 +106,8 @@ def summarise(
 
 
 def _metrics(task: str, predicted: list[Any], labels: list[Any]) -> dict[str, float]:
-    pairs = list(zip(predicted, labels, strict=True))
+    found = scores(task, predicted, labels)
     if task == "regression":
-        errors = [float(p) - float(y) for p, y in pairs]
-        return {
-            "rmse": math.sqrt(sum(e * e for e in errors) / len(errors)),
-            "mae": sum(abs(e) for e in errors) / len(errors),
-        }
-    right = sum(p == y for p, y in pairs)
-    low, high = wilson(right, len(pairs))
-    return {"accuracy": right / len(pairs), "low": low, "high": high}
+        return found
+    low, high = wilson(round(found["accuracy"] * len(labels)), len(labels))
+    return found | {"low": low, "high": high}

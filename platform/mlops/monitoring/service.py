@@ -22,7 +22,7 @@ import numpy as np
 from mlops import workspace
 from mlops.columns import Encoding, RecordError
 from mlops.errors import DataError, UserError
-from mlops.live import answered, labelled
+from mlops.live import answered, default_sink, labelled
 from mlops.monitoring import images
 from mlops.monitoring.drift import assess, class_shift, value_shift
 from mlops.monitoring.performance import Performance, summarise
@@ -85,11 +85,6 @@ def parse_model(text: str) -> tuple[str, Ref]:
     """`digits`, `digits@staging` or `digits@3` (no reference: the production holder)."""
 
     return parse_target(text if any(c in text for c in "@:") else f"{text}@{DEFAULT_STAGE}")
-
-
-def default_sink(settings: Settings, model: str) -> Path:
-    """Where `mlops serve` samples the requests of `model`."""
-    return settings.home / "serving" / f"{model}.db"
 
 
 def default_plot(settings: Settings, model: str, version: int) -> Path:

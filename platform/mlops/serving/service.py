@@ -24,6 +24,7 @@ import uvicorn
 
 from mlops.errors import MlopsError, UserError
 from mlops.exposure import is_loopback
+from mlops.live import default_sink
 from mlops.serving.app import create_app
 from mlops.serving.auth import read_token
 from mlops.serving.backends import BACKENDS
@@ -204,7 +205,7 @@ def prepare(settings: Settings, options: ServeOptions, target: Target | None = N
         metrics = ServingMetrics(name)
         sink = None
         if options.log_inputs > 0 or options.feedback:
-            path = options.sink or settings.home / "serving" / f"{name}.db"
+            path = options.sink or default_sink(settings, name)
             sink = _open_sink(path, options.log_inputs, metrics, options.feedback)
             sink.describe(name, served.input.sink_names)
             sink.describe_version(name, served.version, served.spec.task, served.spec.classes)
