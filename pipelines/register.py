@@ -14,6 +14,7 @@ from registry.card import render_card
 from registry.context import Context
 from registry.evaluation import load_test_split
 from registry.finetune import TAG_PREFIX
+from registry.hooks import delivery as hooks
 from registry.registration import register_model
 
 
@@ -69,6 +70,7 @@ def register(ctx: StageContext) -> None:
         tracking.describe_run(run_id, f"register {version.name} v{version.version}", card)
         how = "already registered as" if version.reused else "registered"
         print(f"register: {how} {version.name} version {version.version} (sha256 {sha[:12]})")
+    hooks.flush(ctx.settings.database_url)  # the `register` event, to any webhook
 
 
 def main() -> None:

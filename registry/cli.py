@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mlops import console
+from registry.hooks.cli import app as hooks_app
 
 if TYPE_CHECKING:
     from registry.context import Context
@@ -23,6 +24,8 @@ app = typer.Typer(
     help="Model registry: versions, stages, gates, comparison, ledger, rollback.",
     no_args_is_help=True,
 )
+
+app.add_typer(hooks_app, name="hooks")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 ModelArg = Annotated[str, typer.Argument(help="Registered model name.", show_default=False)]
@@ -182,8 +185,9 @@ def register_cmd(
     """Register the model a training run saved, as a new version."""
     from registry.registration import register_run
 
-    with _store_refusals():
-        version = register_run(_ctx(True), run.strip(), _name(name) if name else None)
+    ctx = _ctx(True)
+    with _events_sent(ctx), _store_refusals():
+        version = register_run(ctx, run.strip(), _name(name) if name else None)
     if as_json:
         console.emit_json(asdict(version))
         return
@@ -214,7 +218,7 @@ def _change(
         target = parse_ref(ref, ctx.policy)
     if dry_run:
         _warn_pending(ctx, model)
-    with _store_refusals(), _progress() as step:
+    with _events_sent(ctx), _store_refusals(), _progress() as step:
         done = change_stage(
             ctx, model, target, to, action=action, reason=reason, dry_run=dry_run,
             force=force, progress=step,
@@ -357,7 +361,7 @@ def repair_cmd(
     wanted = {_name(m) for m in models or []}
     names = sorted({i.model for i in ctx.store.intents() if not wanted or i.model in wanted})
     settled = []
-    with _store_refusals(), _progress() as step:
+    with _events_sent(ctx), _store_refusals(), _progress() as step:
         for name in names:
             with ctx.store.lock(lock_name(name)):
                 settled += repair(ctx, name, step)
@@ -430,3 +434,16 @@ def _store_refusals() -> Iterator[None]:
         if not is_refusal(exc):
             raise
         raise Refused(f"the tracking store refused: {refusal_text(exc)}") from None
+
+
+@contextmanager
+def _events_sent(ctx: Context) -> Iterator[None]:
+    """After a command that may have changed the registry (or been refused by its gates):
+    the webhook deliveries it caused are sent at once, within a few seconds; what is not
+    taken now is retried by `mlops registry hooks deliver`."""
+    try:
+        yield
+    finally:
+        from registry.hooks.delivery import flush
+
+        flush(ctx.settings.database_url)

@@ -73,3 +73,39 @@ class LockRow(Base):
     pid: Mapped[int] = mapped_column(Integer)
     pid_started: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float)
+
+
+class HookRow(Base):
+    """A webhook: where registry events are POSTed, which ones, and the variable that
+    holds its signing secret (never the secret itself)."""
+
+    __tablename__ = "registry_hooks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[str] = mapped_column(String(255))
+    secret_env: Mapped[str] = mapped_column(String(255))
+    max_backoff: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(String(255))
+
+
+class DeliveryRow(Base):
+    """One event owed to one hook, written in the transaction of the ledger entry that
+    caused it; sent in id order, retried with backoff until the receiver takes it."""
+
+    __tablename__ = "registry_deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    hook_id: Mapped[int] = mapped_column(Integer, index=True)
+    event_id: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(32))
+    ledger_id: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(255))
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    payload_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_at: Mapped[float] = mapped_column(Float)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str] = mapped_column(Text)
+    delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -21,13 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from mlops import db, migrations
 from mlops.errors import StoreError
 from mlops.owners import Lease, Owner
+from registry.db.hooks import enqueue
 from registry.db.models import HolderRow, IntentRow, LedgerRow, LockRow, VersionRow
 
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 
 def lock_name(model: str) -> str:
@@ -159,6 +161,13 @@ def _entry_row(entry: Entry) -> Any:
     )
 
 
+def _record(s: Session, entry: Entry) -> None:
+    """Append `entry` and, in the same transaction, the webhook deliveries it causes."""
+    row = _entry_row(entry)
+    s.add(row)
+    enqueue(s, row, entry)
+
+
 @db.retrying  # each method, one transaction, rides out a short outage
 class RegistryStore:
     """The registry's tables in the database at `url` (created on first use)."""
@@ -261,13 +270,13 @@ class RegistryStore:
                     info_json=json.dumps(version.info, sort_keys=True),
                 )
             )
-            s.add(_entry_row(entry))
+            _record(s, entry)
         return True
 
     def append(self, entry: Entry) -> None:
         """Append one ledger entry (a refusal, an override attempt, a repair note)."""
         with db.session(self.url) as s:
-            s.add(_entry_row(entry))
+            _record(s, entry)
 
     def add_intent(self, change: Change, entry: Entry) -> str:
         """Record a decided change before touching MLflow; returns its id."""
@@ -316,7 +325,7 @@ class RegistryStore:
                 old = s.get(VersionRow, (change.model, change.displaced))
                 if old is not None:
                     old.stage = change.displaced_to
-            s.add(_entry_row(entry))
+            _record(s, entry)
             if op_id is not None:
                 s.execute(delete(IntentRow).where(IntentRow.op_id == op_id))
 
@@ -326,7 +335,7 @@ class RegistryStore:
 
         with db.session(self.url) as s:
             s.execute(delete(IntentRow).where(IntentRow.op_id == op_id))
-            s.add(_entry_row(entry))
+            _record(s, entry)
 
     def flag_refused(self, op_id: str, entry: Entry) -> None:
         """Mark an intent as refused by the tracking store (a repair will undo it, never
@@ -338,7 +347,7 @@ class RegistryStore:
                 payload = json.loads(row.payload_json)
                 payload["refused"] = True
                 row.payload_json = json.dumps(payload, sort_keys=True)
-            s.add(_entry_row(entry))
+            _record(s, entry)
 
     # locks
     @contextmanager

@@ -1,0 +1,1 @@
+"""Registry events sent to webhooks: signed, ordered, retried from the delivery table."""
