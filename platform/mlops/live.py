@@ -152,3 +152,33 @@ def paired(path: Path, model: str, a: int, b: int) -> Paired:
         [json.loads(r[0]) for r in rows], [json.loads(r[1]) for r in rows],
         [None if r[2] is None else json.loads(r[2]) for r in rows],
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The labelled rows a sink holds with their features (the sampled requests whose
+    rows later got a label), oldest first: training data from production."""
+
+    names: list[str]
+    features: list[list[float]]
+    labels: list[Any]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def labelled_rows(path: Path, model: str) -> Rows:
+    """`model`'s recorded input rows that have a label, with it (whichever version
+    answered them: a label is the truth of the row, not of a version)."""
+    with closing(_read(path)) as conn:
+        names = conn.execute("SELECT names FROM features WHERE model = ?", (model,)).fetchone()
+        rows = conn.execute(
+            "SELECT p.features, l.label FROM predictions p JOIN labels l ON l.rid = p.rid "
+            "WHERE p.model = ? ORDER BY p.id",
+            (model,),
+        ).fetchall()
+    return Rows(
+        json.loads(names[0]) if names else [],
+        [json.loads(r[0]) for r in rows],
+        [json.loads(r[1]) for r in rows],
+    )

@@ -1,7 +1,9 @@
-"""The `monitor:` section of params.yaml: when `mlops monitor drift` declares drift.
+"""The `monitor:` section of params.yaml: when `mlops monitor drift` declares drift, and
+when a monitor schedule (`mlops schedule add NAME --monitor MODEL@STAGE`) retrains.
 
-Read by `mlops monitor`, never by a DVC stage (no stage lists it in dvc.yaml). Validated
-like every other section: a bad value is one line naming the key, exit code 2.
+Read by `mlops monitor` and monitor schedules, never by a DVC stage (no stage lists it
+in dvc.yaml). Validated like every other section: a bad value is one line naming the
+key, exit code 2.
 """
 
 from __future__ import annotations
@@ -42,6 +44,18 @@ class DriftParams(_Section):
 
 
 class MonitorParams(_Section):
-    """What `mlops monitor` compares against: the drift thresholds."""
+    """What `mlops monitor` compares against, and when a monitor schedule retrains.
+
+    A monitor schedule's run retrains when the data drifts (`drift`), or when the served
+    version's live accuracy over its last `live_window` labelled answers falls below
+    `min_live_accuracy` (a regression: its RMSE rises above `max_live_rmse`) once at least
+    `min_labelled` answers have labels. After a run that registered a challenger, none
+    retrains again for `cooldown` seconds (its triggers are recorded as skipped).
+    """
 
     drift: DriftParams = DriftParams()
+    cooldown: Annotated[float, Field(ge=0.0, le=365 * 86400.0)] = 86400.0
+    min_live_accuracy: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    max_live_rmse: Annotated[float, Field(gt=0.0)] | None = None
+    min_labelled: Annotated[int, Field(ge=1)] = 100
+    live_window: Annotated[int, Field(ge=1, le=10_000_000)] = 1000

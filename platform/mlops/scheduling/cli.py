@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -46,7 +47,20 @@ def _value(v: float | None) -> str:
 @schedule_app.command("add")
 def add_cmd(
     name: NameArg,
-    cron: Annotated[str, typer.Option("--cron", help='5 fields, e.g. "0 2 * * *", or @daily.')],
+    cron: Annotated[
+        str | None, typer.Option("--cron", help='5 fields, e.g. "0 2 * * *", or @daily.')
+    ] = None,
+    every: Annotated[
+        str | None, typer.Option("--every", help="Instead of --cron: 15m, 1h, 6h, 1d, ...")
+    ] = None,
+    monitor: Annotated[
+        str | None,
+        typer.Option(
+            "--monitor",
+            help="Watch MODEL@STAGE (drift, live performance) and retrain when it slips, "
+            "instead of sweeping.",
+        ),
+    ] = None,
     pipeline: Annotated[
         str | None,
         typer.Option("--pipeline", help="params.yaml pipeline.name (the default; the only one)."),
@@ -68,23 +82,28 @@ def add_cmd(
     ] = 3600.0,
     as_json: JsonFlag = False,
 ) -> None:
-    """Add a schedule; shows its next fire times."""
+    """Add a schedule (a sweep, or with --monitor a watch); shows its next fire times."""
+    from mlops.errors import UserError
     from mlops.scheduling import service
     from mlops.scheduling.cron import local_timezone
     from mlops.scheduling.store import Schedule
 
+    if (cron is None) == (every is None):
+        raise UserError("give one of --cron EXPRESSION or --every INTERVAL")
+    expression = cron if cron is not None else service.every_cron(every or "")
     settings, store = _open()
     draft = Schedule(
-        name, pipeline or "", cron, timezone or local_timezone(), trials, workers, timeout, grace
-    )
+        name, pipeline or "", expression, timezone or local_timezone(), trials, workers,
+        timeout, grace, monitor=(monitor or "").strip(),
+    )  # fmt: skip
     added = service.add(store, settings, draft)
     if as_json:
         console.emit_json({"schedule": asdict(added.schedule), "upcoming": added.upcoming})
         return
     s = added.schedule
+    what = f"watch {s.monitor}" if s.monitor else f"sweep {s.pipeline} with {s.trials} trial(s)"
     console.out.print(
-        f"schedule [bold]{s.name}[/]: sweep {s.pipeline} with {s.trials} trial(s) "
-        f"on {s.cron!r} ({s.timezone}); next fire times:"
+        f"schedule [bold]{s.name}[/]: {what} on {s.cron!r} ({s.timezone}); next fire times:"
     )
     for when in added.upcoming:
         console.out.print(f"  {when}")
@@ -113,14 +132,14 @@ def list_cmd(as_json: JsonFlag = False) -> None:
         for s in schedules:
             run = last.get(s.name)
             rows.append((
-                s.name, s.pipeline, s.cron, s.timezone, s.trials,
+                s.name, s.what, s.cron, s.timezone, s.trials,
                 "paused" if s.paused else "active",
                 "—" if s.paused else _when(s.next_fire_at, s.timezone),
                 f"{run.status} ({_when(run.started_at)})" if run else "never ran",
             ))  # fmt: skip
         console.table(
             "Schedules",
-            ["name", "pipeline", "cron", "timezone", "trials", "state", "next fire", "last run"],
+            ["name", "what", "cron", "timezone", "trials", "state", "next fire", "last run"],
             rows,
         )
     if live:
@@ -194,15 +213,33 @@ def history_cmd(
     console.table(
         f"History of {name} (local times; --json for every field)",
         ["run", "kind", "status", "fire time", "started", "took", "trials", "best before → after",
-         "MLflow run", "train md5", "note"],
+         "MLflow run", "data md5", "note"],
         [_history_row(r) for r in runs],
     )  # fmt: skip
+
+
+def _trigger(text: str) -> str:
+    """A monitor run's checks in a few words: what crossed, or the figures."""
+    if not text:
+        return ""
+    found = json.loads(text)
+    if found.get("crossed"):
+        return "triggered by " + "; ".join(found["crossed"])
+    drift, live = found.get("drift", {}), found.get("live", {})
+    seen = [
+        "no drift"
+        if drift.get("drift") is False
+        else f"drift not checked ({drift.get('skipped', '')})"
+    ]
+    if live.get("value") is not None:
+        seen.append(f"live {live['metric']} {live['value']:.4f} on {live['labelled']} labels")
+    return f"{found.get('watched', '')}: " + ", ".join(seen)
 
 
 def _history_row(r: Any) -> tuple[Any, ...]:
     short = "%m-%d %H:%M"
     took = "—" if r.ended_at is None else f"{r.ended_at - r.started_at:.0f} s"
-    notes = [r.error] if r.error else []
+    notes = [n for n in (_trigger(r.trigger), r.error) if n]
     if r.registered_version:
         notes.append(f"registered version {r.registered_version} (challenger)")
     if r.coalesced:
@@ -213,7 +250,9 @@ def _history_row(r: Any) -> tuple[Any, ...]:
         time.strftime(short, time.localtime(r.started_at)), took,
         "—" if r.trials_added is None else r.trials_added,
         f"{_value(r.best_before)} → {_value(r.best_after)}",
-        r.mlflow_run_id[:12] or "—", (r.data_version.get("train") or "—")[:8], "; ".join(notes),
+        r.mlflow_run_id[:12] or "—",
+        ", ".join(f"{k} {v[:8]}" for k, v in sorted(r.data_version.items())) or "—",
+        "; ".join(notes),
     )  # fmt: skip
 
 
@@ -225,19 +264,27 @@ def run_now_cmd(
     ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run the schedule's sweep now, here (recorded in its history as manual, or cron)."""
+    """Run the schedule now, here (recorded in its history as manual, or cron)."""
     from mlops.scheduling import service
 
     settings, store = _open()
     run = service.run_now(settings, store, name, "cron" if from_cron else "manual")
     if as_json:
         console.emit_json(asdict(run))
+    elif getattr(store.get(name), "monitor", ""):  # a monitor schedule's run
+        made = (
+            f"; registered v{run.registered_version} (challenger)" if run.registered_version else ""
+        )
+        console.out.print(f"run {run.id} of {name}: {run.status}; {_trigger(run.trigger)}{made}")
+        if run.status == "skipped":
+            console.out.print(f"  {run.error}")
+            return
     else:
         console.out.print(
             f"run {run.id} of {name}: {run.status}; {run.trials_added} trial(s) added, best "
             f"{_value(run.best_before)} → {_value(run.best_after)}; MLflow run {run.mlflow_run_id}"
         )
-    if run.status != "succeeded":
+    if run.status not in ("succeeded", "skipped"):  # skipped: a monitor in its cooldown
         from mlops.errors import MlopsError
 
         raise MlopsError(f"run {run.id} of {name} {run.status}: {run.error}")

@@ -1,6 +1,7 @@
 """One scheduled run: resume the schedule's study with N more trials on the data in
 the workspace now, record the outcome in the run's history entry, and (with
-`schedule.register_best: true`) register the best trial's model as a challenger.
+`schedule.register_best: true`) register the best trial's model as a challenger. A
+monitor schedule's run checks its model instead (`mlops.scheduling.watch`).
 
 `python -m mlops.scheduling.fire RUN_ID` is what the scheduler starts; `mlops schedule
 run-now` calls `execute` in its own process. SIGTERM stops the sweep cleanly (the
@@ -22,7 +23,8 @@ from mlops.errors import Interrupted, MlopsError, UserError
 from mlops.lineage import data_hashes
 from mlops.params import load_params, require_space
 from mlops.scheduling.challenger import register_best_trial
-from mlops.scheduling.store import Run, ScheduleStore
+from mlops.scheduling.store import Run, Schedule, ScheduleStore
+from mlops.scheduling.watch import watch
 from mlops.settings import Settings
 from mlops.tuning.objective import study_name
 from mlops.tuning.service import run_sweep
@@ -64,7 +66,7 @@ def execute(settings: Settings, store: ScheduleStore, run_id: int) -> Run:
     if run is None:
         raise UserError(f"scheduled run {run_id}: not found")
     try:
-        outcome = _sweep(settings, store, run)
+        outcome = _carry_out(settings, store, run)
     except (KeyboardInterrupt, Interrupted):
         store.finish_run(run_id, "interrupted", time.time(), error="stopped by a signal")
         raise
@@ -74,16 +76,25 @@ def execute(settings: Settings, store: ScheduleStore, run_id: int) -> Run:
         traceback.print_exc()
         store.finish_run(run_id, "failed", time.time(), error=f"{type(exc).__name__}: {exc}")
     else:
-        store.finish_run(run_id, "succeeded", time.time(), **outcome)
+        status = outcome.pop("status", "succeeded")
+        store.finish_run(run_id, status, time.time(), **outcome)
     ended = store.run(run_id)
     assert ended is not None
     return ended
 
 
-def _sweep(settings: Settings, store: ScheduleStore, run: Run) -> dict[str, Any]:
+def _carry_out(settings: Settings, store: ScheduleStore, run: Run) -> dict[str, Any]:
     schedule = store.get(run.schedule)
     if schedule is None:
         raise UserError(f"schedule {run.schedule!r}: removed before its run started")
+    if schedule.monitor:
+        return watch(settings, store, run, schedule)
+    return _sweep(settings, store, run, schedule)
+
+
+def _sweep(
+    settings: Settings, store: ScheduleStore, run: Run, schedule: Schedule
+) -> dict[str, Any]:
     params = load_params(settings.root / workspace.PARAMS)
     if params.pipeline.name != schedule.pipeline:
         raise UserError(

@@ -12,6 +12,7 @@ from typing import Any
 from mlops import workspace
 from mlops.errors import MlopsError, UserError
 from mlops.limits import MAX_SECONDS, MAX_TRIALS, MAX_WORKERS
+from mlops.monitoring.service import parse_model
 from mlops.owners import current_actor
 from mlops.params import load_params, require_space
 from mlops.scheduling.cron import Timetable
@@ -19,6 +20,7 @@ from mlops.scheduling.fire import execute
 from mlops.scheduling.scheduler import LOCK_TTL_S
 from mlops.scheduling.store import Run, Schedule, ScheduleStore
 from mlops.settings import Settings
+from registry.db.store import RegistryStore
 
 NAME_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,63}"
 DEFAULT_GRACE_S = 3600.0
@@ -32,6 +34,38 @@ def check_name(name: str) -> str:
             "(at most 64, starting with a letter or digit)"
         )
     return name
+
+
+_EVERY = re.compile(r"(\d{1,4})\s*(m|min|h|d)")
+
+
+def every_cron(text: str) -> str:
+    """`--every 15m|1h|6h|1d` as the cron expression that fires at that interval (one line
+    for an interval cron cannot keep: minutes dividing 60, hours dividing 24, or 1d)."""
+    found = _EVERY.fullmatch(text.strip().lower())
+    n, unit = (int(found.group(1)), found.group(2)) if found else (0, "")
+    if unit in ("m", "min") and n and 60 % n == 0:
+        return "0 * * * *" if n == 60 else f"*/{n} * * * *"
+    if unit == "h" and n and 24 % n == 0:
+        return "0 0 * * *" if n == 24 else f"0 */{n} * * *"
+    if unit == "d" and n == 1:
+        return "0 0 * * *"
+    raise UserError(
+        f"--every {text!r}: use minutes that divide an hour (5m, 15m, 30m), hours that "
+        "divide a day (1h, 6h, 12h) or 1d; anything else with --cron"
+    )
+
+
+def check_monitor(settings: Settings, target: str) -> str:
+    """`MODEL@STAGE` of a registered model (one line if not)."""
+    name, ref = parse_model(target)
+    store = RegistryStore(settings.database_url)
+    if not store.has_model(name):
+        known = ", ".join(store.models()) or "none yet"
+        raise UserError(f"--monitor {target}: no model {name!r} is registered (models: {known})")
+    if ref.stage is None:
+        raise UserError(f"--monitor {target}: name a stage (MODEL@STAGE), not a version")
+    return target
 
 
 @dataclass(frozen=True)
@@ -86,10 +120,14 @@ def add(
             f"pipeline {draft.pipeline!r}: params.yaml defines {pipeline!r} "
             "(schedules sweep this project's pipeline)"
         )
-    require_space(space, "a scheduled sweep")
+    if draft.monitor:
+        check_monitor(settings, draft.monitor)
+    else:
+        require_space(space, "a scheduled sweep")
     schedule = Schedule(
         draft.name, pipeline, timetable.cron.expression, draft.timezone, draft.trials,
         draft.workers, draft.timeout, draft.grace, False, now, current_actor(), upcoming[0],
+        draft.monitor,
     )  # fmt: skip
     store.add(schedule)
     return Added(schedule, [timetable.format(t) for t in upcoming])
@@ -145,6 +183,8 @@ def run_now(settings: Settings, store: ScheduleStore, name: str, kind: str = "ma
     if run_id is None:
         holder = store.holder(name)
         who = f"run {holder.run_id} ({holder.owner})" if holder else "another run"
+        if schedule.monitor:  # a trigger while a retrain is going: recorded, as the scheduler does
+            store.record(schedule, kind, "skipped", None, now, 0, f"{who} is still going")
         raise MlopsError(f"schedule {name}: {who} is going; try again when it ends")
     try:
         return execute(settings, store, run_id)

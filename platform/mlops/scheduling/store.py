@@ -22,7 +22,7 @@ from mlops.errors import UserError
 from mlops.owners import Lease, Owner
 from mlops.scheduling.db.models import LockRow, RunRow, ScheduleRow, SchedulerRow
 
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 MIGRATIONS = Path(__file__).parent / "db" / "migrations"
 VERSION_TABLE = "scheduling_alembic_version"
 RUNNING = "running"
@@ -44,6 +44,12 @@ class Schedule:
     created_at: float = 0.0
     created_by: str = ""
     next_fire_at: float | None = None
+    monitor: str = ""  # MODEL@STAGE: a monitor schedule (drift/live checks, retrain)
+
+    @property
+    def what(self) -> str:
+        """What a run of it does, in a few words."""
+        return f"watch {self.monitor}" if self.monitor else f"sweep {self.pipeline}"
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ class Run:
     error: str = ""
     owner: str = ""
     log_path: str = ""
+    trigger: str = ""  # a monitor run: the checks' figures and what they decided
 
 
 @dataclass(frozen=True)
@@ -86,14 +93,14 @@ class Holder:
 
 _RUN_FIELDS = {
     "status", "ended_at", "trials_added", "best_before", "best_after", "study",
-    "mlflow_run_id", "data_version", "registered_version", "error", "log_path",
+    "mlflow_run_id", "data_version", "registered_version", "error", "log_path", "trigger",
 }  # fmt: skip
 
 
 def _schedule(row: Any) -> Schedule:
     return Schedule(
         row.name, row.pipeline, row.cron, row.timezone, row.trials, row.workers, row.timeout,
-        row.grace, row.paused, row.created_at, row.created_by, row.next_fire_at,
+        row.grace, row.paused, row.created_at, row.created_by, row.next_fire_at, row.monitor,
     )  # fmt: skip
 
 
@@ -102,7 +109,7 @@ def _run(row: Any) -> Run:
         row.id, row.schedule, row.kind, row.status, row.fire_time, row.started_at,
         row.ended_at, row.coalesced, row.trials_requested, row.trials_added, row.best_before,
         row.best_after, row.study, row.mlflow_run_id, json.loads(row.data_version or "{}"),
-        row.registered_version, row.error, row.owner, row.log_path,
+        row.registered_version, row.error, row.owner, row.log_path, row.trigger,
     )  # fmt: skip
 
 
@@ -113,6 +120,7 @@ def _new_run(schedule: Schedule, kind: str, status: str, fire_time: float | None
         started_at=now, ended_at=None if status == RUNNING else now, coalesced=coalesced,
         trials_requested=schedule.trials, study="", mlflow_run_id="", data_version="{}",
         registered_version="", error=error, owner=str(Owner.current()), log_path="",
+        trigger="",
     )  # fmt: skip
 
 

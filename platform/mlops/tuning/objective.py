@@ -93,11 +93,15 @@ def require_splits(root: Path) -> tuple[Path, Path, Path]:
     return files
 
 
-def load_data(root: Path, train: TrainParams, data: DataParams | None = None) -> Data:
+def load_data(
+    root: Path, train: TrainParams, data: DataParams | None = None, train_file: Path | None = None
+) -> Data:
     """The splits `dvc repro` wrote (a clear error if they are missing), in memory or
     streamed as `train.loader` says; with `data`, a mixed table's encoding is refitted
-    on the train split as `data` says (a trial that searches the tokenizer)."""
-    schema_file, train_file, val_file = require_splits(root)
+    on the train split as `data` says (a trial that searches the tokenizer). `train_file`
+    replaces the train split (the split plus production's labelled rows, to retrain)."""
+    schema_file, split_train, val_file = require_splits(root)
+    train_file = train_file or split_train
     schema = Schema.load(schema_file)
     if data is not None:
         schema = schema.fitted(read_parquet(train_file), data)

@@ -26,6 +26,7 @@ class ScheduleRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
     created_by: Mapped[str] = mapped_column(String(255))
     next_fire_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    monitor: Mapped[str] = mapped_column(String(255), default="")
 
 
 class RunRow(Base):
@@ -51,6 +52,7 @@ class RunRow(Base):
     error: Mapped[str] = mapped_column(Text)
     owner: Mapped[str] = mapped_column(String(255))
     log_path: Mapped[str] = mapped_column(Text)
+    trigger: Mapped[str] = mapped_column(Text, default="")
 
 
 class LockRow(Base):
