@@ -219,12 +219,24 @@ def _data_rows(results: dict[str, Any]) -> list[str]:
 
 
 def _loop_rows(results: dict[str, Any]) -> list[str]:
-    """Batched serving and a shadow challenger (the production loop)."""
+    """Batched serving, a shadow challenger and workers (the production loop)."""
+    rows: list[str] = []
+    if "serving_workers" in results:
+        w = results["serving_workers"]
+        rows.append(
+            f"| `mlops serve --workers 2` ≥ 1.7× the requests/s of one worker at {w['clients']} "
+            f"clients ({w['model']}, batch-1 requests; clients on the same {w['cores']} cores) | "
+            f"{w['workers_2']['requests_per_s']:.0f} req/s, p99 {w['workers_2']['p99_ms']:.1f} ms"
+            f" | 1 worker {w['workers_1']['requests_per_s']:.0f} req/s, p99 "
+            f"{w['workers_1']['p99_ms']:.1f} ms | {w['ratio']}× req/s, {w['p99_ratio']}× p99 | "
+            f"{w['measured_at']} |"
+        )
     if "batched_serving" not in results:
-        return []
+        return rows
     r = results["batched_serving"]
     b, s = r["batching"], r["shadow"]
     return [
+        *rows,
         f"| `mlops serve --batch-max 32` ≥ 2× the requests/s of unbatched serving at "
         f"{r['clients']} concurrent clients, p99 no worse ({r['model']}, batch-1 requests) | "
         f"{b['batched']['requests_per_s']:.0f} req/s, p99 {b['batched']['p99_ms']:.1f} ms | "

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +39,7 @@ from mlops.live import live
 from mlops.serving.auth import Guard
 from mlops.serving.backends import describe
 from mlops.serving.batching import Batcher
-from mlops.serving.feedback import Ids, parse_feedback, store
+from mlops.serving.feedback import Ids, Stored, UnknownId, parse_feedback, store
 from mlops.serving.schema import (
     MULTIPART,
     BadRequest,
@@ -61,6 +62,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("mlops.serve")
+WORKER_ENV = "MLOPS_SERVE_WORKER"  # set in each process of `mlops serve --workers`
+OTHER_WORKERS_S = 1.0
 _JSON = [(b"content-type", b"application/json")]
 _CLOSE = (b"connection", b"close")
 INLINE_BYTES = 64 * 1024  # larger bodies are parsed and predicted off the event loop
@@ -248,6 +251,18 @@ class _App:
         await _respond(send, status, payload)
         self.metrics.answered("/feedback", status, time.perf_counter() - start)
 
+    def _store(self, path: Any, entries: list[Any]) -> Stored:
+        """Store labels; under `--workers`, an unknown id is looked for again for up to
+        `OTHER_WORKERS_S`: its answer may still be in another worker's sink queue."""
+        deadline = time.monotonic() + (OTHER_WORKERS_S if os.environ.get(WORKER_ENV) else 0)
+        while True:
+            try:
+                return store(path, entries)
+            except UnknownId:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
+
     def _label(self, entries: list[Any]) -> dict[str, Any]:
         """Store labels (after the answers queued before them are written) and refresh
         the live window of each version they label."""
@@ -255,7 +270,7 @@ class _App:
         assert sink is not None
         if not sink.sync():
             raise BadRequest(503, "the sink is behind; send the labels again shortly")
-        stored = store(sink.path, entries)
+        stored = self._store(sink.path, entries)
         for (model, version), count in stored.versions.items():
             task, n, value = live(sink.path, model, version, self.window)
             self.metrics.live(model, version, task, n, value)

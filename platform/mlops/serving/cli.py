@@ -94,6 +94,14 @@ def serve(
             help="A challenger that answers P% of the requests instead (e.g. digits@staging:10%).",
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Processes answering on the port, each with its own copy of the model.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve a registered version over HTTP: /predict, /feedback, /health, /ready, /metadata,
     /metrics.
@@ -112,6 +120,9 @@ def serve(
     )  # fmt: skip
     settings = Settings.from_env()
     found = service.resolve_target(settings, options)
+    if workers > 1:
+        _serve_workers(settings, options, found, workers)
+        return
     with console.status(f"Loading {found.name} version {found.version.version} …"):
         prepared = service.prepare(settings, options, found)
     console.table("mlops serve", ["", "value"], _summary(prepared, options))
@@ -123,6 +134,32 @@ def serve(
         soft_wrap=True,
     )
     service.run(prepared)
+    console.out.print("Server stopped")
+
+
+def _serve_workers(settings: Any, options: Any, found: Any, workers: int) -> None:
+    """`--workers N`: N processes on the port; this one supervises them."""
+    import signal
+
+    from mlops.serving import workers as pool_of
+
+    with console.status(f"Starting {workers} workers, each loading {found.name} "
+                        f"version {found.version.version} …"):  # fmt: skip
+        pool = pool_of.start(settings, options, workers)
+    received: list[int] = []
+    previous = {s: signal.signal(s, lambda n, _f: received.append(n))
+                for s in (signal.SIGINT, signal.SIGTERM)}  # fmt: skip
+    console.out.print(
+        f"Serving {found.name}{found.ref} on {pool.url} with {workers} workers "
+        "(POST /predict · GET /metadata /metrics · Ctrl-C to stop)",
+        soft_wrap=True,
+    )
+    try:
+        pool_of.supervise(pool, received)
+    finally:
+        pool_of.stop(pool)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     console.out.print("Server stopped")
 
 

@@ -49,6 +49,11 @@ class Ids:
         return [f"{prefix}-{next(count)}" for _ in range(n)]
 
 
+class UnknownId(BadRequest):
+    """A label names an id no recorded answer has (yet: under `--workers`, the answer may
+    still be on its way to the sink from another worker)."""
+
+
 @dataclass(frozen=True)
 class Entry:
     """One label of a `/feedback` body: where it was in the list, the row id, the label."""
@@ -116,7 +121,7 @@ def store(path: Path, entries: list[Entry]) -> Stored:
             for e in entries:
                 answers = found.get(e.rid, {})
                 if PRIMARY not in answers:
-                    raise BadRequest(
+                    raise UnknownId(
                         422, f"labels[{e.index}].id: unknown id {e.rid!r} (no answer recorded "
                         "with it here: a typo, another server's sink, or before --feedback)",
                     )  # fmt: skip

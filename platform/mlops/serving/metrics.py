@@ -1,4 +1,6 @@
 """Prometheus metrics of one server, in their own registry (never the process-wide one).
+Under `--workers N` (`PROMETHEUS_MULTIPROC_DIR` set) every worker's values are summed
+(counters, histograms) or taken from the live workers (gauges) at each scrape.
 
 Names (the Grafana dashboard in platform/deploy/ reads these):
 
@@ -25,6 +27,7 @@ Names (the Grafana dashboard in platform/deploy/ reads these):
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,6 +38,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     generate_latest,
+    multiprocess,
 )
 
 if TYPE_CHECKING:
@@ -78,11 +82,16 @@ class ServingMetrics:
         self.predictions = Counter(
             "mlops_predictions", "Predictions by class", ["model", "version", "class"], registry=r
         )
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.info = Gauge(
             "mlops_model_info", "The version served (value 1)",
             ["model", "version", "stage", "backend", "sha256", "role"], registry=r,
+            multiprocess_mode="livemax",
         )  # fmt: skip
-        self.version = Gauge("mlops_model_version", "Version served", ["model"], registry=r)
+        self.version = Gauge(
+            "mlops_model_version", "Version served", ["model"], registry=r,
+            multiprocess_mode="livemax",
+        )  # fmt: skip
         self.swaps = Counter(
             "mlops_model_swaps", "Hot swaps to a new version", ["model"], registry=r
         ).labels(model)
@@ -117,15 +126,15 @@ class ServingMetrics:
         )  # fmt: skip
         self.live_labelled = Gauge(
             "mlops_live_labelled", "Labelled answers in the live window", ["model", "version"],
-            registry=r,
+            registry=r, multiprocess_mode="livemostrecent",
         )  # fmt: skip
         self.live_accuracy = Gauge(
             "mlops_live_accuracy", "Accuracy over the live window of labelled answers",
-            ["model", "version"], registry=r,
+            ["model", "version"], registry=r, multiprocess_mode="livemostrecent",
         )  # fmt: skip
         self.live_rmse = Gauge(
             "mlops_live_rmse", "RMSE over the live window of labelled answers",
-            ["model", "version"], registry=r,
+            ["model", "version"], registry=r, multiprocess_mode="livemostrecent",
         )  # fmt: skip
         self._status: dict[tuple[str, int], Any] = {}
         self._latency = {e: self.latency.labels(e) for e in (*ENDPOINTS, "other")}
@@ -190,7 +199,10 @@ class ServingMetrics:
                   served.sha256, role)  # fmt: skip
         previous = self._info_labels.get(role)
         if previous is not None and previous != labels:
-            self.info.remove(*previous)
+            if self.multiprocess:  # its value stays in this worker's file: 0, not served
+                self.info.labels(*previous).set(0)
+            else:
+                self.info.remove(*previous)
         self.info.labels(*labels).set(1)
         self._info_labels[role] = labels
         if role == "primary":
@@ -199,4 +211,8 @@ class ServingMetrics:
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
 
-        return generate_latest(self.registry)
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        every = CollectorRegistry()
+        multiprocess.MultiProcessCollector(every)
+        return generate_latest(every)

@@ -145,17 +145,23 @@ def exposure(prepared: Prepared) -> str | None:
     )
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket (port 0: a free one), or one line saying why not."""
+def bind(host: str, port: int, reuse_port: bool = False, listen: bool = True) -> socket.socket:
+    """A listening socket (port 0: a free one), or one line saying why not. With
+    `reuse_port`, other sockets may bind the same port (`--workers`: one per worker, the
+    kernel spreads the connections over them); without `listen`, it only holds the port."""
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY on accepted sockets only when
         # their proto says TCP (0 would leave Nagle on: 40 ms per keep-alive request).
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
     except OSError as exc:
         raise MlopsError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    if not listen:
+        return sock
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -191,13 +197,18 @@ def resolve_target(settings: Settings, options: ServeOptions) -> Target:
     return Target(ctx, name, ref, resolve(ctx, name, ref), token)
 
 
-def prepare(settings: Settings, options: ServeOptions, target: Target | None = None) -> Prepared:
-    """Resolve the target (unless given), load and verify it, bind the port; nothing is
-    served yet."""
+def prepare(
+    settings: Settings,
+    options: ServeOptions,
+    target: Target | None = None,
+    sock: socket.socket | None = None,
+) -> Prepared:
+    """Resolve the target (unless given), load and verify it, bind the port (unless a
+    bound `sock` is given: a worker of `--workers`); nothing is served yet."""
 
     target = target or resolve_target(settings, options)
     ctx, name, ref, version = target.ctx, target.name, target.ref, target.version
-    sock = bind(options.host, options.port)
+    sock = sock or bind(options.host, options.port)
     workdir = Path(tempfile.mkdtemp(prefix="mlops-serve-"))
     try:
         served = load_version(ctx, version, options.backend, workdir, options.max_batch,
