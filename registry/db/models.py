@@ -80,6 +80,7 @@ class HookRow(Base):
     holds its signing secret (never the secret itself)."""
 
     __tablename__ = "registry_hooks"
+    __table_args__ = ({"sqlite_autoincrement": True},)  # no id reused
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     url: Mapped[str] = mapped_column(Text)
     events: Mapped[str] = mapped_column(String(255))
@@ -94,6 +95,7 @@ class DeliveryRow(Base):
     caused it; sent in id order, retried with backoff until the receiver takes it."""
 
     __tablename__ = "registry_deliveries"
+    __table_args__ = ({"sqlite_autoincrement": True},)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     hook_id: Mapped[int] = mapped_column(Integer, index=True)
     event_id: Mapped[str] = mapped_column(String(64))

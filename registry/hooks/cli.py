@@ -5,6 +5,7 @@ Imports only typer and rich at import time (the services load in the command bod
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -81,28 +82,31 @@ def add_cmd(
         return
     console.out.print(
         f"hook {hook.id}: {', '.join(hook.events)} → {redact(hook.url)} "
-        f"(signed with ${hook.secret_env})"
+        f"(signed with ${hook.secret_env})",
+        markup=False,
     )
 
 
 @app.command("list")
 def list_cmd(as_json: JsonFlag = False) -> None:
     """The hooks, their events and how many deliveries each still owes."""
+    from rich.markup import escape
+
     from mlops.settings import redact
     from registry.db.hooks import HookStore
 
     store = HookStore(_url())
     hooks, pending = store.hooks(), store.pending_counts()
     rows = [{**asdict(h), "url": redact(h.url), "pending": pending.get(h.id, 0)} for h in hooks]
+    shown = [[r["id"], escape(r["url"]), ",".join(r["events"]), r["secret_env"], r["pending"],
+              escape(r["actor"])] for r in rows]  # fmt: skip
     if as_json:
         console.emit_json(rows)
         return
     if not rows:
         console.out.print("no hooks; add one with `mlops registry hooks add URL --secret-env NAME`")
         return
-    console.table("Hooks", ["id", "url", "events", "secret env", "pending", "added by"],
-                  [[r["id"], r["url"], ",".join(r["events"]), r["secret_env"], r["pending"],
-                    r["actor"]] for r in rows])  # fmt: skip
+    console.table("Hooks", ["id", "url", "events", "secret env", "pending", "added by"], shown)
 
 
 @app.command("remove")
@@ -131,6 +135,8 @@ def log_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Deliveries, oldest first: event, state, attempts, the last answer or error."""
+    from rich.markup import escape
+
     from registry.db.hooks import HookStore
 
     found, total = HookStore(_url()).log(limit, hook_id)
@@ -139,7 +145,7 @@ def log_cmd(
         return
     rows = [
         [d.id, d.hook_id, d.event, d.model, d.version, d.state, d.attempts,
-         d.last_status or "", d.last_error,
+         d.last_status or "", escape(d.last_error),
          _when(d.delivered_at) if d.delivered_at else f"next {_when(d.next_at)}",
          d.event_id]
         for d in found
@@ -149,6 +155,10 @@ def log_cmd(
     console.table("Deliveries", columns, rows)
     if total > len(found):
         console.out.print(f"showing {len(found)} of {total} deliveries; --limit for more")
+
+
+def _json_line(attempt: Attempt) -> None:
+    print(json.dumps({**asdict(attempt), "ok": attempt.ok}, sort_keys=True), flush=True)
 
 
 def _report(attempt: Attempt) -> None:
@@ -171,7 +181,8 @@ def deliver_cmd(
     ] = 1.0,
     as_json: JsonFlag = False,
 ) -> None:
-    """Send the deliveries that are due (with --watch, until SIGTERM or Ctrl-C)."""
+    """Send the deliveries that are due (with --watch, until SIGTERM or Ctrl-C; --json:
+    one JSON line per attempt)."""
     from registry.hooks import delivery
 
     url = _url()
@@ -187,7 +198,7 @@ def deliver_cmd(
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     console.err.print(f"delivering registry events every {interval:g} s; Ctrl-C to stop")
-    delivery.watch(url, interval, stop.is_set, _report)
+    delivery.watch(url, interval, stop.is_set, _json_line if as_json else _report)
 
 
 @app.command("listen")
@@ -206,8 +217,6 @@ def listen_cmd(
 ) -> None:
     """Receive registry events: verify each signature and print one line per event (a
     receiver to try hooks with; yours verifies the same header)."""
-    import json
-
     from mlops.errors import UserError
     from registry.hooks import events
     from registry.hooks.receiver import Receiver

@@ -75,14 +75,14 @@ def verify(
 ) -> bool:
     """Whether `header` signs `body` under `secret` within `tolerance` seconds of `now`."""
     fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
-    try:
-        t = int(fields.get("t", ""))
-    except ValueError:
+    given = fields.get("t", "")
+    if not (given.isascii() and given.isdigit() and len(given) <= 12):
         return False
+    t = int(given)
     if abs(now - t) > tolerance:
         return False
-    expected = signature(secret, body, t).split("v1=", 1)[1]
-    return hmac.compare_digest(expected, fields.get("v1", ""))
+    expected = signature(secret, body, t).split("v1=", 1)[1].encode()
+    return hmac.compare_digest(expected, fields.get("v1", "").encode("utf-8", "replace"))
 
 
 def backoff(attempts: int, cap: float) -> float:
@@ -96,7 +96,7 @@ def parse_events(text: str) -> tuple[str, ...]:
     unknown = sorted(set(asked) - set(EVENTS))
     if unknown or not asked:
         raise UserError(
-            f"--events {text!r}: unknown event {', '.join(unknown) or '(none given)'}; "
+            f"--events {text[:200]!r}: unknown event {', '.join(unknown)[:200] or '(none given)'}; "
             f"choose from {', '.join(EVENTS)}"
         )
     return tuple(e for e in EVENTS if e in asked)
@@ -104,14 +104,19 @@ def parse_events(text: str) -> tuple[str, ...]:
 
 def check_url(url: str) -> str:
     """An http(s) URL with a host and no spaces (one line if not)."""
-    parts = urlsplit(url)
+    bad = UserError(f"hook URL {url[:200]!r}: not an http(s) URL with a host (and a numeric port)")
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a port that is not a number
+    except ValueError:
+        raise bad from None
     if (
         len(url) > MAX_URL
         or parts.scheme not in ("http", "https")
         or not parts.hostname
         or any(c.isspace() or ord(c) < 32 for c in url)
     ):
-        raise UserError(f"hook URL {url[:200]!r}: not an http(s) URL with a host")
+        raise bad
     return url
 
 

@@ -2,7 +2,8 @@
 
 For trying hooks out and for scripts that react to the registry: each POST must carry a
 valid, fresh signature (401 otherwise), a JSON body under 1 MiB (413/400), and is taken
-once per idempotency key (a repeat is answered 200 and not reported again).
+once per event id (the `id` in the signed body, which `Idempotency-Key` repeats: a retry
+or a replay is answered 200 and not reported again).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from registry.hooks import events
 
 MAX_BODY = 1 << 20
+IDLE_S = 10.0
 _SEEN_KEYS = 100_000
 
 
@@ -32,6 +34,9 @@ class Receiver(ThreadingHTTPServer):
         self.seen: dict[str, None] = {}
         self.guard = threading.Lock()
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away, or sent nonsense, is not worth a traceback."""
+
     def take(self, key: str, event: dict[str, Any]) -> None:
         """Report `event` unless its key was already taken."""
         with self.guard:
@@ -45,6 +50,7 @@ class Receiver(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: Receiver
+    timeout = IDLE_S  # a connection that sends nothing for this long is closed
 
     def do_POST(self) -> None:
         try:
@@ -61,8 +67,9 @@ class _Handler(BaseHTTPRequestHandler):
             event = json.loads(body)
         except ValueError:
             return self._answer(400, "the body is not JSON")
-        key = self.headers.get(events.KEY_HEADER) or str(event.get("id", ""))
-        self.server.take(key, event)
+        if not isinstance(event, dict) or not isinstance(event.get("id"), str):
+            return self._answer(400, "the body is not an event (an object with an id)")
+        self.server.take(event["id"], event)  # the signed id: a replay is not a new event
         return self._answer(200, "ok")
 
     def _answer(self, status: int, text: str) -> None:

@@ -35,7 +35,11 @@ from mlops import db
 from mlops.errors import StoreError
 from mlops.exposure import free_port
 from registry.context import Context
-from registry.db.store import Entry
+from registry.db.hooks import HookStore
+from registry.db.store import Entry, RegistryStore
+from registry.hooks import events as hook_events
+from registry.hooks.delivery import deliver_due
+from registry.hooks.receiver import Receiver
 from registry.promotion import change_stage
 from registry.stages import Ref, Refused
 from tests.integration.registry_project import cli, context, register_small, write_project
@@ -276,3 +280,109 @@ def test_the_readme_path_listen_add_promote(tmp_path: Path) -> None:
     ], err
     shown = cli(tmp_path, "registry", "hooks", "log", env=env)
     assert shown.returncode == 0 and "delivered" in shown.stdout, shown.stderr
+
+
+class Hostile(ThreadingHTTPServer):
+    """`drip`: one header line a second, forever; `garbage`: not HTTP; `ok`: 200, keeping
+    each request's headers."""
+
+    daemon_threads = True
+
+    def __init__(self, mode: str) -> None:
+        super().__init__(("127.0.0.1", 0), _HostileHandler)
+        self.mode = mode
+        self.seen: list[dict[str, str]] = []
+        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/in"
+
+
+class _HostileHandler(BaseHTTPRequestHandler):
+    server: Hostile
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.seen.append(dict(self.headers.items()))
+        if self.server.mode == "garbage":
+            self.wfile.write(b"HELLO THERE\r\n\r\n")
+            return
+        if self.server.mode == "drip":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(60):
+                self.wfile.write(b"X-Slow: 1\r\n")
+                self.wfile.flush()
+                time.sleep(1.0)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_hostile_receivers_cost_one_attempt_of_their_own_hook(tmp_path: Path) -> None:
+    """A receiver that drips its answer is cut off at the budget; one that answers
+    nonsense is a failed attempt; neither keeps the next hook's event from going out
+    (Basic auth from the URL's user info); a removed hook's id is never reused."""
+
+    url = f"sqlite:///{tmp_path / 'platform.db'}"
+    store, hooks = RegistryStore(url), HookStore(url)
+    drip, garbage, ok = Hostile("drip"), Hostile("garbage"), Hostile("ok")
+    try:
+        good = ok.url.replace("http://", "http://ann:p%40ss@")
+        made = [hooks.add(u, ("promote",), "HOOK_SECRET", 300.0, "t")
+                for u in (drip.url, garbage.url, good)]  # fmt: skip
+        store.append(Entry("promote", "digits", 1, "staging", "production", "t"))
+        began = time.monotonic()
+        attempts = deliver_due(url, timeout=3.0, environ={"HOOK_SECRET": SECRET})
+        assert time.monotonic() - began < 15
+        by_hook = {a.hook: a for a in attempts}
+        assert by_hook[made[0].id].error == "timed out after 3 s"
+        assert by_hook[made[1].id].status is None and not by_hook[made[1].id].ok
+        assert by_hook[made[2].id].ok and len(ok.seen) == 1
+        assert ok.seen[0]["Authorization"] == "Basic YW5uOnBAc3M="  # ann:p@ss
+        log = {d.hook_id: d for d in hooks.log(10)[0]}
+        assert log[made[0].id].state == log[made[1].id].state == "pending"
+        assert log[made[1].id].attempts == 1 and log[made[1].id].next_at > time.time()
+        assert hooks.remove(made[2].id)
+        again = hooks.add(ok.url, ("promote",), "HOOK_SECRET", 300.0, "t")
+        assert again.id > made[2].id, "a removed hook's id came back"
+    finally:
+        for server in (drip, garbage, ok):
+            server.shutdown()
+            server.server_close()
+
+
+def test_the_listener_takes_an_event_once_whatever_the_key_header(tmp_path: Path) -> None:
+    """A replayed signed event with a new Idempotency-Key is not a new event; broken
+    signatures and bodies are 4xx, never a crash."""
+
+    got: list[dict[str, Any]] = []
+    receiver = Receiver(("127.0.0.1", 0), SECRET.encode(), got.append)
+    threading.Thread(target=receiver.serve_forever, args=(0.05,), daemon=True).start()
+    url = f"http://127.0.0.1:{receiver.server_address[1]}/"
+
+    def send(body: bytes, signature: str, key: str = "k") -> int:
+        headers = {"X-Mlops-Signature": signature, "Idempotency-Key": key}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=10):
+                return 200
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        body = json.dumps({"id": "evt-1", "type": "promote"}).encode()
+        signed_now = hook_events.signature(SECRET.encode(), body, int(time.time()))
+        assert [send(body, signed_now, key) for key in ("a", "a", "b", "c")] == [200] * 4
+        assert [e["id"] for e in got] == ["evt-1"]
+        now = int(time.time())
+        assert send(body, f"t={now},v1=é") == 401
+        assert send(body, "t=" + "9" * 400 + ",v1=00") == 401
+        listed = b"[1, 2]"
+        assert send(listed, hook_events.signature(SECRET.encode(), listed, now)) == 400
+    finally:
+        receiver.shutdown()
+        receiver.server_close()

@@ -80,3 +80,15 @@ def test_events_urls_and_secret_names_are_checked() -> None:
         events.check_env_name("HOOK_SECRET", {"HOOK_SECRET": ""})
     with pytest.raises(UserError, match="not an environment variable name"):
         events.check_env_name("A-B", {"A-B": "x"})
+
+
+def test_broken_signatures_and_urls_are_refused_not_crashed() -> None:
+    body, secret = b"{}", b"s"
+    for header in ("t=1000,v1=é", "t=" + "9" * 400 + ",v1=00", "t=-5,v1=00", "t=１０００,v1=00"):
+        assert not events.verify(secret, body, header, now=1000)
+    for bad in ("http://x:abc/", "http://[::1", "http://[zz]/"):
+        with pytest.raises(UserError, match="hook URL"):
+            events.check_url(bad)
+    with pytest.raises(UserError) as refused:
+        events.parse_events("x" * 100_000)
+    assert len(str(refused.value)) < 600

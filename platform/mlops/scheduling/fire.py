@@ -29,6 +29,7 @@ from mlops.settings import Settings
 from mlops.tuning.objective import study_name
 from mlops.tuning.service import run_sweep
 from mlops.tuning.storage import counts, open_study
+from registry.hooks import delivery as hooks
 
 
 def data_version(settings: Settings) -> dict[str, str]:
@@ -80,6 +81,8 @@ def execute(settings: Settings, store: ScheduleStore, run_id: int) -> Run:
         store.finish_run(run_id, status, time.time(), **outcome)
     ended = store.run(run_id)
     assert ended is not None
+    if ended.registered_version:  # its `register` event, to any webhook, now
+        hooks.flush(settings.database_url)
     return ended
 
 

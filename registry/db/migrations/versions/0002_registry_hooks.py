@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("max_backoff", sa.Float, nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("actor", sa.String(255), nullable=False),
+        sqlite_autoincrement=True,  # SQLite must never reuse a removed hook's id
     )
     op.create_table(
         "registry_deliveries",
@@ -44,6 +45,7 @@ def upgrade() -> None:
         sa.Column("last_status", sa.Integer, nullable=True),
         sa.Column("last_error", sa.Text, nullable=False),
         sa.Column("delivered_at", sa.Float, nullable=True),
+        sqlite_autoincrement=True,
     )
 
 
