@@ -21,7 +21,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from registry.promotion import change_stage
 from registry.stages import Ref
-from tests.integration.registry_project import _arrays, context, register_small, write_project
+from tests.integration.registry_project import (
+    _arrays,
+    cli,
+    context,
+    register_small,
+    write_project,
+)
 from tests.integration.test_serving import JSON, MODEL, Client, start_server, stop
 from tests.servers import wait_ready
 
@@ -138,3 +144,10 @@ def test_sigterm_stops_every_worker(pool: dict[str, Any]) -> None:
     assert code == 0 and "Traceback" not in err, err
     gone, alive = psutil.wait_procs(workers, timeout=30)
     assert not alive and len(gone) == 2
+
+
+def test_a_sink_the_workers_cannot_write_is_one_line(pool: dict[str, Any]) -> None:
+    done = cli(pool["root"], "serve", f"{MODEL}@production", "--workers", "2", "--feedback",
+               "--sink", "/proc/no-such-dir/sink.db", "--port", "0")  # fmt: skip
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error")]
+    assert done.returncode == 2 and len(errors) == 1 and "--sink" in errors[0], done.stderr

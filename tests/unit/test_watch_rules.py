@@ -16,7 +16,7 @@ from mlops.scheduling.watch import Signals, cooling, live_check
 @pytest.mark.parametrize(
     ("every", "cron"),
     [("5m", "*/5 * * * *"), ("15min", "*/15 * * * *"), ("60m", "0 * * * *"),
-     ("1h", "0 */1 * * *"), ("6h", "0 */6 * * *"), ("24h", "0 0 * * *"), ("1d", "0 0 * * *"),
+     ("1h", "0 * * * *"), ("6h", "0 */6 * * *"), ("24h", "0 0 * * *"), ("1d", "0 0 * * *"),
      (" 2H ", "0 */2 * * *")],
 )  # fmt: skip
 def test_every_is_the_cron_that_keeps_the_interval(every: str, cron: str) -> None:

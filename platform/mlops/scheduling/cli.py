@@ -132,7 +132,7 @@ def list_cmd(as_json: JsonFlag = False) -> None:
         for s in schedules:
             run = last.get(s.name)
             rows.append((
-                s.name, s.what, s.cron, s.timezone, s.trials,
+                s.name, s.what, s.cron, s.timezone, "—" if s.monitor else s.trials,
                 "paused" if s.paused else "active",
                 "—" if s.paused else _when(s.next_fire_at, s.timezone),
                 f"{run.status} ({_when(run.started_at)})" if run else "never ran",
@@ -233,6 +233,8 @@ def _trigger(text: str) -> str:
     ]
     if live.get("value") is not None:
         seen.append(f"live {live['metric']} {live['value']:.4f} on {live['labelled']} labels")
+    if live.get("skipped"):
+        seen.append(f"live check off ({live['skipped']})")
     return f"{found.get('watched', '')}: " + ", ".join(seen)
 
 

@@ -47,7 +47,7 @@ def every_cron(text: str) -> str:
     if unit in ("m", "min") and n and 60 % n == 0:
         return "0 * * * *" if n == 60 else f"*/{n} * * * *"
     if unit == "h" and n and 24 % n == 0:
-        return "0 0 * * *" if n == 24 else f"0 */{n} * * *"
+        return {1: "0 * * * *", 24: "0 0 * * *"}.get(n, f"0 */{n} * * *")
     if unit == "d" and n == 1:
         return "0 0 * * *"
     raise UserError(

@@ -27,6 +27,7 @@ import select
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -36,9 +37,12 @@ from pathlib import Path
 
 from prometheus_client import multiprocess
 
-from mlops.errors import MlopsError
+from mlops.errors import MlopsError, UserError
+from mlops.live import default_sink
 from mlops.serving import service
+from mlops.serving.sink import Sink
 from mlops.settings import Settings
+from registry.loading import parse_target
 
 log = logging.getLogger("mlops.serve")
 OPTIONS_ENV = "MLOPS_SERVE_OPTIONS"
@@ -87,7 +91,12 @@ def _spawn(pool: Pool, index: int, ready: int) -> None:
 def start(settings: Settings, options: service.ServeOptions, workers: int) -> Pool:
     """Bind the port and start `workers` processes; returns once every one is ready (one
     line, and nothing left running, if one fails to start)."""
-    del settings  # each worker reads the same environment
+    if options.log_inputs > 0 or options.feedback:  # one line here, not one per worker
+        path = options.sink or default_sink(settings, parse_target(options.target)[0])
+        try:
+            Sink(path, 0.0, answers=options.feedback).close()
+        except (OSError, sqlite3.Error) as exc:
+            raise UserError(f"--sink {path}: cannot write there ({exc})") from None
     sock = service.bind(options.host, options.port, reuse_port=True, listen=False)
     metrics_dir = Path(tempfile.mkdtemp(prefix="mlops-metrics-"))
     pool = Pool(options, sock, metrics_dir)
@@ -113,9 +122,11 @@ def _await_ready(pool: Pool, read: int, workers: int) -> None:
     while ready < workers:
         for index, process in pool.processes.items():
             if process.poll() is not None:
-                raise MlopsError(
+                failed = MlopsError(
                     f"worker {index} exited with code {process.returncode} while starting"
                 )
+                failed.exit_code = process.returncode if process.returncode > 0 else 1
+                raise failed
         if time.monotonic() > deadline:
             raise MlopsError(f"{workers - ready} worker(s) not ready after {START_S:g} s")
         readable, _, _ = select.select([read], [], [], 0.2)
