@@ -121,8 +121,12 @@ def test_live_comparison_and_a_gate_that_waits_for_labelled_pairs(
             status, answer = fresh.call("POST", "/feedback", body, JSON)
             assert status == 200, answer
 
-    _until(lambda: _metric(client, "mlops_shadow_scored_total") >= 40 + len(rows))
-    label(slice(0, 20))  # too few labelled pairs yet
+    label(slice(0, 20))  # right after the answers; too few labelled pairs yet
+    # the labels count for the shadow's scores as soon as /feedback has answered
+    fresh = Client(shadowed["port"])
+    assert _metric(fresh, "mlops_live_labelled", version="1") == 20
+    assert _metric(fresh, "mlops_live_labelled", version="2") == 20
+    _until(lambda: _metric(fresh, "mlops_shadow_scored_total") >= 40 + len(rows))
     refused = cli(root, "registry", "promote", MODEL, "2", "--to", "production", "--json")
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "live evidence" in refused.stdout + refused.stderr

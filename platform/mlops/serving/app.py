@@ -64,6 +64,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 log = logging.getLogger("mlops.serve")
 WORKER_ENV = "MLOPS_SERVE_WORKER"  # set in each process of `mlops serve --workers`
 OTHER_WORKERS_S = 1.0
+SHADOW_SETTLE_S = 1.0  # /feedback waits this long at most for the shadow's queued scores
 _JSON = [(b"content-type", b"application/json")]
 _CLOSE = (b"connection", b"close")
 INLINE_BYTES = 64 * 1024  # larger bodies are parsed and predicted off the event loop
@@ -268,13 +269,22 @@ class _App:
         the live window of each version they label."""
         sink = self.state.sink
         assert sink is not None
+        if self.state.shadow is not None:  # its scores of the rows answered so far, too
+            self.state.shadow.settle(SHADOW_SETTLE_S)
         if not sink.sync():
             raise BadRequest(503, "the sink is behind; send the labels again shortly")
         stored = self._store(sink.path, entries)
         for (model, version), count in stored.versions.items():
-            task, n, value = live(sink.path, model, version, self.window)
-            self.metrics.live(model, version, task, n, value)
             self.metrics.feedback_labels.labels(model, str(version)).inc(count)
+        # every version served now, too: a shadow's scores of these rows may still be on
+        # their way to the sink, and its window must not wait for the next label to show
+        state = self.state
+        rival = state.shadow.state if state.shadow else state.canary.state if state.canary else None
+        served = {(s.current.name, s.current.version) for s in (state, rival) if s is not None}
+        for model, version in sorted(set(stored.versions) | served):
+            task, n, value = live(sink.path, model, version, self.window)
+            if n:
+                self.metrics.live(model, version, task, n, value)
         return {"accepted": stored.accepted, "replaced": stored.replaced}
 
 
@@ -391,6 +401,9 @@ def _challenger(state: State) -> dict[str, Any] | None:
         "sha256": rival.current.sha256,
         "share": state.canary.share if state.canary else 1.0,
         "swaps": [s | {"at": _iso(s["at"])} for s in rival.swaps],
+        "poll_error": getattr(rival, "poll_error", None),
+        # a shadow of the primary's own version compares nothing (after a promotion)
+        "idle": rival.current.version == state.current.version,
     }
 
 

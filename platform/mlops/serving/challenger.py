@@ -130,19 +130,36 @@ class Shadow:
             return
         self._thread.join(timeout)
 
+    def settle(self, timeout: float) -> bool:
+        """Wait (at most `timeout` s) until what was queued before now is scored and
+        handed to the sink; False if it was not done in time."""
+        q, deadline = self._queue, time.monotonic() + timeout
+        with q.all_tasks_done:
+            while q.unfinished_tasks:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                q.all_tasks_done.wait(left)
+        return True
+
     def _loop(self) -> None:
         _lowest_priority()
         while (batch := self._gather()) is not None:
             served = self.state.current
             # The challenger's stage may hold the primary's version: nothing to compare.
             other = [(x, ids) for version, x, ids in batch if version != served.version]
-            if other:
-                self._score(served, other)
+            try:
+                if other:
+                    self._score(served, other)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
 
     def _gather(self) -> list[tuple[int, np.ndarray, list[str]]] | None:
         """The requests queued within SHADOW_WINDOW_S of the first (None: stop)."""
         first = self._queue.get()
         if first is None:
+            self._queue.task_done()
             return None
         batch, rows = [first], len(first[1])
         deadline = time.monotonic() + SHADOW_WINDOW_S
@@ -152,6 +169,7 @@ class Shadow:
             except queue.Empty:
                 break
             if item is None:
+                self._queue.task_done()
                 self._queue.put(None)  # stop after this batch
                 break
             batch.append(item)

@@ -114,7 +114,10 @@ class Watcher(threading.Thread):
             return False
         state.last_poll = time.time()
         if wanted is None:
-            state.poll_error = f"no version holds {state.stage}; still serving the last one"
+            empty = f"no version holds {state.stage}; still serving the last one"
+            if state.poll_error != empty:
+                log.warning("%s (%s v%s)", empty, state.role, state.current.version)
+            state.poll_error = empty
             return False
         if wanted in (state.current.version, self._failed):
             state.poll_error = self._failure if wanted == self._failed else None

@@ -1,0 +1,1 @@
+"""ORM models and migrations of the scheduling tables."""
