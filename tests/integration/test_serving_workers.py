@@ -63,6 +63,22 @@ def _workers(process: Any) -> list[psutil.Process]:
             " ".join(p.cmdline())]  # fmt: skip
 
 
+def _until_listening(process: Any, port: int, workers: int, timeout: float = 180.0) -> None:
+    """Until `workers` worker processes listen on `port` (each listens once it has loaded
+    the model; on a busy machine the second may take a while longer than the first)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listening = [
+            w for w in _workers(process)
+            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                   for c in w.net_connections(kind="tcp"))
+        ]  # fmt: skip
+        if len(listening) >= workers:
+            return
+        assert time.monotonic() < deadline, f"{len(listening)} of {workers} workers listening"
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("workers")
@@ -73,7 +89,8 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     change_stage(ctx, MODEL, Ref(version=1), "production")
     process, port = start_server(root, "--workers", "2", "--feedback", "--poll", "0.5")
     try:
-        wait_ready(process, port)
+        wait_ready(process, port)  # the first worker listening answers /ready
+        _until_listening(process, port, 2)
         x, y = _arrays(root, "test")
         yield {"root": root, "ctx": ctx, "process": process, "port": port, "x": x, "y": y}
     finally:
@@ -119,6 +136,7 @@ def test_a_killed_worker_is_replaced_and_its_counts_kept(pool: dict[str, Any]) -
     }:
         assert time.monotonic() < deadline, "the worker was not replaced"
         time.sleep(0.2)
+    _until_listening(pool["process"], port, 2)
     for i in range(20):
         _answer(port, x[i].tolist())
     assert _predicted(port) >= before + 20
