@@ -279,7 +279,7 @@ class _App:
         # every version served now, too: a shadow's scores of these rows may still be on
         # their way to the sink, and its window must not wait for the next label to show
         state = self.state
-        rival = state.shadow.state if state.shadow else state.canary.state if state.canary else None
+        rival = state.challenger
         served = {(s.current.name, s.current.version) for s in (state, rival) if s is not None}
         for model, version in sorted(set(stored.versions) | served):
             task, n, value = live(sink.path, model, version, self.window)
@@ -391,7 +391,7 @@ def metadata(state: State) -> dict[str, Any]:
 
 def _challenger(state: State) -> dict[str, Any] | None:
     """The `--shadow` or `--canary` version: its target, version and share."""
-    rival = state.shadow.state if state.shadow else state.canary.state if state.canary else None
+    rival = state.challenger
     if rival is None:
         return None
     return {
@@ -401,7 +401,7 @@ def _challenger(state: State) -> dict[str, Any] | None:
         "sha256": rival.current.sha256,
         "share": state.canary.share if state.canary else 1.0,
         "swaps": [s | {"at": _iso(s["at"])} for s in rival.swaps],
-        "poll_error": getattr(rival, "poll_error", None),
+        "poll_error": rival.poll_error,
         # a shadow of the primary's own version compares nothing (after a promotion)
         "idle": rival.current.version == state.current.version,
     }

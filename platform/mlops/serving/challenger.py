@@ -48,6 +48,7 @@ class State(Protocol):
     role: str
     target: str
     swaps: list[dict[str, Any]]
+    poll_error: str | None
 
 
 log = logging.getLogger("mlops.serve")

@@ -187,7 +187,7 @@ def _summary(prepared: Any, options: Any) -> list[tuple[str, str]]:
 
 
 def _rival(state: Any) -> str:
-    rival = state.shadow.state if state.shadow else state.canary.state if state.canary else None
+    rival = state.challenger
     if rival is None:
         return "off"
     share = (

@@ -22,6 +22,7 @@ from mlops.live import live
 
 if TYPE_CHECKING:
     from mlops.serving.challenger import Canary, Shadow
+    from mlops.serving.challenger import State as Challenger
     from mlops.serving.metrics import ServingMetrics
     from mlops.serving.model import Served
     from mlops.serving.sink import Sink
@@ -49,6 +50,13 @@ class State:
     last_poll: float | None = None
     poll_error: str | None = None
     started_at: float = field(default_factory=time.time)
+
+    @property
+    def challenger(self) -> Challenger | None:
+        """The state of the `--shadow` or `--canary` version beside this one, or None."""
+        if self.shadow is not None:
+            return self.shadow.state
+        return self.canary.state if self.canary is not None else None
 
     def refresh_live(self, served: Served) -> None:
         """Set a version's live window on /metrics from the labels already in the sink
