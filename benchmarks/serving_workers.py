@@ -15,7 +15,6 @@ results/serving_workers.json (`python benchmarks/serving_workers.py [ROUNDS]`).
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -42,8 +41,7 @@ def main() -> None:
                 with bench.Server(root, "--workers", workers) as server:
                     runs[workers].append(bench._load(server.port, bodies))
                 print("workers", workers, runs[workers][-1], flush=True)
-    medians = {k: {m: round(statistics.median(r[m] for r in v), 3) for m in v[0]}
-               for k, v in runs.items()}  # fmt: skip
+    medians = {k: bench._median(v) for k, v in runs.items()}
     result: dict[str, Any] = {
         "rounds": rounds, "clients": CLIENTS, "seconds": bench.SECONDS, "cores": os.cpu_count(),
         "model": "digits CNN", "workers_1": medians["1"], "workers_2": medians["2"],

@@ -26,6 +26,12 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+SecretEnv = Annotated[
+    str,
+    typer.Option(
+        "--secret-env", help="Environment variable holding the signing secret.", show_default=False
+    ),
+]
 DEFAULT_EVENTS = "register,promote,rollback,archive,gate_failed"
 
 
@@ -45,14 +51,7 @@ def _when(at: float | None) -> str:
 @app.command("add")
 def add_cmd(
     url: Annotated[str, typer.Argument(help="The receiver's http(s) URL.", show_default=False)],
-    secret_env: Annotated[
-        str,
-        typer.Option(
-            "--secret-env",
-            help="Environment variable holding the signing secret.",
-            show_default=False,
-        ),
-    ],
+    secret_env: SecretEnv,
     wanted: Annotated[
         str, typer.Option("--events", help="Comma-separated events to send.")
     ] = DEFAULT_EVENTS,
@@ -203,14 +202,7 @@ def deliver_cmd(
 
 @app.command("listen")
 def listen_cmd(
-    secret_env: Annotated[
-        str,
-        typer.Option(
-            "--secret-env",
-            help="Environment variable holding the signing secret.",
-            show_default=False,
-        ),
-    ],
+    secret_env: SecretEnv,
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port.")] = 8787,
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per event.")] = False,

@@ -40,6 +40,7 @@ from prometheus_client import multiprocess
 from mlops.errors import MlopsError, UserError
 from mlops.live import default_sink
 from mlops.serving import service
+from mlops.serving.app import WORKER_ENV
 from mlops.serving.sink import Sink
 from mlops.settings import Settings
 from registry.loading import parse_target
@@ -76,7 +77,7 @@ def _env(pool: Pool, index: int, ready: int) -> dict[str, str]:
         OPTIONS_ENV: json.dumps({**options, "port": pool.sock.getsockname()[1]}),
         READY_ENV: str(ready),
         METRICS_ENV: str(pool.metrics_dir),
-        "MLOPS_SERVE_WORKER": str(index),
+        WORKER_ENV: str(index),
     }
 
 
@@ -199,7 +200,7 @@ def main() -> int:
         prepared = service.prepare(settings, options, sock=sock)
         sock.listen(2048)
     except MlopsError as exc:
-        print(f"error: worker {os.environ.get('MLOPS_SERVE_WORKER')}: {exc}", file=sys.stderr)
+        print(f"error: worker {os.environ.get(WORKER_ENV)}: {exc}", file=sys.stderr)
         return exc.exit_code
     with contextlib.suppress(OSError):  # a restarted worker: nobody waits for it
         os.write(ready, b"r")
